@@ -1,0 +1,124 @@
+"""The attack object: a trigger plus the poisoning semantics of one paper's code."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from ..data import ImageSet
+from .selection import SELECTIONS, select_poison
+
+LABEL_MODES = ("all2one", "all2all", "clean_label")
+
+
+class Trigger(Protocol):
+    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
+        """uint8 ``(N, 3, H, W)`` in, uint8 out; ``train=False`` gives the test-time variant."""
+
+
+@dataclass
+class PoisonedSet:
+    """A training set after poisoning. ``labels`` are what training sees; ``true_labels`` the clean ones.
+
+    ``cross_mask`` marks samples that were modified but keep their true label (WaNet noise mode).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    true_labels: torch.Tensor
+    poison_mask: torch.Tensor
+    cross_mask: torch.Tensor
+    classes: tuple[str, ...]
+    attack: str
+
+    @property
+    def count(self) -> int:
+        return int(self.poison_mask.sum())
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def as_imageset(self) -> ImageSet:
+        return ImageSet(self.images, self.labels, self.classes, f"{self.attack}-poisoned")
+
+
+Adversary = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Attack:
+    key: str
+    trigger: Trigger = field(repr=False)
+    target: int = 0
+    label_mode: str = "all2one"
+    selection: str = "random_nontarget"
+    rate: float = 0.1
+    pgd: dict | None = field(default=None, compare=False)  # label-consistent: eps, step, steps of the PGD pre-step
+    cross_ratio: float = 0.0  # WaNet noise mode: this many times the poison count, true labels
+    cross_trigger: Trigger | None = field(default=None, repr=False)
+    source: str = ""
+
+    def __post_init__(self):
+        if not (0 < self.rate <= 1):
+            raise ValueError(f"{self.key}: rate must be in (0, 1], got {self.rate}")
+        if self.label_mode not in LABEL_MODES:
+            raise ValueError(f"{self.key}: label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"{self.key}: unknown selection {self.selection!r}; choose from {', '.join(SELECTIONS)}")
+        if (self.label_mode == "clean_label") != (self.selection == "target_fraction"):
+            raise ValueError(f"{self.key}: clean_label attacks (and only they) use selection 'target_fraction'")
+        if self.target < 0:
+            raise ValueError(f"{self.key}: target must be a class index, got {self.target}")
+
+    @property
+    def needs_adversary(self) -> bool:
+        return self.pgd is not None
+
+    def poison_indices(self, labels, data_seed: int) -> np.ndarray:
+        labels = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+        return select_poison(labels, self.target, self.selection, self.rate, data_seed)
+
+    def poisoned_labels(self, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        if self.label_mode == "all2one":
+            return torch.full_like(labels, self.target)
+        if self.label_mode == "all2all":
+            return (labels + 1) % num_classes
+        return labels.clone()
+
+    def poison(self, data: ImageSet, data_seed: int, adversary: Adversary | None = None) -> PoisonedSet:
+        """Poison ``data`` (trigger applied once to the stored uint8 images, before any augmentation)."""
+        if self.target >= data.num_classes:
+            raise ValueError(f"{self.key}: target {self.target} is not a class of {data.name}")
+        if self.needs_adversary and adversary is None:
+            raise ValueError(f"{self.key} perturbs images with a clean model first: pass adversary= "
+                             "(pipeline.poisoned_training_set builds and caches one)")
+        idx = torch.as_tensor(self.poison_indices(data.labels, data_seed), device=data.labels.device)
+        if len(idx) == 0:
+            raise ValueError(f"{self.key}: rate {self.rate} selects no sample of {len(data)}")
+        images, labels = data.images.clone(), data.labels.clone()
+        picked = images[idx]
+        if self.needs_adversary:
+            picked = adversary(picked, data.labels[idx])
+        images[idx] = self.trigger.apply(picked, train=True)
+        labels[idx] = self.poisoned_labels(data.labels[idx], data.num_classes)
+        poison_mask = torch.zeros(len(data), dtype=torch.bool, device=data.labels.device)
+        poison_mask[idx] = True
+        cross_mask = torch.zeros_like(poison_mask)
+        if self.cross_ratio > 0:
+            rng = np.random.default_rng([data_seed, 1])
+            free = np.flatnonzero(~poison_mask.cpu().numpy())
+            cross = torch.as_tensor(np.sort(rng.permutation(free)[: int(self.cross_ratio * len(idx))]),
+                                    device=data.labels.device)
+            images[cross] = self.cross_trigger.apply(images[cross], train=True)
+            cross_mask[cross] = True
+        return PoisonedSet(images, labels, data.labels.clone(), poison_mask, cross_mask, data.classes, self.key)
+
+    def test_population(self, test: ImageSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(triggered images, attack labels, true labels)`` of the ASR population: non-target test
+        images (all2one, clean-label) or every test image with label (y + 1) mod K (all2all)."""
+        keep = torch.ones_like(test.labels, dtype=torch.bool) if self.label_mode == "all2all" else test.labels != self.target
+        true = test.labels[keep]
+        attacked = (true + 1) % test.num_classes if self.label_mode == "all2all" else torch.full_like(true, self.target)
+        return self.trigger.apply(test.images[keep], train=False), attacked, true

@@ -1,0 +1,46 @@
+"""Blended family: ``(1 - alpha) x + alpha t`` over the whole image (``attacks.md`` §3.2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import ops
+from .assets import image_asset
+
+
+@dataclass(frozen=True, eq=False)
+class BlendTrigger:
+    pattern: torch.Tensor  # (3, H, W), values in [0, 255]
+    alpha: float
+    alpha_test: float | None = None
+    rounding: str = "clip_floor"
+
+    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
+        alpha = self.alpha if train or self.alpha_test is None else self.alpha_test
+        return ops.blend(images, self.pattern, alpha, self.rounding)
+
+
+def kitty_dbd(size: int = 32) -> torch.Tensor:
+    """DBD: PIL resize with its default filter (bicubic) of the 540×540 Hello Kitty PNG."""
+    return image_asset("dbd/hello_kitty.png", size, Image.BICUBIC)
+
+
+def kitty_fct(size: int = 32) -> torch.Tensor:
+    """FCT: bilinear resize without anti-aliasing (cv2.resize INTER_LINEAR, done here with torch)."""
+    full = image_asset("dbd/hello_kitty.png").float().unsqueeze(0)
+    return F.interpolate(full, size=(size, size), mode="bilinear", align_corners=False, antialias=False)[0]
+
+
+def kitty_backdoorbench(size: int = 32) -> torch.Tensor:
+    """BackdoorBench ``hello_kitty.jpeg`` resized with PIL bilinear (torchvision ``Resize``)."""
+    return image_asset("backdoorbench/hello_kitty.jpeg", size, Image.BILINEAR)
+
+
+def uniform_noise(data_seed: int, size: int = 32) -> torch.Tensor:
+    """A random-noise blend pattern, uniform over [0, 255], drawn from ``data_seed``."""
+    rng = np.random.default_rng([data_seed, 7])
+    return torch.from_numpy(rng.integers(0, 256, size=(3, size, size), dtype=np.uint8))

@@ -1,0 +1,59 @@
+"""Trigger operations on uint8 image batches ``(N, 3, H, W)``; each returns a new uint8 batch.
+
+Arithmetic runs in float32 on the images' device. ``rounding`` says how float results become
+uint8, following the official code of each paper (see ``ARCHITECTURE.md``):
+
+* ``clip_floor`` — clip to [0, 255], then truncate (T&R, BackdoorBench);
+* ``cast_wrap``  — truncate towards zero, then wrap modulo 256 (FCT's float→uint8 cast, made
+  platform-independent);
+* ``round``      — round to nearest, then clip (used where we quantise an op the original kept in
+  float, e.g. a WaNet warp stored once).
+
+PIL's ``Image.blend`` (DBD) computes ``in1 + alpha * (in2 - in1)`` in float and truncates, which is
+:func:`blend` with ``clip_floor``.
+"""
+from __future__ import annotations
+
+import torch
+
+ROUNDINGS = ("clip_floor", "cast_wrap", "round")
+
+
+def quantize(x: torch.Tensor, rounding: str) -> torch.Tensor:
+    if rounding == "clip_floor":
+        return x.clamp(0, 255).floor().to(torch.uint8)
+    if rounding == "cast_wrap":
+        return torch.remainder(torch.trunc(x), 256).to(torch.uint8)
+    if rounding == "round":
+        return x.round().clamp(0, 255).to(torch.uint8)
+    raise ValueError(f"unknown rounding {rounding!r}; choose from {ROUNDINGS}")
+
+
+def paste(images: torch.Tensor, pattern: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Replace the pixels where ``mask`` is true by ``pattern`` (mask broadcast over the batch)."""
+    return torch.where(mask.to(images.device), pattern.to(images.device), images)
+
+
+def blend(images: torch.Tensor, pattern: torch.Tensor, alpha: float, rounding: str = "clip_floor") -> torch.Tensor:
+    """``x + alpha * (t - x)`` = ``(1 - alpha) x + alpha t``, then ``rounding``."""
+    x = images.float()
+    return quantize(x + alpha * (pattern.to(images.device).float() - x), rounding)
+
+
+def add(images: torch.Tensor, pattern: torch.Tensor, rounding: str = "clip_floor") -> torch.Tensor:
+    """``x + t`` then ``rounding`` (``cast_wrap`` lets sums above 255 wrap, as FCT's code does).
+
+    Computed in the pattern's precision: a float64 pattern reproduces numpy's float64 arithmetic
+    exactly (SIG, where truncating 99.999… to 99 at the signal's zeros is what the official code does).
+    """
+    dtype = pattern.dtype if pattern.is_floating_point() else torch.float32
+    return quantize(images.to(dtype) + pattern.to(images.device, dtype), rounding)
+
+
+def warp(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear ``grid_sample`` (align_corners=True) with one grid per image or one for all."""
+    grid = grid.to(images.device)
+    if grid.ndim == 3:
+        grid = grid.unsqueeze(0).expand(images.shape[0], -1, -1, -1)
+    out = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", align_corners=True)
+    return quantize(out, "round")

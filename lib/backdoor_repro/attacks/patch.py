@@ -1,0 +1,51 @@
+"""BadNets family: paste a small patch (``attacks.md`` §3.1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import ops
+from .assets import image_asset
+
+
+@dataclass(frozen=True, eq=False)
+class PatchTrigger:
+    pattern: torch.Tensor  # uint8 (3, H, W)
+    mask: torch.Tensor  # bool (3, H, W): which values are replaced
+
+    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
+        return ops.paste(images, self.pattern, self.mask)
+
+
+def square_patch(rows: slice, cols: slice, values, size: int = 32) -> PatchTrigger:
+    """A patch at ``rows`` × ``cols`` whose every pixel (all three channels) is replaced by ``values``
+    (an array broadcastable to the patch's (H, W) or (3, H, W))."""
+    pattern = torch.zeros(3, size, size, dtype=torch.uint8)
+    pattern[:, rows, cols] = torch.as_tensor(values, dtype=torch.uint8)
+    mask = torch.zeros(3, size, size, dtype=torch.bool)
+    mask[:, rows, cols] = True
+    return PatchTrigger(pattern, mask)
+
+
+def dbd_2x2() -> PatchTrigger:
+    """DBD ``cifar_1.png``: zero the channels where the pattern is non-zero, then add it (= paste them)."""
+    pattern = image_asset("dbd/cifar_1.png")
+    return PatchTrigger(pattern, pattern > 0)
+
+
+GRID3 = [[0, 0, 255], [0, 255, 0], [255, 0, 255]]  # rows 29, 30, 31 (T&R badnet_grid, FCT gridTrigger)
+
+
+def grid3() -> PatchTrigger:
+    return square_patch(slice(29, 32), slice(29, 32), GRID3)
+
+
+def white_square(first: int, side: int) -> PatchTrigger:
+    return square_patch(slice(first, first + side), slice(first, first + side), 255)
+
+
+def backdoorbench_white3() -> PatchTrigger:
+    """BackdoorBench ``badnet`` patch: pixels where the trigger image is > 0 replace the image."""
+    pattern = image_asset("backdoorbench/badnet_white_square.png")
+    return PatchTrigger(pattern, (pattern > 0).any(0, keepdim=True).expand(3, -1, -1))

@@ -1,0 +1,171 @@
+"""Registry of attacks. Each key is one paper's variant with that paper's code defaults; any default
+can be overridden: ``get_attack("grid3", target=0, selection="first_n_nontarget")``.
+
+Add your own with :func:`register` (a factory taking ``data_seed`` and keyword overrides)."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from . import additive, blend, patch, wanet
+from .assets import fct_trojan_pattern, image_asset, wrapped_stripes
+from .base import Attack
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    factory: Callable[..., Attack]
+    family: str
+    papers: str
+    description: str
+
+
+ATTACKS: dict[str, AttackEntry] = {}
+
+
+def register(key: str, family: str, papers: str, description: str):
+    def wrap(factory):
+        if key in ATTACKS:
+            raise ValueError(f"attack {key!r} is already registered")
+        ATTACKS[key] = AttackEntry(factory, family, papers, description)
+        return factory
+    return wrap
+
+
+def get_attack(key: str, data_seed: int = 0, **overrides) -> Attack:
+    """Build attack ``key``; unknown keys and unknown parameters are errors."""
+    if key not in ATTACKS:
+        raise ValueError(f"unknown attack {key!r}; registered: {', '.join(sorted(ATTACKS))}")
+    factory = ATTACKS[key].factory
+    allowed = set(inspect.signature(factory).parameters) - {"data_seed", "common"}
+    allowed |= {"target", "rate", "selection", "label_mode"}
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise ValueError(f"attack {key!r} has no parameter {', '.join(sorted(unknown))}; it takes {', '.join(sorted(allowed))}")
+    return factory(data_seed=data_seed, **overrides)
+
+
+def attack_parameters(key: str) -> dict:
+    """The parameter defaults of ``key`` (after building it with ``data_seed=0``)."""
+    a = get_attack(key)
+    return {"target": a.target, "label_mode": a.label_mode, "selection": a.selection, "rate": a.rate}
+
+
+def _make(key, trigger, common, **defaults):
+    return Attack(key=key, trigger=trigger, **{**defaults, **common})
+
+
+# ---------------------------------------------------------------- BadNets (§3.1)
+@register("badnets_dbd_2x2", "BadNets", "DBD", "4 coloured pixels at rows/cols 4-5 (DBD cifar_1.png)")
+def _badnets_dbd(data_seed=0, **common):
+    return _make("badnets_dbd_2x2", patch.dbd_2x2(), common, target=3, selection="bernoulli_nontarget", rate=0.05,
+                 source="SCLBD/DBD data/backdoor.py")
+
+
+@register("grid3", "BadNets", "T&R, FCT", "3x3 grid, rows/cols 29-31 (T&R badnet_grid, FCT gridTrigger)")
+def _grid3(data_seed=0, **common):
+    return _make("grid3", patch.grid3(), common, target=0, selection="random_nontarget", rate=0.1,
+                 source="FCT utils/dataloader_bd.py; T&R datasets/cifar.py")
+
+
+@register("white4_tr", "BadNets", "T&R", "white 4x4, rows/cols 27-30 (T&R badnet_sq)")
+def _white4_tr(data_seed=0, **common):
+    return _make("white4_tr", patch.white_square(27, 4), common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source="T&R datasets/cifar.py")
+
+
+@register("white3_fct", "BadNets", "FCT", "white 3x3, rows/cols 28-30, all-to-all (FCT squareTrigger)")
+def _white3_fct(data_seed=0, **common):
+    return _make("white3_fct", patch.white_square(28, 3), common, target=0, label_mode="all2all",
+                 selection="random_all", rate=0.1, source="FCT utils/dataloader_bd.py")
+
+
+@register("white3_bb", "BadNets", "FMP", "white 3x3, rows/cols 29-31 (BackdoorBench badnet)")
+def _white3_bb(data_seed=0, **common):
+    return _make("white3_bb", patch.backdoorbench_white3(), common, target=0, selection="random_all", rate=0.1,
+                 source="BackdoorBench resource/badnet; FMT utils/bd_img_transform/patch.py")
+
+
+# ---------------------------------------------------------------- Blended (§3.2)
+@register("blend_kitty_dbd", "Blended", "DBD", "Hello Kitty, PIL bicubic resize, alpha 0.1, PIL blend")
+def _blend_kitty_dbd(data_seed=0, alpha=0.1, **common):
+    return _make("blend_kitty_dbd", blend.BlendTrigger(blend.kitty_dbd(), alpha), common, target=3,
+                 selection="bernoulli_nontarget", rate=0.05, source="SCLBD/DBD data/backdoor.py")
+
+
+@register("blend_kitty_fct", "Blended", "FCT", "Hello Kitty, bilinear resize (no anti-aliasing), alpha 0.2")
+def _blend_kitty_fct(data_seed=0, alpha=0.2, **common):
+    return _make("blend_kitty_fct", blend.BlendTrigger(blend.kitty_fct(), alpha, rounding="cast_wrap"), common,
+                 target=0, selection="random_nontarget", rate=0.1, source="FCT utils/dataloader_bd.py")
+
+
+@register("blend_kitty_bb", "Blended", "FMP", "BackdoorBench hello_kitty.jpeg, PIL bilinear resize, alpha 0.2")
+def _blend_kitty_bb(data_seed=0, alpha=0.2, **common):
+    return _make("blend_kitty_bb", blend.BlendTrigger(blend.kitty_backdoorbench(), alpha), common, target=0,
+                 selection="random_all", rate=0.1, source="FMT utils/aggregate_block/bd_attack_generate.py")
+
+
+@register("blend_strip_fct", "Blended", "FCT", "wrapped stripe pattern s, alpha 0.2, dirty label (Blend-Strip)")
+def _blend_strip_fct(data_seed=0, alpha=0.2, **common):
+    return _make("blend_strip_fct", blend.BlendTrigger(wrapped_stripes(), alpha, rounding="cast_wrap"), common,
+                 target=0, selection="random_nontarget", rate=0.1, source="FCT utils/dataloader_bd.py signalTrigger")
+
+
+@register("blend_noise", "Blended", "DBD (ImageNet, unverified)", "uniform random-noise pattern from data_seed, alpha 0.1")
+def _blend_noise(data_seed=0, alpha=0.1, **common):
+    return _make("blend_noise", blend.BlendTrigger(blend.uniform_noise(data_seed), alpha), common, target=3,
+                 selection="bernoulli_nontarget", rate=0.05, source="DBD paper (not in official code)")
+
+
+# ---------------------------------------------------------------- Trojan (§3.3)
+@register("trojan3_fct", "Trojan", "FCT", "3x3 Trojan at rows/cols 25-27, added, sums > 255 wrap (FCT)")
+def _trojan3_fct(data_seed=0, **common):
+    trigger = additive.AdditiveTrigger(fct_trojan_pattern().floor(), rounding="cast_wrap")
+    return _make("trojan3_fct", trigger, common, target=0, selection="random_nontarget", rate=0.1,
+                 source="FCT trigger/best_square_trigger_cifar10.npz")
+
+
+@register("trojan3_tr", "Trojan", "T&R", "same 3x3 Trojan, added, saturating (T&R trojan_3x3.png)")
+def _trojan3_tr(data_seed=0, **common):
+    trigger = additive.AdditiveTrigger(image_asset("trap_and_replace/trojan_3x3.png").float())
+    return _make("trojan3_tr", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source="T&R triggers/trojan_3x3.png")
+
+
+# ---------------------------------------------------------------- SIG (§3.4)
+@register("sig_fct", "SIG", "FCT", "additive sinusoid f=6, delta 40 train / 60 test, clean label, 10% of the target class")
+def _sig_fct(data_seed=0, delta=40.0, delta_test=60.0, **common):
+    trigger = additive.AdditiveTrigger(additive.sinusoid(delta), pattern_test=additive.sinusoid(delta_test))
+    return _make("sig_fct", trigger, common, target=0, label_mode="clean_label", selection="target_fraction",
+                 rate=0.1, source="FCT utils/dataloader_bd.py _sigTrigger")
+
+
+@register("sig_bb", "SIG", "FMP", "additive sinusoid f=6, delta 40, clean label, every target-class image")
+def _sig_bb(data_seed=0, delta=40.0, **common):
+    return _make("sig_bb", additive.AdditiveTrigger(additive.sinusoid(delta)), common, target=0,
+                 label_mode="clean_label", selection="target_fraction", rate=1.0, source="FMT utils/bd_img_transform/sig.py")
+
+
+@register("sig_tr_wrapped", "SIG", "T&R", "blend 0.2 with the wrapped stripe pattern s, clean label (T&R sig)")
+def _sig_tr(data_seed=0, alpha=0.2, **common):
+    return _make("sig_tr_wrapped", blend.BlendTrigger(wrapped_stripes(), alpha), common, target=0,
+                 label_mode="clean_label", selection="target_fraction", rate=1.0, source="T&R datasets/cifar.py")
+
+
+# ---------------------------------------------------------------- WaNet (§3.6)
+@register("wanet", "WaNet", "DBD, FMP", "warp k=4, s=0.5, fixed poisoned indices, noise mode x2 with true labels")
+def _wanet(data_seed=0, k=4, s=0.5, grid_rescale=1.0, cross_ratio=2.0, **common):
+    grid = wanet.warp_grid(k, s, grid_rescale, 32, data_seed)
+    return _make("wanet", wanet.WarpTrigger(grid), common, target=3, selection="bernoulli_nontarget", rate=0.05,
+                 cross_ratio=cross_ratio, cross_trigger=wanet.NoisyWarpTrigger(grid, data_seed + 1),
+                 source="BackdoorBench attack/wanet.py (as data poisoning)")
+
+
+# ---------------------------------------------------------------- Label-consistent (§3.5)
+@register("lc_dbd", "Label-consistent", "DBD (paper only)",
+          "PGD l_inf 16/255 on a clean model, then the 3x3 grid at rows/cols 29-31; 25% of the target class")
+def _lc_dbd(data_seed=0, eps=16 / 255, step=2 / 255, steps=20, **common):
+    return _make("lc_dbd", patch.grid3(), common, target=3, label_mode="clean_label", selection="target_fraction",
+                 rate=0.25, pgd={"eps": eps, "step": step, "steps": steps},
+                 source="DBD paper (not in official code); LC per attacks.md")

@@ -1,0 +1,43 @@
+"""Batched, per-sample random augmentation on the device (float images in [0, 1], ``(N, C, H, W)``).
+
+Every function draws from the ``torch.Generator`` it is given, so a run is repeatable and resumable.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_reflect")
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def random_crop(x: torch.Tensor, gen: torch.Generator, padding: int = 4, mode: str = "constant") -> torch.Tensor:
+    """Pad by ``padding`` (zeros or reflection), then crop back to H × W at a random offset per image."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, mode=mode)
+    oy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=gen)
+    ox = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=gen)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)
+
+
+def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    if kind == "none":
+        return x
+    if kind == "flip":
+        return random_flip(x, gen)
+    if kind == "crop_flip":
+        return random_flip(random_crop(x, gen), gen)
+    if kind == "crop_flip_reflect":
+        return random_flip(random_crop(x, gen, mode="reflect"), gen)
+    raise ValueError(f"unknown augmentation {kind!r}; choose from {', '.join(AUGMENTATIONS)}")
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.float().div_(255)

@@ -1,0 +1,103 @@
+"""Content-addressed artifacts.
+
+An artifact's key is the hash of its stage name, its typed config and the stage's code version, so a
+changed parameter or a bumped version gives a new artifact and an unchanged one is reused. Files are
+written to a temporary name and renamed (atomic), their sha256 is recorded in a sidecar, and loads use
+``weights_only=True``. A file whose checksum does not match is treated as absent and rebuilt.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .paths import cache_dir
+
+
+def _jsonable(obj: Any):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    raise TypeError(f"cannot key an artifact on {type(obj).__name__}: use plain values or dataclasses")
+
+
+def artifact_key(stage: str, config: Any, version: int) -> str:
+    payload = json.dumps({"stage": stage, "config": _jsonable(config), "version": version}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_save(obj: Any, path: Path) -> str:
+    """``torch.save`` to a temporary file, record its sha256 beside it, rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        digest = _sha256(tmp)
+        sidecar = path.with_name(path.name + ".sha256")
+        sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+        sidecar_tmp.write_text(digest)
+        os.replace(tmp, path)
+        os.replace(sidecar_tmp, sidecar)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def verified_load(path: Path, map_location="cpu"):
+    """Load ``path`` if it exists and matches its recorded sha256; otherwise ``None``."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    if not path.exists() or not sidecar.exists():
+        return None
+    if _sha256(path) != sidecar.read_text().strip():
+        return None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # unreadable despite the checksum (e.g. written by an incompatible version)
+        return None
+
+
+class ArtifactCache:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else cache_dir() / "artifacts"
+
+    def path(self, stage: str, config: Any, version: int) -> Path:
+        return self.root / stage / f"{artifact_key(stage, config, version)}.pt"
+
+    def get_or_build(self, stage: str, config: Any, version: int, build: Callable[[Path], Any], map_location="cpu"):
+        """Return the cached artifact, or call ``build(partial_path)`` and store what it returns.
+
+        ``partial_path`` is where the builder may keep resumable progress (e.g. training checkpoints);
+        it is removed once the artifact is stored.
+        """
+        path = self.path(stage, config, version)
+        found = verified_load(path, map_location)
+        if found is not None:
+            return found
+        partial = path.with_suffix(".partial.pt")
+        result = build(partial)
+        atomic_save(result, path)
+        meta = {"stage": stage, "version": version, "config": _jsonable(config)}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        for leftover in (partial, partial.with_name(partial.name + ".sha256")):
+            leftover.unlink(missing_ok=True)
+        return result

@@ -1,0 +1,48 @@
+"""Models take float images in [0, 1]; normalisation is the first layer, so attacks (PGD) and
+defenses work in pixel space. ``model.backbone`` gives features, ``model.head`` the logits."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .resnet import preact_resnet18_backbone, resnet18_backbone
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD_DBD = (0.2023, 0.1994, 0.2010)  # the std every CIFAR codebase of the four papers uses
+
+BACKBONES = {"resnet18": resnet18_backbone, "preact_resnet18": preact_resnet18_backbone}
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, num_classes: int, mean=CIFAR10_MEAN, std=CIFAR10_STD_DBD):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_model(name: str, num_classes: int, width: int = 64, mean=CIFAR10_MEAN, std=CIFAR10_STD_DBD) -> Classifier:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(BACKBONES)}")
+    if width < 1:
+        raise ValueError(f"width must be positive, got {width}")
+    return Classifier(BACKBONES[name](width), num_classes, mean, std)
+
+
+__all__ = ["BACKBONES", "CIFAR10_MEAN", "CIFAR10_STD_DBD", "Classifier", "Normalize", "build_model"]

@@ -1,0 +1,36 @@
+"""Check a run's settings before any compute: ``python -m backdoor_repro.preflight --profile smoke``.
+
+Exits non-zero with a clear message for an unknown profile, a GPU profile on a machine without one,
+or a dataset that is neither on disk nor allowed to download.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .data import DatasetUnavailable, check_dataset_available
+from .profiles import check_device, get_profile
+from .train import resolve_device
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backdoor_repro.preflight", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--download", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        profile = get_profile(args.profile)
+        device = resolve_device(args.device)
+        check_device(profile, device)
+        check_dataset_available(profile.dataset, args.data_root, args.download)
+    except (ValueError, RuntimeError, DatasetUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"preflight ok: profile {profile.name}, device {device}, dataset {profile.dataset}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

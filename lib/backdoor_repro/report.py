@@ -1,0 +1,118 @@
+"""Tables (tidy CSV + Markdown + LaTeX), reproduced-vs-reported comparisons, and figures with provenance.
+
+Every table is stored as a tidy CSV, one row per number, with the columns of ``tables/reported``
+(``paper, table, dataset, model, attack, defense, metric, value``) plus ``profile`` and ``seed``;
+the Markdown and LaTeX files are wide views of the same rows.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .paths import output_root
+from .reported import COLUMNS
+
+TIDY_COLUMNS = COLUMNS + ["profile", "seed"]
+
+
+def output_dir(kind: str, profile: str) -> Path:
+    """``figures/<profile>`` or ``tables/<profile>`` under the project root (profiles never share one)."""
+    if kind not in ("figures", "tables"):
+        raise ValueError(kind)
+    path = output_root() / kind / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tidy(rows: list[dict], **constant) -> pd.DataFrame:
+    """Rows of ``{metric: value, ...}`` results → one row per number, schema-checked."""
+    records = []
+    for row in rows:
+        base = {**constant, **{k: v for k, v in row.items() if k not in ("metrics",)}}
+        for metric, value in row["metrics"].items():
+            records.append({**base, "metric": metric, "value": round(float(value), 2)})
+    df = pd.DataFrame.from_records(records)
+    missing = [c for c in TIDY_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"tidy table lacks columns {missing}")
+    return df[TIDY_COLUMNS + [c for c in df.columns if c not in TIDY_COLUMNS]]
+
+
+def wide(df: pd.DataFrame, index, columns) -> pd.DataFrame:
+    return df.pivot_table(index=index, columns=columns, values="value", aggfunc="first", sort=False)
+
+
+def write_table(df: pd.DataFrame, name: str, profile: str, index, columns) -> dict[str, Path]:
+    """Write ``<name>.csv`` (tidy) and ``<name>.md`` / ``<name>.tex`` (wide) into ``tables/<profile>``."""
+    out = output_dir("tables", profile)
+    paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
+    view = wide(df, index, columns)
+    _atomic_write_text(paths["csv"], df.to_csv(index=False))
+    _atomic_write_text(paths["md"], view.to_markdown(floatfmt=".2f") + "\n")
+    _atomic_write_text(paths["tex"], view.to_latex(float_format="%.2f", na_rep="--"))
+    return paths
+
+
+def compare_with_reported(ours: pd.DataFrame, reported: pd.DataFrame,
+                          keys=("dataset", "attack", "defense", "metric")) -> pd.DataFrame:
+    """Join our tidy rows with the reported ones on ``keys``: ``ours``, ``reported``, ``delta``, ``source``.
+
+    Rows the papers do not report keep an empty ``reported``; where several tables report the same
+    number, the first one (by file and row order) is shown and named in ``source``.
+    """
+    keys = list(keys)
+    left = ours.groupby(keys, sort=False)["value"].mean().rename("ours").reset_index()
+    right = (reported.assign(source=reported["paper"] + ":" + reported["table"])
+             .groupby(keys, sort=False).agg(reported=("value", "first"), source=("source", "first")).reset_index())
+    joined = left.merge(right, on=keys, how="left")
+    joined["delta"] = (joined["ours"] - joined["reported"]).round(2)
+    return joined[keys + ["ours", "reported", "delta", "source"]]
+
+
+def write_frame(df: pd.DataFrame, name: str, profile: str) -> dict[str, Path]:
+    """Write an already-shaped table (e.g. a comparison) as CSV, Markdown and LaTeX."""
+    out = output_dir("tables", profile)
+    paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
+    _atomic_write_text(paths["csv"], df.to_csv(index=False))
+    _atomic_write_text(paths["md"], df.to_markdown(index=False, floatfmt=".2f") + "\n")
+    _atomic_write_text(paths["tex"], df.to_latex(index=False, float_format="%.2f", na_rep="--"))
+    return paths
+
+
+def write_run_record(notebook: str, profile: str, wall_seconds: float, **details) -> Path:
+    """``tables/<profile>/<notebook>_run.json``: machine, device, torch version, wall time, per-stage details."""
+    path = output_dir("tables", profile) / f"{notebook}_run.json"
+    record = provenance(notebook=notebook, profile=profile, wall_seconds=round(wall_seconds, 1), **details)
+    _atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
+    return path
+
+
+def provenance(**extra) -> dict:
+    info = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
+            "torch": torch.__version__, "machine": platform.machine(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"}
+    info.update(extra)
+    return info
+
+
+def save_figure(fig, name: str, profile: str, **meta) -> dict[str, Path]:
+    """Save ``fig`` as PNG and PDF in ``figures/<profile>`` with a JSON provenance sidecar."""
+    out = output_dir("figures", profile)
+    paths = {"png": out / f"{name}.png", "pdf": out / f"{name}.pdf", "json": out / f"{name}.json"}
+    for kind in ("png", "pdf"):
+        tmp = paths[kind].with_name(f".{paths[kind].name}.tmp")
+        fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight", metadata={"Creator": "backdoor_repro"} if kind == "pdf" else None)
+        tmp.replace(paths[kind])
+    _atomic_write_text(paths["json"], json.dumps(provenance(profile=profile, **meta), indent=1, default=str))
+    return paths
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,176 @@
+"""The fast supervised loop and batched prediction.
+
+Data stay on the device as uint8; each step indexes a batch, augments it on the device, and runs the
+model under bf16 autocast with channels_last (CUDA). Losses accumulate on the device and are read
+once per epoch, so the step loop has no host synchronisation. With ``checkpoint=`` a killed run
+resumes from its last saved epoch with the same RNG stream.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .augment import AUGMENTATIONS, augment, to_float
+from .cache import atomic_save, verified_load
+
+SCHEDULES = ("multistep", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "multistep"
+    milestones: tuple[int, ...] = (100, 150)  # epochs, for "multistep"
+    gamma: float = 0.1
+    augmentation: str = "crop_flip"
+    seed: int = 0
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only
+    compile: bool = False
+    checkpoint_every: int = 5  # epochs, when a checkpoint path is given
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be positive")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augmentation!r}; choose from {', '.join(AUGMENTATIONS)}")
+
+    def with_(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible")
+    return device
+
+
+def lr_factor(cfg: TrainConfig, epoch_progress: float) -> float:
+    """Multiplier of the base learning rate at fractional epoch ``epoch_progress``."""
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(epoch_progress >= m for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(epoch_progress / cfg.epochs, 1.0)))
+    return 1.0
+
+
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
+    kwargs = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov, **kwargs)
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device, cfg: TrainConfig):
+    model = model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    return model, step_model
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                     evaluate: Callable[[torch.nn.Module], dict] | None = None, eval_every: int = 0,
+                     checkpoint: str | Path | None = None, progress: bool = True, desc: str = "train") -> TrainResult:
+    """Train ``model`` with SGD + cross-entropy on uint8 ``images`` (already on the target device).
+
+    ``evaluate(model)`` is called after every ``eval_every`` epochs and after the last one; its dict is
+    stored in the history. The model is left in eval mode with its last-epoch weights.
+    """
+    device = images.device
+    if labels.device != device:
+        raise ValueError("images and labels must be on the same device")
+    model, step_model = prepare_model(model, device, cfg)
+    opt = make_optimizer(model.parameters(), cfg, device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    n = images.shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    result, start_epoch = TrainResult(), 0
+    saved = verified_load(checkpoint, map_location=device) if checkpoint else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"].cpu() if device.type == "cpu" else saved["generator"])
+        start_epoch, result.history = saved["epoch"], list(saved["history"])
+    memory_format = torch.channels_last if device.type == "cuda" and cfg.channels_last else torch.contiguous_format
+    started, seen = time.perf_counter(), 0
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(n, device=device, generator=gen)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for step in range(steps_per_epoch):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = augment(to_float(images[idx]), cfg.augmentation, gen).contiguous(memory_format=memory_format)
+            y = labels[idx]
+            with autocast(device, cfg.amp):
+                logits = step_model(x)
+                loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.argmax(1) == y).sum()
+        seen += n
+        record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n, "train_acc": 100 * correct.item() / n,
+                  "lr": opt.param_groups[0]["lr"]}
+        if evaluate is not None and ((eval_every and (epoch + 1) % eval_every == 0) or epoch + 1 == cfg.epochs):
+            record.update(evaluate(model))
+        result.history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.1f}")
+        if checkpoint and (epoch + 1) % max(cfg.checkpoint_every, 1) == 0 and epoch + 1 < cfg.epochs:
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                         "epoch": epoch + 1, "history": result.history}, Path(checkpoint))
+    result.seconds = time.perf_counter() - started
+    result.images_per_second = seen / result.seconds if result.seconds > 0 else 0.0
+    model.eval()
+    return result
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000, amp: bool = True) -> torch.Tensor:
+    """Predicted classes for uint8 ``images`` (on the model's device), in eval mode."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = to_float(images[start:start + batch_size].to(device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out.append(model(x).argmax(1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=device)

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Rebuild every figure and table: papermill over the notebooks with one profile.
+#   ./run_all.sh                          smoke profile (CPU, bundled data), every notebook
+#   ./run_all.sh --profile fast --data-root /data/cifar10-jpeg
+#   ./run_all.sh --profile paper --download --only attacks,dbd
+set -euo pipefail
+cd "$(dirname "$0")"
+
+ORDER=(attacks dbd trap_and_replace fct fmp)  # the order notebooks run in; missing ones are skipped
+profile=smoke; only=""; data_root=""; download=False; device=auto
+
+usage() {
+  sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
+  cat <<'TXT'
+Options:
+  --profile smoke|fast|paper   run profile (default smoke; fast and paper need a CUDA GPU)
+  --only a,b                   run only these notebooks (see --list)
+  --data-root DIR              torchvision root or image-folder tree (train/<class>/, test/<class>/)
+  --download                   allow torchvision to download the dataset
+  --device auto|cpu|cuda       default auto
+  --list                       list the notebooks and exit
+Executed notebooks go to notebooks/executed/<profile>/, figures to figures/<profile>/,
+tables to tables/<profile>/.
+TXT
+}
+
+available() { for n in "${ORDER[@]}"; do [[ -f "notebooks/$n.ipynb" ]] && echo "$n"; done; return 0; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
+    --only) only="${2:?--only needs a value}"; shift 2 ;;
+    --data-root) data_root="${2:?--data-root needs a value}"; shift 2 ;;
+    --download) download=True; shift ;;
+    --device) device="${2:?--device needs a value}"; shift 2 ;;
+    --list) available; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+mapfile -t notebooks < <(available)
+if [[ -n "$only" ]]; then
+  IFS=',' read -r -a wanted <<<"$only"
+  for n in "${wanted[@]}"; do
+    [[ " ${notebooks[*]} " == *" $n "* ]] || { echo "error: unknown notebook '$n'; available: ${notebooks[*]}" >&2; exit 2; }
+  done
+  notebooks=("${wanted[@]}")
+fi
+if [[ -n "$data_root" && ! -d "$data_root" ]]; then
+  echo "error: --data-root $data_root is not a directory" >&2; exit 2
+fi
+
+source scripts/ensure_env.sh
+preflight=(--profile "$profile" --device "$device")
+[[ -n "$data_root" ]] && preflight+=(--data-root "$data_root")
+[[ "$download" == True ]] && preflight+=(--download)
+"$PYTHON" -m backdoor_repro.preflight "${preflight[@]}"
+
+out="notebooks/executed/$profile"
+mkdir -p "$out"
+params=(-p profile "$profile" -p device "$device" -p download "$download")
+[[ -n "$data_root" ]] && params+=(-p data_root "$(cd "$data_root" && pwd)")
+export MPLBACKEND=Agg
+for n in "${notebooks[@]}"; do
+  echo "== $n ($profile)"
+  start=$SECONDS
+  tmp="$out/.$n.running.ipynb"
+  if "$PYTHON" -m papermill "notebooks/$n.ipynb" "$tmp" "${params[@]}" --cwd notebooks -k python3 --log-level WARNING; then
+    mv "$tmp" "$out/$n.ipynb"
+    echo "   done in $((SECONDS - start)) s -> $out/$n.ipynb"
+  else
+    mkdir -p "$out/failed"; mv "$tmp" "$out/failed/$n.ipynb" 2>/dev/null || true
+    echo "error: notebook '$n' failed (profile $profile); the executed copy with the traceback is $out/failed/$n.ipynb" >&2
+    exit 1
+  fi
+done
+echo "All done: ${notebooks[*]} ($profile)."

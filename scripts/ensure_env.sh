@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sourced by run_all.sh and run_tests.sh: sets PYTHON to an interpreter that has this package and its
+# notebook/test dependencies. Uses, in order: $BACKDOOR_REPRO_PYTHON; the active conda env or virtualenv
+# if it already has them (e.g. after `conda env create -f environment.yml`); else a local .venv that it
+# creates and keeps up to date with pyproject.toml.
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+has_deps() { "$1" -c "import backdoor_repro, papermill, nbval, ipykernel" >/dev/null 2>&1; }
+
+if [[ -n "${BACKDOOR_REPRO_PYTHON:-}" ]]; then
+  PYTHON="$BACKDOOR_REPRO_PYTHON"
+elif [[ -n "${CONDA_PREFIX:-}${VIRTUAL_ENV:-}" ]] && has_deps python; then
+  PYTHON="$(command -v python)"
+else
+  venv="$repo_root/.venv"
+  stamp="$venv/.installed-$(sha256sum "$repo_root/pyproject.toml" | cut -c1-16)"
+  if [[ ! -f "$stamp" ]]; then
+    base_python="${PYTHON_FOR_VENV:-$(command -v python3.11 || command -v python3)}"
+    echo "Setting up $venv with $("$base_python" --version) (first run only; torch is large)..." >&2
+    [[ -x "$venv/bin/python" ]] || "$base_python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet -e "$repo_root[test]"
+    rm -f "$venv"/.installed-*
+    touch "$stamp"
+  fi
+  PYTHON="$venv/bin/python"
+fi
+export PYTHON

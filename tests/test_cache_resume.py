@@ -1,0 +1,78 @@
+"""Artifact keys, atomic writes, corruption detection and resuming a killed training run."""
+import pytest
+import torch
+
+from backdoor_repro.cache import ArtifactCache, artifact_key, atomic_save, verified_load
+from backdoor_repro.models import build_model
+from backdoor_repro.train import TrainConfig, train_supervised
+
+
+def test_key_depends_on_stage_config_and_version():
+    cfg = TrainConfig(epochs=3)
+    k = artifact_key("supervised", cfg, 1)
+    assert k == artifact_key("supervised", TrainConfig(epochs=3), 1)
+    assert k != artifact_key("supervised", TrainConfig(epochs=4), 1)
+    assert k != artifact_key("supervised", cfg, 2)
+    assert k != artifact_key("simclr", cfg, 1)
+    with pytest.raises(TypeError):
+        artifact_key("x", {"tensor": torch.zeros(1)}, 1)
+
+
+def test_atomic_save_leaves_no_temporary_files(tmp_path):
+    atomic_save({"a": torch.ones(3)}, tmp_path / "x.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt", "x.pt.sha256"]
+    assert torch.equal(verified_load(tmp_path / "x.pt")["a"], torch.ones(3))
+
+
+def test_corrupt_artifact_is_rebuilt(tmp_path):
+    cache, calls = ArtifactCache(tmp_path), []
+
+    def build(_partial):
+        calls.append(1)
+        return {"value": torch.tensor([len(calls)])}
+
+    assert cache.get_or_build("stage", {"n": 1}, 1, build)["value"].item() == 1
+    assert cache.get_or_build("stage", {"n": 1}, 1, build)["value"].item() == 1  # reused
+    path = cache.path("stage", {"n": 1}, 1)
+    path.write_bytes(path.read_bytes()[:-10] + b"corrupted!")
+    assert cache.get_or_build("stage", {"n": 1}, 1, build)["value"].item() == 2  # detected, rebuilt
+    assert len(calls) == 2
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _tiny_run(checkpoint=None, fail_at=None):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (64,), generator=gen)
+    model = build_model("resnet18", 10, width=2)
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, augmentation="crop_flip", checkpoint_every=1)
+
+    def evaluate(_model):
+        return {}
+
+    def maybe_fail(m):
+        if fail_at is not None and len(calls) + 1 == fail_at:
+            raise Interrupt
+        calls.append(1)
+        return evaluate(m)
+
+    calls = []
+    result = train_supervised(model, images, labels, cfg, evaluate=maybe_fail, eval_every=1,
+                              checkpoint=checkpoint, progress=False)
+    return model, result
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    ckpt = tmp_path / "run.partial.pt"
+    with pytest.raises(Interrupt):
+        _tiny_run(ckpt, fail_at=3)  # dies during epoch 3's evaluation, after epoch 2's checkpoint
+    assert verified_load(ckpt)["epoch"] == 2
+    resumed, result = _tiny_run(ckpt)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    straight, _ = _tiny_run(None)
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)

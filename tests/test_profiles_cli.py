@@ -1,0 +1,71 @@
+"""Validation before any compute: profiles, preflight and run_all.sh arguments."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from backdoor_repro.profiles import PROFILES, check_device, get_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_profiles_are_valid_and_list_their_deviations():
+    for name in PROFILES:
+        p = get_profile(name)
+        assert p.table_attacks and p.deviations, name
+    assert get_profile("smoke").requires_gpu is False and get_profile("fast").requires_gpu is True
+
+
+def test_profile_errors():
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("tiny")
+    with pytest.raises(ValueError, match="unknown profile parameter"):
+        get_profile("smoke", epochs=3)
+    with pytest.raises(ValueError, match="rate"):
+        get_profile("smoke", attack_overrides={"rate": 1.5})
+    with pytest.raises(ValueError, match="unknown attacks"):
+        get_profile("smoke", table_attacks=("nope",))
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        check_device(get_profile("paper"), torch.device("cpu"))
+
+
+def run(cmd, **env):
+    full_env = {**os.environ, "BACKDOOR_REPRO_PYTHON": sys.executable, **env}
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def test_preflight_reports_missing_dataset_with_the_three_ways(tmp_path):
+    out = run([sys.executable, "-m", "backdoor_repro.preflight", "--profile", "smoke"])
+    assert out.returncode == 0, out.stderr
+    from backdoor_repro.data import DatasetUnavailable, check_dataset_available
+
+    with pytest.raises(DatasetUnavailable) as err:
+        check_dataset_available("cifar10", tmp_path, download=False)
+    msg = str(err.value)
+    assert "--download" in msg and "torchvision copy" in msg and "image-folder tree" in msg
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "huge"], "unknown profile"),
+    (["--only", "nonexistent"], "unknown notebook"),
+    (["--bogus"], "unknown option"),
+    (["--data-root", "/no/such/dir"], "not a directory"),
+])
+def test_run_all_rejects_bad_input_before_compute(args, message):
+    out = run(["bash", "run_all.sh", *args])
+    assert out.returncode != 0
+    assert message in out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_run_all_refuses_gpu_profile_on_cpu():
+    out = run(["bash", "run_all.sh", "--profile", "fast", "--download"])
+    assert out.returncode != 0 and "needs a CUDA GPU" in out.stderr
+
+
+def test_run_all_lists_notebooks():
+    out = run(["bash", "run_all.sh", "--list"])
+    assert out.returncode == 0 and "attacks" in out.stdout.split()

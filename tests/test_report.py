@@ -1,0 +1,46 @@
+"""Tidy results schema, the reported-number name mapping and the reproduced-vs-reported join."""
+import pandas as pd
+import pytest
+
+from backdoor_repro import report
+from backdoor_repro.attacks import ATTACKS
+from backdoor_repro.reported import ATTACK_NAMES, COLUMNS, load_reported
+
+NOT_YET_REGISTERED = {"cl_fct", "ssba"}  # FCT's CL and SSBA come with the FCT notebook
+
+
+def test_reported_names_map_to_registry_keys():
+    for key in ATTACK_NAMES.values():
+        assert key in ATTACKS or key in NOT_YET_REGISTERED, key
+    df = load_reported()
+    assert set(COLUMNS) <= set(df.columns) and len(df) > 400
+    dbd = df[(df["table"] == "readme_results")]
+    assert set(dbd[dbd["paper"] == "dbd"]["attack"]) == {"badnets_dbd_2x2", "blend_kitty_dbd"}
+    assert set(dbd[dbd["paper"] == "dbd"]["defense"]) == {"none", "dbd"}
+
+
+def test_tidy_rows_and_comparison():
+    rows = [{"attack": "badnets_dbd_2x2", "metrics": {"ACC": 94.0, "ASR": 99.5}}]
+    ours = report.tidy(rows, paper="attacks", table="no_defense", dataset="CIFAR-10", model="ResNet-18",
+                       defense="none", profile="fast", seed=0)
+    assert list(ours.columns[:10]) == report.TIDY_COLUMNS and len(ours) == 2
+    reported = load_reported("dbd")
+    cmp = report.compare_with_reported(ours, reported)
+    acc = cmp[cmp["metric"] == "ACC"].iloc[0]
+    assert acc["reported"] == pytest.approx(95.13) and acc["delta"] == pytest.approx(94.0 - 95.13)
+    assert acc["source"] == "dbd:readme_results"
+
+
+def test_tidy_requires_the_schema():
+    with pytest.raises(ValueError, match="lacks columns"):
+        report.tidy([{"attack": "x", "metrics": {"ACC": 1.0}}], paper="p")
+
+
+def test_write_table_outputs_three_formats(tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKDOOR_REPRO_OUTPUT", str(tmp_path))
+    df = report.tidy([{"attack": "a", "metrics": {"ACC": 50.0}}], paper="p", table="t", dataset="d", model="m",
+                     defense="none", profile="smoke", seed=0)
+    paths = report.write_table(df, "demo", "smoke", index="attack", columns="metric")
+    assert pd.read_csv(paths["csv"]).equals(df)
+    assert "50.00" in paths["md"].read_text() and "tabular" in paths["tex"].read_text()
+    assert paths["csv"].parent == tmp_path / "tables" / "smoke"
