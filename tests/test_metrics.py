@@ -59,3 +59,18 @@ def test_evaluator_on_a_perfect_backdoor():
     assert scores["ACC"] == 10.0  # only class-1 images right
     assert scores["CTR"] == 0.0 and scores["RA"] == pytest.approx(0.0)
     assert scores["ACC_no_target"] == pytest.approx(100 / 9)
+
+
+def test_auroc_hand_cases():
+    pos = t([True, True, False, False])
+    assert metrics.auroc(t([0.9, 0.8, 0.1, 0.2]), pos) == 100.0
+    assert metrics.auroc(t([0.1, 0.2, 0.9, 0.8]), pos) == 0.0
+    # positives 0.5, 0.3; negatives 0.4, 0.3: pairs (0.5>0.4), (0.5>0.3), (0.3<0.4), (0.3=0.3 -> 1/2) = 2.5/4
+    assert metrics.auroc(t([0.5, 0.3, 0.4, 0.3]), pos) == pytest.approx(62.5)
+    with pytest.raises(ValueError):
+        metrics.auroc(t([0.1, 0.2]), t([True, True]))
+
+
+def test_detection_rates():
+    rates = metrics.detection_rates(t([1, 1, 0, 1, 0]), t([1, 1, 1, 0, 0]))
+    assert rates["TPR"] == pytest.approx(200 / 3) and rates["FPR"] == pytest.approx(50.0)

@@ -1,0 +1,91 @@
+"""Losses of DBD (Huang et al., ICLR 2022; official code SCLBD/DBD), as pure torch functions.
+
+* :func:`symmetric_cross_entropy` — SCE used in DBD's warm-up stage and to rank samples (``reduction="none"``).
+* :func:`simclr_loss_dbd` — DBD's *asymmetric* SimCLR loss (only view-1 embeddings are anchors).
+* :func:`sharpen`, :func:`mixmatch_mix`, :func:`mixmatch_losses`, :func:`linear_rampup` — the MixMatch
+  pieces (YU1ut/MixMatch-pytorch style) used by DBD's semi-supervised fine-tuning stage.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def symmetric_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.1, beta: float = 1.0,
+                            reduction: str = "mean") -> torch.Tensor:
+    """SCE = ``alpha``·CE + ``beta``·RCE (Wang et al., 2019, as in DBD's ``SCELoss``).
+
+    RCE = −Σ_k p_k·log(clamp(onehot_k, 1e-4, 1)) with p = softmax(logits) clamped to [1e-7, 1], i.e.
+    ≈ −log(1e-4)·(1 − p_y) ≈ 9.21·(1 − p_y). ``reduction`` is ``"mean"`` or ``"none"`` (per-sample values).
+    """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    p = F.softmax(logits, dim=1).clamp(min=1e-7, max=1.0)
+    onehot = F.one_hot(targets, logits.shape[1]).to(p.dtype).clamp(min=1e-4, max=1.0)
+    rce = -(p * torch.log(onehot)).sum(dim=1)
+    loss = alpha * ce + beta * rce
+    return loss.mean() if reduction == "mean" else loss
+
+
+def simclr_loss_dbd(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """DBD's asymmetric SimCLR loss on ``(b, d)`` embeddings of view 1 (``z1``) and view 2 (``z2``).
+
+    The caller must L2-normalise ``z1`` and ``z2`` (rows of unit norm); this function does not.
+    Only the b view-1 rows are anchors. Anchor i is scored against all 2b embeddings except itself
+    (the b−1 other view-1 rows and all b view-2 rows) by dot product / ``temperature``; its positive is
+    ``z2[i]``. Returns the mean over anchors of −log softmax(similarities)[positive]. This is *not* the
+    symmetric NT-Xent (which would also use the view-2 rows as anchors).
+    """
+    b = z1.shape[0]
+    sim = z1 @ torch.cat([z1, z2], dim=0).T / temperature          # (b, 2b)
+    self_mask = torch.zeros_like(sim, dtype=torch.bool)
+    self_mask[:, :b] = torch.eye(b, dtype=torch.bool, device=sim.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    positives = torch.arange(b, device=sim.device) + b
+    return F.cross_entropy(sim, positives)
+
+
+def sharpen(p: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Raise class probabilities ``p`` (…, C) to 1/``temperature`` and renormalise over the last dim."""
+    pt = p ** (1.0 / temperature)
+    return pt / pt.sum(dim=-1, keepdim=True)
+
+
+def mixmatch_mix(inputs: torch.Tensor, targets: torch.Tensor, alpha: float,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """MixUp over the whole concatenated MixMatch batch.
+
+    λ ~ Beta(``alpha``, ``alpha``) then λ = max(λ, 1 − λ) (so λ ≥ 0.5); one permutation of the batch. Both
+    are drawn from the numpy ``rng`` (torch has no generator-aware Beta sampler), so a run is repeatable.
+    Returns ``(λ·x + (1−λ)·x[perm], λ·t + (1−λ)·t[perm], λ)``; ``targets`` are soft labels (N, C).
+    """
+    lam = float(rng.beta(alpha, alpha))
+    lam = max(lam, 1.0 - lam)
+    perm = torch.as_tensor(rng.permutation(inputs.shape[0]), device=inputs.device)
+    mixed_x = lam * inputs + (1.0 - lam) * inputs[perm]
+    mixed_t = lam * targets + (1.0 - lam) * targets[perm.to(targets.device)]
+    return mixed_x, mixed_t, lam
+
+
+def mixmatch_losses(logits_x: torch.Tensor, targets_x: torch.Tensor, logits_u: torch.Tensor,
+                    targets_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixMatch's ``SemiLoss`` without the weight: returns ``(Lx, Lu)``.
+
+    Lx = mean over samples of −Σ_k targets_x·log_softmax(logits_x) (soft-target cross-entropy);
+    Lu = mean over samples *and* classes of (softmax(logits_u) − targets_u)².
+    """
+    lx = -(targets_x * F.log_softmax(logits_x, dim=1)).sum(dim=1).mean()
+    lu = ((F.softmax(logits_u, dim=1) - targets_u) ** 2).mean()
+    return lx, lu
+
+
+def linear_rampup(current: float, rampup_length: float) -> float:
+    """clip(``current`` / ``rampup_length``, 0, 1); 1.0 when ``rampup_length`` is 0.
+
+    DBD weights Lu by λ_u(t) = 15·linear_rampup(t, 190), t = epoch index + batch_idx / iterations_per_epoch.
+    """
+    if rampup_length == 0:
+        return 1.0
+    return float(np.clip(current / rampup_length, 0.0, 1.0))
