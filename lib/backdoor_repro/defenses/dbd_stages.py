@@ -1,0 +1,242 @@
+"""The three training stages of DBD (Huang et al., ICLR 2022) as the official code runs them.
+
+1. :func:`train_simclr` — self-supervised backbone on the poisoned images without labels (DBD's
+   asymmetric SimCLR loss, projection head 512-512-BN-ReLU-128, SGD, cosine over ``schedule_epochs``
+   of which ``epochs`` are run: the official code uses epoch 100 of a 1,000-epoch schedule).
+2. :func:`train_head` — a linear head on the frozen backbone with symmetric cross-entropy; the
+   backbone's BatchNorm statistics still update (the official "frozen" backbone runs in train mode).
+3. :func:`finetune` — the credible (lowest-SCE-loss) half keeps its labels, the rest is unlabeled, and
+   the whole network is fine-tuned with MixMatch (or, for the ablation, plain CE on the credible half).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..augment import AUGMENTATIONS, augment, to_float
+from ..losses import linear_rampup, mixmatch_losses, mixmatch_mix, sharpen, simclr_loss_dbd, symmetric_cross_entropy
+from ..train import autocast
+from ..views import simclr_views
+
+
+@dataclass(frozen=True)
+class SimCLRConfig:
+    epochs: int = 100
+    schedule_epochs: int = 1000  # T_max of the cosine schedule
+    batch_size: int = 512
+    lr: float = 0.4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    temperature: float = 0.5
+    projection_dim: int = 128
+    blur: bool = True
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.002
+    loss: str = "sce"  # "sce" (DBD) or "ce" (ablation)
+    sce_alpha: float = 0.1
+    sce_beta: float = 1.0
+    augmentation: str = "crop_flip_reflect"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 190
+    iterations: int = 1024  # per epoch
+    batch_size: int = 64  # labeled and unlabeled each
+    credible_fraction: float = 0.5  # the paper's filtering rate alpha ("epsilon" in the code)
+    reselect: str = "every_epoch"  # official code; "once" = the paper's figure
+    mode: str = "mixmatch"  # or "supervised" (ablation: CE on the credible half only)
+    temperature: float = 0.5
+    mix_alpha: float = 0.75
+    lambda_u: float = 15.0
+    rampup_epochs: float = 190.0  # lambda_u ramp, counted in global epochs from 0 (warm-up included)
+    augmentation: str = "crop_flip_reflect"
+
+    def __post_init__(self):
+        if not 0 < self.credible_fraction < 1:
+            raise ValueError("credible_fraction must be in (0, 1)")
+        if self.reselect not in ("every_epoch", "once") or self.mode not in ("mixmatch", "supervised"):
+            raise ValueError("reselect must be 'every_epoch' or 'once'; mode 'mixmatch' or 'supervised'")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augmentation!r}")
+
+
+class SelfSupervised(nn.Module):
+    """Backbone + DBD's projection head (Linear-BN-ReLU-Linear, L2-normalised output)."""
+
+    def __init__(self, backbone: nn.Module, normalize: nn.Module, projection_dim: int):
+        super().__init__()
+        d = backbone.out_features
+        self.normalize, self.backbone = normalize, backbone
+        self.projector = nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(inplace=True),
+                                       nn.Linear(d, projection_dim))
+
+    def forward(self, x):
+        return F.normalize(self.projector(self.backbone(self.normalize(x))), dim=1)
+
+
+def train_simclr(model: SelfSupervised, images: torch.Tensor, cfg: SimCLRConfig, seed: int) -> list[dict]:
+    device = images.device
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    n, history = images.shape[0], []
+    for epoch in range(cfg.epochs):
+        for group in opt.param_groups:  # CosineAnnealingLR stepped per epoch
+            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.schedule_epochs))
+        order, total = torch.randperm(n, device=device, generator=gen), torch.zeros((), device=device)
+        for start in range(0, n, cfg.batch_size):  # no drop_last, as the official loader
+            x = to_float(images[order[start:start + cfg.batch_size]])
+            v1, v2 = simclr_views(x, gen, cfg.blur), simclr_views(x, gen, cfg.blur)
+            with autocast(device):
+                loss = simclr_loss_dbd(model(v1).float(), model(v2).float(), cfg.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * x.shape[0]
+        history.append({"epoch": epoch + 1, "simclr_loss": total.item() / n, "lr": opt.param_groups[0]["lr"]})
+    return history
+
+
+def head_loss(logits, labels, cfg: HeadConfig, reduction="mean"):
+    if cfg.loss == "ce":
+        return F.cross_entropy(logits, labels, reduction=reduction)
+    return symmetric_cross_entropy(logits, labels, cfg.sce_alpha, cfg.sce_beta, reduction)
+
+
+def train_head(model: nn.Module, images, labels, cfg: HeadConfig, seed: int):
+    """Stage 2. Returns ``(history, optimizer)``; the Adam instance continues into stage 3."""
+    device = images.device
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)  # backbone params get no grads here
+    gen = torch.Generator(device=device).manual_seed(seed)
+    n, history = images.shape[0], []
+    model.train()
+    for epoch in range(cfg.epochs):
+        order, total = torch.randperm(n, device=device, generator=gen), torch.zeros((), device=device)
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            x = augment(to_float(images[idx]), cfg.augmentation, gen)
+            with torch.no_grad(), autocast(device):
+                feats = model.features(x)  # train mode: BN running statistics update
+            loss = head_loss(model.head(feats.float()), labels[idx], cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * idx.shape[0]
+        history.append({"epoch": epoch + 1, "head_loss": total.item() / n})
+    return history, opt
+
+
+@torch.no_grad()
+def per_sample_loss(model, images, labels, cfg: HeadConfig, augmentation: str, gen, batch_size=1024):
+    """Per-sample SCE (or CE) in eval mode on one augmented view, as DBD ranks samples."""
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = augment(to_float(images[start:start + batch_size]), augmentation, gen)
+        with autocast(images.device):
+            logits = model(x).float()
+        out.append(head_loss(logits, labels[start:start + batch_size], cfg, reduction="none"))
+    model.train()
+    return torch.cat(out)
+
+
+def interleave(chunks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Swap part i of chunk 0 with part i of chunk i, so each forward's BatchNorm sees labeled and
+    unlabeled samples (MixMatch's interleaving). Applying it twice restores the order."""
+    k, b = len(chunks), chunks[0].shape[0]
+    sizes = [b // k] * k
+    for j in range(b - sum(sizes)):
+        sizes[-1 - j] += 1
+    parts = [list(torch.split(c, sizes)) for c in chunks]
+    for i in range(1, k):
+        parts[0][i], parts[i][i] = parts[i][i], parts[0][i]
+    return [torch.cat(p) for p in parts]
+
+
+def _batches(pool: torch.Tensor, count: int, batch: int, gen) -> torch.Tensor:
+    """``count`` batches of ``batch`` indices from ``pool``, reshuffled whenever it is exhausted
+    (drop_last per pass), as a ``(count, batch)`` tensor on the pool's device."""
+    per_pass = pool.shape[0] // batch
+    if per_pass == 0:
+        raise ValueError(f"{pool.shape[0]} samples cannot fill a batch of {batch}")
+    passes = math.ceil(count / per_pass)
+    perms = [pool[torch.randperm(pool.shape[0], device=pool.device, generator=gen)][: per_pass * batch] for _ in range(passes)]
+    return torch.cat(perms).view(-1, batch)[:count]
+
+
+def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg: FinetuneConfig, seed: int,
+             warmup_epochs: int, evaluate=None) -> list[dict]:
+    """Stage 3. Every epoch (or once): rank by per-sample loss, keep the lowest ``credible_fraction``
+    labeled; then ``iterations`` MixMatch steps of ``batch_size`` labeled + ``batch_size`` unlabeled."""
+    device = images.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n, k = images.shape[0], int(cfg.credible_fraction * images.shape[0])
+    num_classes = model.head.out_features
+    history, credible = [], None
+    for epoch in range(cfg.epochs):
+        losses = None
+        if credible is None or cfg.reselect == "every_epoch":
+            losses = per_sample_loss(model, images, labels, head_cfg, cfg.augmentation, gen)
+            order = torch.argsort(losses)
+            credible, rest = order[:k], order[k:]
+        model.train()
+        lab = _batches(credible, cfg.iterations, cfg.batch_size, gen)
+        unl = _batches(rest, cfg.iterations, cfg.batch_size, gen)
+        lx_sum, lu_sum = torch.zeros((), device=device), torch.zeros((), device=device)
+        for it in range(cfg.iterations):
+            x = augment(to_float(images[lab[it]]), cfg.augmentation, gen)
+            y = labels[lab[it]]
+            if cfg.mode == "supervised":
+                with autocast(device):
+                    loss = F.cross_entropy(model(x).float(), y)
+                lx = loss
+            else:
+                u = to_float(images[unl[it]])
+                u1, u2 = augment(u, cfg.augmentation, gen), augment(u, cfg.augmentation, gen)
+                with torch.no_grad(), autocast(device):
+                    guess = (model(u1).float().softmax(1) + model(u2).float().softmax(1)) / 2
+                    guess = sharpen(guess, cfg.temperature)
+                targets = torch.cat([F.one_hot(y, num_classes).float(), guess, guess])
+                mixed_x, mixed_t, _ = mixmatch_mix(torch.cat([x, u1, u2]), targets, cfg.mix_alpha, rng)
+                chunks = interleave(list(torch.split(mixed_x, cfg.batch_size)))
+                with autocast(device):
+                    logits = interleave([model(c).float() for c in chunks])
+                logits = torch.cat(logits)
+                lx, lu = mixmatch_losses(logits[: cfg.batch_size], mixed_t[: cfg.batch_size],
+                                         logits[cfg.batch_size:], mixed_t[cfg.batch_size:])
+                weight = cfg.lambda_u * linear_rampup(warmup_epochs + epoch + it / cfg.iterations, cfg.rampup_epochs)
+                loss = lx + weight * lu
+                lu_sum += lu.detach()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lx_sum += lx.detach()
+        poisoned_credible = int(poison_mask[credible].sum())
+        record = {"epoch": warmup_epochs + epoch + 1, "lx": lx_sum.item() / cfg.iterations,
+                  "lu": lu_sum.item() / cfg.iterations, "poisoned_in_credible": poisoned_credible,
+                  "credible": k, "poisoned_total": int(poison_mask.sum())}
+        if losses is not None:
+            record["sce_loss_auroc"] = loss_auroc(losses, poison_mask)
+        if evaluate is not None:
+            record.update(evaluate(model))
+        history.append(record)
+    model.eval()
+    return history
+
+
+def loss_auroc(losses: torch.Tensor, poison_mask: torch.Tensor) -> float:
+    from ..metrics import auroc
+
+    return auroc(losses, poison_mask)

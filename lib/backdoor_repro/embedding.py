@@ -1,0 +1,46 @@
+"""Feature embeddings for figures: backbone features of a sample and their 2-D t-SNE map."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .augment import to_float
+from .train import autocast
+
+
+@torch.no_grad()
+def backbone_features(backbone: torch.nn.Module, normalize: torch.nn.Module, images: torch.Tensor,
+                      batch_size: int = 1000) -> np.ndarray:
+    device = next(backbone.parameters()).device
+    backbone.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = to_float(images[start:start + batch_size].to(device))
+        with autocast(device):
+            out.append(backbone(normalize.to(device)(x)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    return TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(features)
+
+
+def tsne_panels(panels: dict[str, np.ndarray], labels: np.ndarray, poisoned: np.ndarray, classes, seed: int = 0):
+    """One t-SNE panel per feature set: clean samples coloured by true class, poisoned ones as black crosses."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (title, feats) in zip(axes[0], panels.items()):
+        xy = tsne_2d(feats, seed)
+        for c in range(len(classes)):
+            keep = (labels == c) & ~poisoned
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=4, color=cmap(c % 10), label=classes[c])
+        ax.scatter(xy[poisoned, 0], xy[poisoned, 1], s=14, marker="x", color="black", label="poisoned")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, -1].legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
