@@ -1,13 +1,15 @@
-"""Training throughput of the companion's loop against the plain torchvision DataLoader pipeline.
+"""Training throughput of the companion's loops against the plain torchvision DataLoader pipeline.
 
-Both train the same ResNet-18 with SGD on the same images with random crop (pad 4) + flip. The
-baseline is what the papers' official code does: PIL images, torchvision transforms per sample in
-DataLoader workers, fp32. Ours: uint8 data resident on the device, batched on-device augmentation,
-bf16 autocast + channels_last on CUDA, optional torch.compile. Both are measured in the same run and
-the ratio is printed; nothing here is a timed test.
+Stages (``--stage``): ``supervised`` (SGD + CE, random crop + flip), ``simclr`` (DBD stage 1: two SimCLR
+views per image, DBD's loss) and ``mixmatch`` (DBD stage 3: 64 labeled + 64 unlabeled images per step,
+two views of the unlabeled ones). Each stage trains the same ResNet-18 with the same step both ways.
+The baseline is what the official code does: PIL images, torchvision transforms per sample in DataLoader
+workers, fp32. Ours: uint8 data resident on the device, batched on-device augmentation, bf16 autocast +
+channels_last on CUDA, optional torch.compile. Both are measured in the same run and the ratio printed
+(source images per second); nothing here is a timed test.
 
-    python scripts/benchmark.py                                 # CPU-sized: width 8, 2,000 smoke images
-    python scripts/benchmark.py --width 64 --data-root DIR --n 50000 --epochs 3 --workers 8 --out results.json
+    python scripts/benchmark.py --stage all                     # CPU-sized: width 8, 2,000 smoke images
+    python scripts/benchmark.py --stage all --width 64 --data-root DIR --n 50000 --workers 8 --out bench.json
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ from PIL import Image
 
 import backdoor_repro as br
 from backdoor_repro.models import CIFAR10_MEAN, CIFAR10_STD_DBD
+from backdoor_repro.defenses.dbd_stages import (FinetuneConfig, SelfSupervised, SimCLRConfig, mixmatch_step,
+                                                train_iterations, train_simclr)
+from backdoor_repro.losses import simclr_loss_dbd
 from backdoor_repro.report import provenance
 
 
@@ -82,8 +87,97 @@ def ours_images_per_second(images, labels, args, device) -> float:
     return args.epochs * len(labels) / (time.perf_counter() - start)
 
 
+def simclr_baseline(images, labels, args, device) -> float:
+    view = T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                      T.RandomHorizontalFlip(), T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                      T.RandomGrayscale(p=0.2), T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 2.0))], p=0.5),
+                      T.ToTensor()])
+    data = ArrayDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), lambda im: torch.stack([view(im), view(im)]))
+    loader = torch.utils.data.DataLoader(data, batch_size=args.simclr_batch, shuffle=True, num_workers=args.workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    model, opt = _simclr_model(args, device)
+
+    def epoch():
+        for views, _ in loader:
+            views = views.to(device, non_blocking=True)
+            loss = simclr_loss_dbd(model(views[:, 0]), model(views[:, 1]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return _timed(epoch, args.epochs, len(labels), device)
+
+
+def simclr_ours(images, labels, args, device) -> float:
+    images = images.to(device)
+    model, _ = _simclr_model(args, device)
+    cfg = SimCLRConfig(epochs=1, schedule_epochs=10, batch_size=args.simclr_batch)
+    train_simclr(model, images, cfg, seed=0)  # warm-up
+    return _timed(lambda: train_simclr(model, images, cfg, seed=1), args.epochs, len(labels), device, warm=False)
+
+
+def _simclr_model(args, device):
+    clf = br.build_model("resnet18", 10, args.width)
+    model = SelfSupervised(clf.backbone, clf.normalize, 128).to(device)
+    return model, torch.optim.SGD(model.parameters(), lr=0.4, momentum=0.9, weight_decay=1e-4)
+
+
+def mixmatch_baseline(images, labels, args, device) -> float:
+    aug = T.Compose([T.RandomCrop(32, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip(), T.ToTensor()])
+    hwc, half = images.permute(0, 2, 3, 1).numpy(), len(labels) // 2
+    labeled = ArrayDataset(hwc[:half], labels[:half].numpy(), aug)
+    unlabeled = ArrayDataset(hwc[half:], labels[half:].numpy(), lambda im: torch.stack([aug(im), aug(im)]))
+    kw = dict(batch_size=64, shuffle=True, drop_last=True, num_workers=args.workers // 2 or 0,
+              pin_memory=device.type == "cuda", persistent_workers=args.workers > 1)
+    lab_loader, unl_loader = torch.utils.data.DataLoader(labeled, **kw), torch.utils.data.DataLoader(unlabeled, **kw)
+    model = br.build_model("resnet18", 10, args.width).to(device)
+    opt, cfg, rng = torch.optim.Adam(model.parameters(), lr=0.002), FinetuneConfig(), np.random.default_rng(0)
+    steps = min(len(lab_loader), len(unl_loader))
+
+    def epoch():
+        model.train()
+        for (x, y), (u, _) in zip(lab_loader, unl_loader):
+            x, y, u = x.to(device), y.to(device), u.to(device)
+            mixmatch_step(model, opt, x, y, u[:, 0], u[:, 1], cfg, rng, 1.0)
+
+    return _timed(epoch, args.epochs, steps * 128, device)
+
+
+def mixmatch_ours(images, labels, args, device) -> float:
+    images, labels = images.to(device), labels.to(device)
+    model = br.build_model("resnet18", 10, args.width).to(device)
+    opt, cfg, rng = torch.optim.Adam(model.parameters(), lr=0.002), FinetuneConfig(), np.random.default_rng(0)
+    gen = torch.Generator(device=device).manual_seed(0)
+    half = len(labels) // 2
+    steps = half // 64
+    lab = torch.arange(half, device=device)[: steps * 64].view(steps, 64)
+    unl = torch.arange(half, 2 * half, device=device)[: steps * 64].view(steps, 64)
+    run = lambda: train_iterations(model, opt, images, labels, lab, unl, cfg, gen, rng, 1)  # noqa: E731
+    return _timed(run, args.epochs, steps * 128, device)
+
+
+def _timed(epoch_fn, epochs: int, images_per_epoch: int, device, warm: bool = True) -> float:
+    if warm:
+        epoch_fn()  # warm-up: worker start, autotuning, compilation
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        epoch_fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return epochs * images_per_epoch / (time.perf_counter() - start)
+
+
+STAGES = {"supervised": (baseline_images_per_second, ours_images_per_second),
+          "simclr": (simclr_baseline, simclr_ours),
+          "mixmatch": (mixmatch_baseline, mixmatch_ours)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", default="supervised", choices=[*STAGES, "all"])
+    ap.add_argument("--simclr-batch", type=int, default=512)
     ap.add_argument("--data-root", default=None, help="full CIFAR-10 (torchvision root or image-folder tree)")
     ap.add_argument("--n", type=int, default=2000, help="training images used")
     ap.add_argument("--width", type=int, default=8)
@@ -100,16 +194,19 @@ def main():
     if args.n > len(train):
         raise SystemExit(f"--n {args.n} exceeds the {len(train)} images of {name}")
     images, labels = train.images[: args.n], train.labels[: args.n]
-    torch.manual_seed(0)
-    base = baseline_images_per_second(images, labels, args, device)
-    ours = ours_images_per_second(images, labels, args, device)
-    result = provenance(benchmark="supervised ResNet-18 training, crop+flip", dataset=name, n=args.n,
-                        width=args.width, batch_size=args.batch_size, epochs=args.epochs, workers=args.workers,
-                        compile=args.compile, baseline_images_per_s=round(base, 1), ours_images_per_s=round(ours, 1),
-                        speedup=round(ours / base, 2))
-    print(f"torchvision DataLoader pipeline: {base:9.1f} images/s")
-    print(f"backdoor_repro loop:             {ours:9.1f} images/s")
-    print(f"speed-up: {ours / base:.2f}x  ({result['device']}, torch {torch.__version__})")
+    results = []
+    for stage in (STAGES if args.stage == "all" else [args.stage]):
+        torch.manual_seed(0)
+        baseline, ours = STAGES[stage]
+        base, fast = baseline(images, labels, args, device), ours(images, labels, args, device)
+        results.append({"stage": stage, "baseline_images_per_s": round(base, 1), "ours_images_per_s": round(fast, 1),
+                        "speedup": round(fast / base, 2)})
+        print(f"{stage:10s} torchvision DataLoader: {base:9.1f} images/s | ours: {fast:9.1f} images/s | "
+              f"speed-up {fast / base:.2f}x")
+    result = provenance(benchmark="ResNet-18 training throughput", dataset=name, n=args.n, width=args.width,
+                        batch_size=args.batch_size, simclr_batch=args.simclr_batch, epochs=args.epochs,
+                        workers=args.workers, compile=args.compile, results=results)
+    print(f"({result['device']}, torch {torch.__version__})")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

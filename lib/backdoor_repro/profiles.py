@@ -36,6 +36,9 @@ class Profile:
 _GALLERY = ("badnets_dbd_2x2", "grid3", "white3_fct", "white3_bb", "blend_kitty_dbd", "blend_kitty_bb",
             "blend_strip_fct", "blend_noise", "trojan3_fct", "sig_fct", "sig_tr_wrapped", "wanet", "lc_dbd")
 
+_FULL_TABLE = ("badnets_dbd_2x2", "blend_kitty_dbd", "grid3", "white3_fct", "trojan3_fct", "blend_strip_fct",
+               "blend_kitty_fct", "sig_fct", "wanet", "lc_dbd")
+
 PROFILES = {
     "smoke": Profile(
         name="smoke",
@@ -46,7 +49,7 @@ PROFILES = {
         supervised=TrainConfig(epochs=20, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="cosine",
                                augmentation="none", checkpoint_every=5),
         attack_overrides={"rate": 0.1},
-        table_attacks=("badnets_dbd_2x2", "blend_kitty_dbd", "grid3", "sig_bb", "wanet"),
+        table_attacks=("badnets_dbd_2x2", "blend_kitty_dbd", "grid3", "sig_bb"),
         gallery_attacks=_GALLERY,
         deviations=(
             "data: 5,000 training / 1,000 test images of CIFAR-10 (JPEG re-encoded), not 50,000 / 10,000",
@@ -56,6 +59,8 @@ PROFILES = {
             "data: with flip (which moves a corner patch) the 2x2 BadNets patch reached only ASR 24-50% "
             "against a clean->target rate of 16-17%; without augmentation ASR 97% at CTR 10%",
             "dirty-label poisoning rate 10% instead of each paper's default, so the backdoor is learned on 5,000 images",
+            "No-Defense table limited to four attacks for the CPU budget; WaNet was measured and is not learned at "
+            "this scale (ASR 24.4% vs clean->target 20.4%), so it runs in fast/paper only",
         )),
     "fast": Profile(
         name="fast",
@@ -63,8 +68,7 @@ PROFILES = {
         dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=64,
         requires_gpu=True,
         supervised=PAPER_SUPERVISED.with_(epochs=40, schedule="cosine"),
-        table_attacks=("badnets_dbd_2x2", "blend_kitty_dbd", "grid3", "white3_fct", "trojan3_fct",
-                       "blend_strip_fct", "blend_kitty_fct", "sig_fct", "wanet", "lc_dbd"),
+        table_attacks=_FULL_TABLE,
         gallery_attacks=_GALLERY,
         deviations=(
             "No-Defense training: 40 epochs with a cosine schedule instead of 200 epochs with steps at 100/150",
@@ -75,8 +79,7 @@ PROFILES = {
         description="the official hyperparameters on full CIFAR-10",
         dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=64,
         requires_gpu=True, supervised=PAPER_SUPERVISED,
-        table_attacks=("badnets_dbd_2x2", "blend_kitty_dbd", "grid3", "white3_fct", "trojan3_fct",
-                       "blend_strip_fct", "blend_kitty_fct", "sig_fct", "wanet", "lc_dbd"),
+        table_attacks=_FULL_TABLE,
         gallery_attacks=_GALLERY,
         deviations=(
             "bf16 autocast and channels_last on the GPU (the official code trains in fp32)",

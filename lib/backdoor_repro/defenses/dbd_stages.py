@@ -182,8 +182,7 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
     device = images.device
     gen = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)
-    n, k = images.shape[0], int(cfg.credible_fraction * images.shape[0])
-    num_classes = model.head.out_features
+    k = int(cfg.credible_fraction * images.shape[0])
     history, credible = [], None
     for epoch in range(cfg.epochs):
         losses = None
@@ -191,38 +190,9 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
             losses = per_sample_loss(model, images, labels, head_cfg, cfg.augmentation, gen)
             order = torch.argsort(losses)
             credible, rest = order[:k], order[k:]
-        model.train()
         lab = _batches(credible, cfg.iterations, cfg.batch_size, gen)
         unl = _batches(rest, cfg.iterations, cfg.batch_size, gen)
-        lx_sum, lu_sum = torch.zeros((), device=device), torch.zeros((), device=device)
-        for it in range(cfg.iterations):
-            x = augment(to_float(images[lab[it]]), cfg.augmentation, gen)
-            y = labels[lab[it]]
-            if cfg.mode == "supervised":
-                with autocast(device):
-                    loss = F.cross_entropy(model(x).float(), y)
-                lx = loss
-            else:
-                u = to_float(images[unl[it]])
-                u1, u2 = augment(u, cfg.augmentation, gen), augment(u, cfg.augmentation, gen)
-                with torch.no_grad(), autocast(device):
-                    guess = (model(u1).float().softmax(1) + model(u2).float().softmax(1)) / 2
-                    guess = sharpen(guess, cfg.temperature)
-                targets = torch.cat([F.one_hot(y, num_classes).float(), guess, guess])
-                mixed_x, mixed_t, _ = mixmatch_mix(torch.cat([x, u1, u2]), targets, cfg.mix_alpha, rng)
-                chunks = interleave(list(torch.split(mixed_x, cfg.batch_size)))
-                with autocast(device):
-                    logits = interleave([model(c).float() for c in chunks])
-                logits = torch.cat(logits)
-                lx, lu = mixmatch_losses(logits[: cfg.batch_size], mixed_t[: cfg.batch_size],
-                                         logits[cfg.batch_size:], mixed_t[cfg.batch_size:])
-                weight = cfg.lambda_u * linear_rampup(warmup_epochs + epoch + it / cfg.iterations, cfg.rampup_epochs)
-                loss = lx + weight * lu
-                lu_sum += lu.detach()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            lx_sum += lx.detach()
+        lx_sum, lu_sum = train_iterations(model, opt, images, labels, lab, unl, cfg, gen, rng, warmup_epochs + epoch)
         poisoned_credible = int(poison_mask[credible].sum())
         record = {"epoch": warmup_epochs + epoch + 1, "lx": lx_sum.item() / cfg.iterations,
                   "lu": lu_sum.item() / cfg.iterations, "poisoned_in_credible": poisoned_credible,
@@ -234,6 +204,51 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
         history.append(record)
     model.eval()
     return history
+
+
+def mixmatch_step(model, opt, x, y, u1, u2, cfg: FinetuneConfig, rng, rampup_t: float):
+    """One MixMatch update on an augmented labeled batch ``x, y`` and two views ``u1, u2`` of an
+    unlabeled batch. Returns the detached ``(Lx, Lu)``."""
+    device = x.device
+    with torch.no_grad(), autocast(device):
+        guess = (model(u1).float().softmax(1) + model(u2).float().softmax(1)) / 2
+        guess = sharpen(guess, cfg.temperature)
+    targets = torch.cat([F.one_hot(y, model.head.out_features).float(), guess, guess])
+    mixed_x, mixed_t, _ = mixmatch_mix(torch.cat([x, u1, u2]), targets, cfg.mix_alpha, rng)
+    chunks = interleave(list(torch.split(mixed_x, x.shape[0])))
+    with autocast(device):
+        logits = torch.cat(interleave([model(c).float() for c in chunks]))
+    lx, lu = mixmatch_losses(logits[: x.shape[0]], mixed_t[: x.shape[0]], logits[x.shape[0]:], mixed_t[x.shape[0]:])
+    loss = lx + cfg.lambda_u * linear_rampup(rampup_t, cfg.rampup_epochs) * lu
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return lx.detach(), lu.detach()
+
+
+def train_iterations(model, opt, images, labels, lab, unl, cfg: FinetuneConfig, gen, rng, global_epoch: int):
+    """One epoch of stage 3 over the precomputed ``(iterations, batch)`` index tensors ``lab``/``unl``.
+    Returns the summed ``(Lx, Lu)`` as device tensors (no host sync)."""
+    device = images.device
+    model.train()
+    lx_sum, lu_sum = torch.zeros((), device=device), torch.zeros((), device=device)
+    for it in range(lab.shape[0]):
+        x = augment(to_float(images[lab[it]]), cfg.augmentation, gen)
+        y = labels[lab[it]]
+        if cfg.mode == "supervised":
+            with autocast(device):
+                lx = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            lx.backward()
+            opt.step()
+            lx_sum += lx.detach()
+            continue
+        u = to_float(images[unl[it]])
+        u1, u2 = augment(u, cfg.augmentation, gen), augment(u, cfg.augmentation, gen)
+        lx, lu = mixmatch_step(model, opt, x, y, u1, u2, cfg, rng, global_epoch + it / lab.shape[0])
+        lx_sum += lx
+        lu_sum += lu
+    return lx_sum, lu_sum
 
 
 def loss_auroc(losses: torch.Tensor, poison_mask: torch.Tensor) -> float:
