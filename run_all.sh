@@ -4,6 +4,7 @@
 #   ./run_all.sh --profile fast --data-root /data/cifar10-jpeg
 #   ./run_all.sh --profile paper --download --only attacks,dbd
 set -euo pipefail
+caller_dir="$PWD"
 cd "$(dirname "$0")"
 
 ORDER=(attacks dbd trap_and_replace fct fmp)  # the order notebooks run in; missing ones are skipped
@@ -30,7 +31,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
     --only) only="${2:?--only needs a value}"; shift 2 ;;
-    --data-root) data_root="${2:?--data-root needs a value}"; shift 2 ;;
+    --data-root) data_root="${2:?--data-root needs a value}"; [[ "$data_root" = /* ]] || data_root="$caller_dir/$data_root"; shift 2 ;;
     --download) download=True; shift ;;
     --device) device="${2:?--device needs a value}"; shift 2 ;;
     --list) available; exit 0 ;;

@@ -132,13 +132,14 @@ def mixmatch_baseline(images, labels, args, device) -> float:
     lab_loader, unl_loader = torch.utils.data.DataLoader(labeled, **kw), torch.utils.data.DataLoader(unlabeled, **kw)
     model = br.build_model("resnet18", 10, args.width).to(device)
     opt, cfg, rng = torch.optim.Adam(model.parameters(), lr=0.002), FinetuneConfig(), np.random.default_rng(0)
+    gen = torch.Generator(device=device).manual_seed(0)
     steps = min(len(lab_loader), len(unl_loader))
 
     def epoch():
         model.train()
         for (x, y), (u, _) in zip(lab_loader, unl_loader):
             x, y, u = x.to(device), y.to(device), u.to(device)
-            mixmatch_step(model, opt, x, y, u[:, 0], u[:, 1], cfg, rng, 1.0)
+            mixmatch_step(model, opt, x, y, u[:, 0], u[:, 1], cfg, rng, gen, 1.0)
 
     return _timed(epoch, args.epochs, steps * 128, device)
 

@@ -17,7 +17,10 @@ else
   if [[ ! -f "$stamp" ]]; then
     base_python="${PYTHON_FOR_VENV:-$(command -v python3.11 || command -v python3)}"
     echo "Setting up $venv with $("$base_python" --version) (first run only; torch is large)..." >&2
-    [[ -x "$venv/bin/python" ]] || "$base_python" -m venv "$venv"
+    if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then  # absent, or a half-made venv without pip
+      rm -rf "$venv"
+      "$base_python" -m venv "$venv" || { echo "error: '$base_python -m venv' failed (on Debian/Ubuntu: apt install python3-venv)" >&2; exit 1; }
+    fi
     "$venv/bin/python" -m pip install --quiet -e "$repo_root[test]"
     rm -f "$venv"/.installed-*
     touch "$stamp"

@@ -11,7 +11,7 @@ from backdoor_repro.pipeline import ModelSpec, load_data, supervised_model
 def test_badnets_backdoors_the_smoke_model():
     profile = get_profile("smoke")
     train, test = load_data(profile)
-    spec = ModelSpec.for_profile(profile, train.num_classes, "badnets_dbd_2x2", data_seed=0, seed=0)
+    spec = ModelSpec.for_profile(profile, train, "badnets_dbd_2x2", data_seed=0, seed=0)
     _, record = supervised_model(spec, train, test, progress=False)
     m = record["metrics"]
     assert record["poison_count"] == 469

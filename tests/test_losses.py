@@ -108,3 +108,14 @@ def test_linear_rampup():
     assert linear_rampup(-3, 190) == 0.0
     assert linear_rampup(7, 0) == 1.0
     assert 15 * linear_rampup(19, 190) == pytest.approx(1.5)
+
+
+def test_mixmatch_permutation_from_a_torch_generator_and_scatter_one_hot():
+    import numpy as np
+
+    from backdoor_repro.losses import mixmatch_mix, one_hot
+
+    x = torch.eye(6)
+    mixed_x, mixed_t, lam = mixmatch_mix(x, x.clone(), 0.75, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert torch.allclose(mixed_x, mixed_t) and lam >= 0.5
+    assert torch.equal(one_hot(torch.tensor([2, 0]), 3), torch.tensor([[0.0, 0, 1], [1, 0, 0]]))

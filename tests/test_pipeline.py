@@ -39,3 +39,17 @@ def test_supervised_models_are_keyed_by_their_spec(smoke_train, smoke_test, tmp_
     other = ModelSpec("cifar10-smoke", 10, "resnet18", 2, 10, "grid3", {"rate": 0.2}, 1, TINY_TRAIN)
     supervised_model(other, train, None, cache, progress=False)  # another data_seed: another artifact
     assert len(list((tmp_path / "supervised").glob("*.pt"))) == 2
+
+
+def test_specs_separate_data_sources_devices_and_keep_lc_poison_independent_of_seed(smoke_train):
+    from backdoor_repro import get_profile
+
+    profile = get_profile("smoke")
+    a = ModelSpec.for_profile(profile, smoke_train, "lc_dbd", data_seed=0, seed=0)
+    b = ModelSpec.for_profile(profile, smoke_train, "lc_dbd", data_seed=0, seed=1)
+    other_pixels = smoke_train.subset(torch.arange(len(smoke_train)))
+    other_pixels.images[0] ^= 1
+    assert ModelSpec.for_profile(profile, other_pixels, "lc_dbd", 0, 0).data_fingerprint != a.data_fingerprint
+    assert a.device_type == "cpu"
+    assert a.clean_model_for_poisoning() == b.clean_model_for_poisoning()  # training seed does not matter
+    assert a.clean_model_for_poisoning().train.seed == 0 and a.clean_model_for_poisoning().attack is None

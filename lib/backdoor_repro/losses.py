@@ -12,6 +12,12 @@ import torch
 import torch.nn.functional as F
 
 
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Float one-hot rows by scatter (``F.one_hot`` checks the label range, a host sync on CUDA)."""
+    out = torch.zeros(labels.shape[0], num_classes, device=labels.device)
+    return out.scatter_(1, labels.view(-1, 1), 1.0)
+
+
 def symmetric_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.1, beta: float = 1.0,
                             reduction: str = "mean") -> torch.Tensor:
     """SCE = ``alpha``·CE + ``beta``·RCE (Wang et al., 2019, as in DBD's ``SCELoss``).
@@ -23,7 +29,7 @@ def symmetric_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, alpha: 
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     ce = F.cross_entropy(logits, targets, reduction="none")
     p = F.softmax(logits, dim=1).clamp(min=1e-7, max=1.0)
-    onehot = F.one_hot(targets, logits.shape[1]).to(p.dtype).clamp(min=1e-4, max=1.0)
+    onehot = one_hot(targets, logits.shape[1]).to(p.dtype).clamp(min=1e-4, max=1.0)
     rce = -(p * torch.log(onehot)).sum(dim=1)
     loss = alpha * ce + beta * rce
     return loss.mean() if reduction == "mean" else loss
@@ -53,17 +59,22 @@ def sharpen(p: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     return pt / pt.sum(dim=-1, keepdim=True)
 
 
-def mixmatch_mix(inputs: torch.Tensor, targets: torch.Tensor, alpha: float,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+def mixmatch_mix(inputs: torch.Tensor, targets: torch.Tensor, alpha: float, rng: np.random.Generator,
+                 gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """MixUp over the whole concatenated MixMatch batch.
 
-    λ ~ Beta(``alpha``, ``alpha``) then λ = max(λ, 1 − λ) (so λ ≥ 0.5); one permutation of the batch. Both
-    are drawn from the numpy ``rng`` (torch has no generator-aware Beta sampler), so a run is repeatable.
-    Returns ``(λ·x + (1−λ)·x[perm], λ·t + (1−λ)·t[perm], λ)``; ``targets`` are soft labels (N, C).
+    λ ~ Beta(``alpha``, ``alpha``) then λ = max(λ, 1 − λ) (so λ ≥ 0.5), drawn from the numpy ``rng``
+    (torch has no generator-aware Beta sampler; λ is a host scalar, so no device sync). One permutation
+    of the batch, drawn on the inputs' device from ``gen`` (no host-to-device copy per step); without
+    ``gen`` it comes from ``rng``. Returns ``(λ·x + (1−λ)·x[perm], λ·t + (1−λ)·t[perm], λ)``; ``targets``
+    are soft labels (N, C).
     """
     lam = float(rng.beta(alpha, alpha))
     lam = max(lam, 1.0 - lam)
-    perm = torch.as_tensor(rng.permutation(inputs.shape[0]), device=inputs.device)
+    if gen is not None:
+        perm = torch.randperm(inputs.shape[0], device=inputs.device, generator=gen)
+    else:
+        perm = torch.as_tensor(rng.permutation(inputs.shape[0]), device=inputs.device)
     mixed_x = lam * inputs + (1.0 - lam) * inputs[perm]
     mixed_t = lam * targets + (1.0 - lam) * targets[perm.to(targets.device)]
     return mixed_x, mixed_t, lam

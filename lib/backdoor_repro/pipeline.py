@@ -7,8 +7,9 @@
 """
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -21,7 +22,7 @@ from .profiles import Profile
 from .train import TrainConfig, train_supervised
 
 SUPERVISED_VERSION = 1
-LC_IMAGES_VERSION = 1
+LC_IMAGES_VERSION = 2  # 2: PGD iterates clamped to [0, 1] at every step
 
 
 def load_data(profile: Profile, data_root=None, download: bool = False, device="cpu") -> tuple[ImageSet, ImageSet]:
@@ -32,6 +33,16 @@ def load_data(profile: Profile, data_root=None, download: bool = False, device="
     if profile.test_per_class:
         test = class_balanced_subset(test, profile.test_per_class)
     return train, test
+
+
+def data_fingerprint(data: ImageSet) -> str:
+    """A short hash of the labels and a spread sample of the images: tells apart two copies of "the same"
+    dataset whose pixels or order differ (JPEG archive vs torchvision files), so artifacts never mix."""
+    h = hashlib.sha256(data.labels.cpu().numpy().tobytes())
+    step = max(1, len(data) // 64)
+    h.update(data.images[::step].cpu().numpy().tobytes())
+    h.update(repr((len(data), tuple(data.images.shape[1:]))).encode())
+    return h.hexdigest()[:16]
 
 
 def attack_overrides(profile: Profile, key: str, **extra) -> dict:
@@ -60,13 +71,21 @@ class ModelSpec:
     attack_overrides: dict = field(default_factory=dict)
     data_seed: int = 0
     train: TrainConfig = TrainConfig()
+    data_fingerprint: str = ""  # data_fingerprint() of the training set actually loaded
+    device_type: str = "cpu"  # cuda runs train in bf16: their artifacts are kept apart from CPU ones
 
     @classmethod
-    def for_profile(cls, profile: Profile, num_classes: int, attack: str | None, data_seed: int, seed: int,
+    def for_profile(cls, profile: Profile, train: ImageSet, attack: str | None, data_seed: int, seed: int,
                     **attack_extra) -> "ModelSpec":
         overrides = attack_overrides(profile, attack, **attack_extra) if attack else {}
-        return cls(profile.dataset, profile.train_per_class, profile.model, profile.width, num_classes, attack,
-                   overrides, data_seed, profile.supervised.with_(seed=seed))
+        return cls(profile.dataset, profile.train_per_class, profile.model, profile.width, train.num_classes, attack,
+                   overrides, data_seed, profile.supervised.with_(seed=seed), data_fingerprint(train),
+                   train.images.device.type)
+
+    def clean_model_for_poisoning(self) -> "ModelSpec":
+        """The clean model a label-consistent attack perturbs against: trained with the No-Defense schedule
+        but seeded by ``data_seed``, so the poisoned set depends on ``data_seed`` only."""
+        return replace(self, attack=None, attack_overrides={}, train=self.train.with_(seed=self.data_seed))
 
 
 def poisoned_training_set(spec: ModelSpec, train: ImageSet, cache: ArtifactCache | None = None,
@@ -75,8 +94,7 @@ def poisoned_training_set(spec: ModelSpec, train: ImageSet, cache: ArtifactCache
     adversary = None
     if attack.needs_adversary:
         cache = cache or ArtifactCache()
-        clean = ModelSpec(spec.dataset, spec.train_per_class, spec.model, spec.width, spec.num_classes, None,
-                          {}, spec.data_seed, spec.train)
+        clean = spec.clean_model_for_poisoning()
         lc_key = {"clean_model": asdict(clean), "pgd": attack.pgd, "attack": spec.attack,
                   "overrides": spec.attack_overrides}
 

@@ -119,7 +119,7 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"].cpu() if device.type == "cpu" else saved["generator"])
+        gen.set_state(saved["generator"].cpu())  # generator states are CPU byte tensors, also for CUDA
         start_epoch, result.history = saved["epoch"], list(saved["history"])
     memory_format = torch.channels_last if device.type == "cuda" and cfg.channels_last else torch.contiguous_format
     started, seen = time.perf_counter(), 0

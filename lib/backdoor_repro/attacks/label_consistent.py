@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def pgd_adversary(model: torch.nn.Module, eps: float, step: float, steps: int, seed: int, batch_size: int = 256):
-    """Untargeted ℓ∞ PGD with a uniform random start, clamped to [0, 1], rounded back to uint8.
+    """Untargeted ℓ∞ PGD with a uniform random start, every iterate clamped to [0, 1], rounded to uint8.
 
     ``model`` takes float images in [0, 1] (normalisation inside the model). Returns the adversary
     callable that :meth:`Attack.poison` expects.
@@ -27,7 +27,8 @@ def pgd_adversary(model: torch.nn.Module, eps: float, step: float, steps: int, s
                 delta.requires_grad_(True)
                 loss = F.cross_entropy(model((x + delta).clamp(0, 1)), y)
                 (grad,) = torch.autograd.grad(loss, delta)
-                delta = (delta + step * grad.sign()).clamp(-eps, eps).detach()
+                delta = (delta + step * grad.sign()).clamp(-eps, eps)
+                delta = ((x + delta).clamp(0, 1) - x).detach()  # keep every iterate a valid image
             out.append(((x + delta).clamp(0, 1) * 255).round().to(torch.uint8).to(images.device))
         model.train(was_training)
         return torch.cat(out)

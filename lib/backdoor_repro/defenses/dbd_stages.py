@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..augment import AUGMENTATIONS, augment, to_float
-from ..losses import linear_rampup, mixmatch_losses, mixmatch_mix, sharpen, simclr_loss_dbd, symmetric_cross_entropy
+from ..losses import (linear_rampup, mixmatch_losses, mixmatch_mix, one_hot, sharpen, simclr_loss_dbd,
+                      symmetric_cross_entropy)
 from ..train import autocast
 from ..views import simclr_views
 
@@ -46,6 +47,10 @@ class HeadConfig:
     sce_alpha: float = 0.1
     sce_beta: float = 1.0
     augmentation: str = "crop_flip_reflect"
+
+    def __post_init__(self):
+        if self.loss not in ("sce", "ce"):
+            raise ValueError(f"head loss must be 'sce' or 'ce', got {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -206,15 +211,15 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
     return history
 
 
-def mixmatch_step(model, opt, x, y, u1, u2, cfg: FinetuneConfig, rng, rampup_t: float):
+def mixmatch_step(model, opt, x, y, u1, u2, cfg: FinetuneConfig, rng, gen, rampup_t: float):
     """One MixMatch update on an augmented labeled batch ``x, y`` and two views ``u1, u2`` of an
     unlabeled batch. Returns the detached ``(Lx, Lu)``."""
     device = x.device
     with torch.no_grad(), autocast(device):
         guess = (model(u1).float().softmax(1) + model(u2).float().softmax(1)) / 2
         guess = sharpen(guess, cfg.temperature)
-    targets = torch.cat([F.one_hot(y, model.head.out_features).float(), guess, guess])
-    mixed_x, mixed_t, _ = mixmatch_mix(torch.cat([x, u1, u2]), targets, cfg.mix_alpha, rng)
+    targets = torch.cat([one_hot(y, model.head.out_features), guess, guess])
+    mixed_x, mixed_t, _ = mixmatch_mix(torch.cat([x, u1, u2]), targets, cfg.mix_alpha, rng, gen)
     chunks = interleave(list(torch.split(mixed_x, x.shape[0])))
     with autocast(device):
         logits = torch.cat(interleave([model(c).float() for c in chunks]))
@@ -245,7 +250,7 @@ def train_iterations(model, opt, images, labels, lab, unl, cfg: FinetuneConfig, 
             continue
         u = to_float(images[unl[it]])
         u1, u2 = augment(u, cfg.augmentation, gen), augment(u, cfg.augmentation, gen)
-        lx, lu = mixmatch_step(model, opt, x, y, u1, u2, cfg, rng, global_epoch + it / lab.shape[0])
+        lx, lu = mixmatch_step(model, opt, x, y, u1, u2, cfg, rng, gen, global_epoch + it / lab.shape[0])
         lx_sum += lx
         lu_sum += lu
     return lx_sum, lu_sum
