@@ -17,9 +17,10 @@ from .attacks import Attack, PoisonedSet, get_attack, pgd_adversary
 from .cache import ArtifactCache
 from .data import ImageSet, class_balanced_subset, load_dataset
 from .evaluation import AttackEvaluator
+from .metrics import accuracy
 from .models import build_model
 from .profiles import Profile
-from .train import TrainConfig, train_supervised
+from .train import TrainConfig, predict, train_supervised
 
 SUPERVISED_VERSION = 1
 LC_IMAGES_VERSION = 2  # 2: PGD iterates clamped to [0, 1] at every step
@@ -146,12 +147,5 @@ def supervised_model(spec: ModelSpec, train: ImageSet, test: ImageSet | None = N
     record = {k: v for k, v in stored.items() if k != "model"}
     if test is not None:
         record["metrics"] = (AttackEvaluator(attack, test)(model) if attack is not None
-                             else {"ACC": _clean_accuracy(model, test)})
+                             else {"ACC": accuracy(predict(model, test.images), test.labels.to(device))})
     return model, record
-
-
-def _clean_accuracy(model, test: ImageSet) -> float:
-    from .metrics import accuracy
-    from .train import predict
-
-    return accuracy(predict(model, test.images), test.labels.to(next(model.parameters()).device))

@@ -46,12 +46,6 @@ def get_attack(key: str, data_seed: int = 0, **overrides) -> Attack:
     return factory(data_seed=data_seed, **overrides)
 
 
-def attack_parameters(key: str) -> dict:
-    """The parameter defaults of ``key`` (after building it with ``data_seed=0``)."""
-    a = get_attack(key)
-    return {"target": a.target, "label_mode": a.label_mode, "selection": a.selection, "rate": a.rate}
-
-
 def _make(key, trigger, common, **defaults):
     return Attack(key=key, trigger=trigger, **{**defaults, **common})
 

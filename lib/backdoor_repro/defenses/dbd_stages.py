@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..augment import AUGMENTATIONS, augment, to_float
+from ..metrics import auroc
 from ..losses import (linear_rampup, mixmatch_losses, mixmatch_mix, one_hot, sharpen, simclr_loss_dbd,
                       symmetric_cross_entropy)
 from ..train import autocast
@@ -203,7 +204,7 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
                   "lu": lu_sum.item() / cfg.iterations, "poisoned_in_credible": poisoned_credible,
                   "credible": k, "poisoned_total": int(poison_mask.sum())}
         if losses is not None:
-            record["sce_loss_auroc"] = loss_auroc(losses, poison_mask)
+            record["sce_loss_auroc"] = auroc(losses, poison_mask)
         if evaluate is not None:
             record.update(evaluate(model))
         history.append(record)
@@ -254,9 +255,3 @@ def train_iterations(model, opt, images, labels, lab, unl, cfg: FinetuneConfig, 
         lx_sum += lx
         lu_sum += lu
     return lx_sum, lu_sum
-
-
-def loss_auroc(losses: torch.Tensor, poison_mask: torch.Tensor) -> float:
-    from ..metrics import auroc
-
-    return auroc(losses, poison_mask)
