@@ -16,6 +16,23 @@ os.environ.setdefault("BACKDOOR_REPRO_CACHE", os.path.join(_session_dir, "cache"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+UNIT_TIMEOUT, SLOW_TIMEOUT, NOTEBOOK_CELL_TIMEOUT = 120, 300, 900
+
+
+def pytest_collection_modifyitems(items):
+    """A time limit for every test that does not set its own: a hang fails in minutes, with its name."""
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        if "notebooks" in item.path.parts:
+            limit = NOTEBOOK_CELL_TIMEOUT
+        elif item.get_closest_marker("slow") is not None:
+            limit = SLOW_TIMEOUT
+        else:
+            limit = UNIT_TIMEOUT
+        item.add_marker(pytest.mark.timeout(limit))
+
+
 @pytest.fixture(scope="session")
 def smoke_train():
     from backdoor_repro import load_dataset

@@ -1,18 +1,29 @@
-"""Cached pipeline stages on tiny settings: label-consistent poisoning (clean model -> PGD images,
-cached and reused) and No-Defense models keyed by their spec."""
+"""Cached pipeline stages on tiny settings: the run spec and its keys, label-consistent poisoning (clean
+model -> PGD images, cached and reused), No-Defense models keyed by their spec, and the clean holdouts."""
+import warnings
+
+import numpy as np
+import pytest
 import torch
 
+from backdoor_repro import get_profile
 from backdoor_repro.cache import ArtifactCache
-from backdoor_repro.data import class_balanced_subset
-from backdoor_repro.pipeline import ModelSpec, poisoned_training_set, supervised_model
+from backdoor_repro.data import ImageSet, class_balanced_subset
+from backdoor_repro.pipeline import poisoned_training_set, run_data, supervised_model
+from backdoor_repro.spec import Holdout, RunSpec
 from backdoor_repro.train import TrainConfig
 
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=50, lr=0.05, augmentation="none")
 
 
+def spec_for(attack, overrides=None, data_seed=0, seed=0, holdout=None, per_class=20):
+    return RunSpec("cifar10-smoke", per_class, "resnet18", 4, 10, attack, overrides or {}, data_seed, seed,
+                   TINY_TRAIN, holdout)
+
+
 def test_label_consistent_poisoning_through_the_pipeline(smoke_train, tmp_path):
     train = class_balanced_subset(smoke_train, 20)  # 200 images, 20 of the target class (3)
-    spec = ModelSpec("cifar10-smoke", 20, "resnet18", 2, 10, "lc_dbd", {"steps": 3}, 0, TINY_TRAIN)
+    spec = spec_for("lc_dbd", {"steps": 3})
     cache = ArtifactCache(tmp_path)
     poisoned = poisoned_training_set(spec, train, cache, progress=False)
     idx = torch.nonzero(poisoned.poison_mask).flatten()
@@ -28,28 +39,108 @@ def test_label_consistent_poisoning_through_the_pipeline(smoke_train, tmp_path):
     assert torch.equal(again.images, poisoned.images)
 
 
-def test_supervised_models_are_keyed_by_their_spec(smoke_train, smoke_test, tmp_path):
+def test_supervised_models_are_keyed_by_their_spec(smoke_train, tmp_path):
     train = class_balanced_subset(smoke_train, 10)
     cache = ArtifactCache(tmp_path)
-    spec = ModelSpec("cifar10-smoke", 10, "resnet18", 2, 10, "grid3", {"rate": 0.2}, 0, TINY_TRAIN)
-    _, record = supervised_model(spec, train, smoke_test, cache, progress=False)
-    assert record["poison_count"] == 18 and {"ACC", "ASR", "RA", "CTR"} <= set(record["metrics"])
-    supervised_model(spec, train, smoke_test, cache, progress=False)
+    spec = spec_for("grid3", {"rate": 0.2}, per_class=10)
+    _, record = supervised_model(spec, train, cache, progress=False)
+    assert record.extras["poison_count"] == 18 and record.seconds > 0 and len(record.history) == 1
+    supervised_model(spec, train, cache, progress=False)
     assert len(list((tmp_path / "supervised").glob("*.pt"))) == 1  # reused
-    other = ModelSpec("cifar10-smoke", 10, "resnet18", 2, 10, "grid3", {"rate": 0.2}, 1, TINY_TRAIN)
-    supervised_model(other, train, None, cache, progress=False)  # another data_seed: another artifact
-    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 2
+    supervised_model(spec.with_(data_seed=1), train, cache, progress=False)  # another data_seed: another artifact
+    supervised_model(spec.with_(seed=1), train, cache, progress=False)  # another training seed: another artifact
+    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 3
 
 
-def test_specs_separate_data_sources_devices_and_keep_lc_poison_independent_of_seed(smoke_train):
-    from backdoor_repro import get_profile
-
+def test_the_spec_owns_one_seed_and_keys_poisoning_without_it(smoke_train):
     profile = get_profile("smoke")
-    a = ModelSpec.for_profile(profile, smoke_train, "lc_dbd", data_seed=0, seed=0)
-    b = ModelSpec.for_profile(profile, smoke_train, "lc_dbd", data_seed=0, seed=1)
+    a = RunSpec.for_profile(profile, smoke_train, "lc_dbd", data_seed=0, seed=0)
+    b = RunSpec.for_profile(profile, smoke_train, "lc_dbd", data_seed=0, seed=1)
+    assert b.supervised.seed == 1 and b.train_config.seed == 1  # one seed, copied into the schedule
+    assert RunSpec("d", None, "resnet18", 4, 10, None, seed=5, supervised=TrainConfig(seed=9)).supervised.seed == 5
     other_pixels = smoke_train.subset(torch.arange(len(smoke_train)))
     other_pixels.images[0] ^= 1
-    assert ModelSpec.for_profile(profile, other_pixels, "lc_dbd", 0, 0).data_fingerprint != a.data_fingerprint
+    assert RunSpec.for_profile(profile, other_pixels, "lc_dbd", 0, 0).data_fingerprint != a.data_fingerprint
     assert a.device_type == "cpu"
-    assert a.clean_model_for_poisoning() == b.clean_model_for_poisoning()  # training seed does not matter
-    assert a.clean_model_for_poisoning().train.seed == 0 and a.clean_model_for_poisoning().attack is None
+    assert a.poisoning_key() == b.poisoning_key()  # the training seed does not decide the poisoned set...
+    assert a.training_key() != b.training_key()  # ...but it decides every trained stage
+    assert a.clean_model_for_poisoning() == b.clean_model_for_poisoning()
+    assert a.clean_model_for_poisoning().seed == 0 and a.clean_model_for_poisoning().attack is None
+    assert "poisoning_clean_model" in a.poisoning_key()  # LC images depend on the clean model's schedule
+    assert "poisoning_clean_model" not in a.with_attack("grid3").poisoning_key()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"attack": "nope"}, "unknown attack"),
+    ({"attack_overrides": {"alpha": 0.3}}, "no parameter"),
+    ({"seed": -1}, "seed"),
+    ({"data_seed": "0"}, "data_seed"),
+])
+def test_bad_specs_are_errors(bad, message):
+    fields = dict(dataset="cifar10-smoke", train_per_class=None, model="resnet18", width=4, num_classes=10,
+                  attack="grid3")
+    fields.update(bad)
+    with pytest.raises(ValueError, match=message):
+        RunSpec(**fields)
+
+
+def test_holdout_validation():
+    with pytest.raises(ValueError, match="fraction"):
+        Holdout(1.5)
+    with pytest.raises(ValueError, match="rule"):
+        Holdout(0.05, "first")
+
+
+def torchvision_ordered(n=400):
+    """Labels interleaved like torchvision's CIFAR order (not class by class)."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    return ImageSet(images, torch.arange(n) % 10, tuple(map(str, range(10))), "tv", "torchvision")
+
+
+def test_last_holdout_is_the_tail_never_poisoned_and_rate_counts_the_whole_set(tmp_path):
+    """T&R: the last 5 % is held out; the first int(rate x N_total) non-target samples of the rest are poisoned."""
+    train = torchvision_ordered(400)
+    spec = RunSpec("tv", None, "resnet18", 4, 10, "white4_tr", {"rate": 0.1}, 0, 0, TINY_TRAIN, Holdout(0.05, "last"))
+    data = run_data(spec, train, None, ArtifactCache(tmp_path))
+    assert len(data.train) == 380 and len(data.holdout) == 20
+    assert torch.equal(data.holdout.images, train.images[380:]) and torch.equal(data.holdout.labels, train.labels[380:])
+    nontarget = torch.nonzero(train.labels[:380] != 0).flatten()
+    assert torch.equal(torch.nonzero(data.train.poison_mask).flatten(), nontarget[:40])  # int(0.1 x 400), not 38
+    images, labels = data.attacker_training_set()  # No Defense trains on split + holdout (all 400)
+    assert len(images) == 400 and torch.equal(images[380:], train.images[380:])
+
+
+def test_last_holdout_falls_back_to_a_balanced_draw_on_class_ordered_data(smoke_train, tmp_path):
+    train = class_balanced_subset(smoke_train, 20)  # class by class: the last 5 % would be one class
+    spec = spec_for("grid3", {"rate": 0.1}, holdout=Holdout(0.05, "last"))
+    with pytest.warns(UserWarning, match="torchvision's order"):
+        data = run_data(spec, train, None, ArtifactCache(tmp_path))
+    assert np.bincount(data.holdout.labels.numpy(), minlength=10).tolist() == [1] * 10
+    assert len(data.train) == 190 and not data.train.poison_mask.all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = run_data(spec.with_(data_seed=1), train, None, ArtifactCache(tmp_path))
+    assert not torch.equal(again.holdout.images, data.holdout.images)  # seeded by data_seed
+
+
+def test_clean_subset_holdout_is_balanced_untouched_and_inside_the_training_set(smoke_train, tmp_path):
+    """FMP: a class-balanced draw among the samples the attacker left alone, with their true labels."""
+    train = class_balanced_subset(smoke_train, 20)
+    spec = spec_for("white3_bb", {"rate": 0.2}, holdout=Holdout(0.1, "clean_subset"))
+    data = run_data(spec, train, None, ArtifactCache(tmp_path))
+    assert len(data.train) == 200 and len(data.holdout) == 20
+    assert np.bincount(data.holdout.labels.numpy(), minlength=10).tolist() == [2] * 10
+    assert (data.train.images[data.train.poison_mask][:, :, 29:, 29:] == 255).all()  # the white 3x3 patch...
+    assert not (data.holdout.images[:, :, 29:, 29:] == 255).flatten(1).all(1).any()  # ...on no holdout image
+    assert data.attacker_training_set()[0].shape[0] == 200  # the attacker's model saw them too
+
+
+def test_equivalent_attack_descriptions_share_one_spec():
+    """Overrides equal to the attack's defaults are dropped, so the same attack keys the same artifacts."""
+    plain = spec_for("grid3", {"rate": 0.1})
+    spelled_out = spec_for("grid3", {"rate": 0.1, "target": 0, "selection": "random_nontarget"})
+    assert plain == spelled_out and plain.attack_overrides == {}
+    assert spec_for("grid3", {"rate": 0.2}).attack_overrides == {"rate": 0.2}
+    with pytest.raises(ValueError, match="without an attack"):
+        RunSpec("d", None, "resnet18", 4, 10, None, {"rate": 0.1})

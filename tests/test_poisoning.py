@@ -49,7 +49,7 @@ def test_selection_depends_on_data_seed_only():
 def test_all2one_poisoning(smoke_train):
     attack = get_attack("badnets_dbd_2x2", rate=0.1)
     p = attack.poison(smoke_train, data_seed=0)
-    assert p.count == len(attack.poison_indices(smoke_train.labels, 0)) == int(p.poison_mask.sum())
+    assert p.count == len(attack.poison_indices(smoke_train, 0)) == int(p.poison_mask.sum())
     assert (p.labels[p.poison_mask] == 3).all() and (p.true_labels[p.poison_mask] != 3).all()
     assert torch.equal(p.true_labels, smoke_train.labels)
     clean = ~p.poison_mask
@@ -116,9 +116,12 @@ def test_unknown_attack_and_parameter_are_rejected():
         get_attack("grid3", label_mode="clean_label")
 
 
-def test_every_registered_attack_poisons_the_smoke_set(smoke_train):
+@pytest.mark.parametrize("key", sorted(ATTACKS))
+def test_every_registered_attack_poisons_the_smoke_set(key, smoke_train):
     fake_pgd = lambda imgs, labels: imgs  # noqa: E731
-    for key in ATTACKS:
-        p = get_attack(key).poison(smoke_train, data_seed=0, adversary=fake_pgd)
-        assert p.images.dtype == torch.uint8 and p.count > 0, key
-        assert not torch.equal(p.images[p.poison_mask], smoke_train.images[p.poison_mask]), key
+    attack = get_attack(key)
+    p = attack.poison(smoke_train, data_seed=0, adversary=fake_pgd)
+    assert p.images.dtype == torch.uint8 and p.count > 0
+    assert not torch.equal(p.images[p.poison_mask], smoke_train.images[p.poison_mask])
+    assert torch.equal(p.images[~p.poison_mask & ~p.cross_mask], smoke_train.images[~p.poison_mask & ~p.cross_mask])
+    assert attack.rate_of and ATTACKS[key].papers and attack.source

@@ -69,3 +69,18 @@ def test_run_all_refuses_gpu_profile_on_cpu():
 def test_run_all_lists_notebooks():
     out = run(["bash", "run_all.sh", "--list"])
     assert out.returncode == 0 and "attacks" in out.stdout.split()
+
+
+def test_every_test_has_a_time_limit(request):
+    marker = request.node.get_closest_marker("timeout")
+    assert marker is not None and 0 < marker.args[0] <= 120
+
+
+def test_a_hung_test_fails_in_seconds_with_its_name(tmp_path):
+    """pytest-timeout's thread method ends even a test stuck outside Python bytecode, naming it."""
+    (tmp_path / "test_hang.py").write_text("import time\n\ndef test_stuck_forever():\n    time.sleep(600)\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "timeout=2",
+                          "-o", "timeout_method=thread", str(tmp_path / "test_hang.py")],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "Timeout" in out.stdout + out.stderr and "test_stuck_forever" in out.stdout + out.stderr

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backdoor_repro.attacks import get_attack
+from backdoor_repro.attacks import blend, get_attack, ops
 from backdoor_repro.attacks.assets import AssetMismatch, asset_path, fct_trojan_pattern, image_asset, wrapped_stripes
 from backdoor_repro.attacks.ops import quantize
 from backdoor_repro.attacks.wanet import warp_grid
@@ -116,3 +116,72 @@ def test_asset_checksum_is_enforced(tmp_path, monkeypatch):
     monkeypatch.setattr(assets, "TRIGGERS_DIR", tmp_path)
     with pytest.raises(AssetMismatch):
         assets.asset_path("dbd/cifar_1.png")
+
+
+def _hwc(images):
+    return images.permute(0, 2, 3, 1).numpy()
+
+
+# The official blend expressions, in numpy with the dtypes each code base has (attacks.md §3.2, §3.4)
+def _fct_kitty(img, kitty_f32):  # FCT: (1 - a) * uint8 -> float64, a * float32 cv2 output -> float32
+    return ((1 - 0.2) * img + 0.2 * kitty_f32).astype("uint8")
+
+
+def _bb_kitty(img, kitty_f32):  # BackdoorBench: the same sum, then npToFloat32 and npClipAndToUint8
+    return np.clip(((1 - 0.2) * img + 0.2 * kitty_f32).astype(np.float32), 0, 255).astype(np.uint8)
+
+
+def _fct_strip(img, mask_u8):  # FCT signalTrigger: uint8 mask, everything float64
+    return ((1 - 0.2) * img + 0.2 * mask_u8.reshape((32, 32, 1))).astype("uint8")
+
+
+def _tr_sig(img, sig_u8):  # T&R sig: float64 0.8 x + 0.2 s, clip, truncate
+    return np.clip(0.8 * img.astype(np.float64) + 0.2 * sig_u8.astype(np.float64).reshape(32, 32, 1), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("key, official, pattern", [
+    ("blend_kitty_fct", _fct_kitty, lambda: blend.kitty_fct().permute(1, 2, 0).numpy()),
+    ("blend_kitty_bb", _bb_kitty, lambda: blend.kitty_backdoorbench().permute(1, 2, 0).numpy().astype(np.float32)),
+    ("blend_strip_fct", _fct_strip, lambda: np.load(asset_path("fct/signal_cifar10_mask.npy"))),
+    ("sig_tr_wrapped", _tr_sig, lambda: np.asarray(Image.open(asset_path("trap_and_replace/sig.png")))),
+])
+def test_blends_reproduce_the_official_arithmetic_bit_for_bit(key, official, pattern, smoke_test):
+    images = smoke_test.images[:300]
+    got = _hwc(get_attack(key).trigger.apply(images))
+    want = official(_hwc(images), pattern())
+    assert want.dtype == np.uint8 and np.array_equal(got, want)
+
+
+def test_the_blend_arithmetic_matters(smoke_test):
+    """float32 x + a (t - x) (PIL's form) truncates differently from the numpy forms on a share of values:
+    the reason each blend carries its code base's arithmetic."""
+    images = smoke_test.images[:300]
+    kitty = blend.kitty_fct()
+    pil_form = _hwc(ops.blend(images, kitty, 0.2, "cast_wrap", "pil"))
+    assert (pil_form != _fct_kitty(_hwc(images), kitty.permute(1, 2, 0).numpy())).mean() > 0.001
+
+
+def test_fct_kitty_pattern_is_float32_bilinear_without_antialiasing():
+    k = blend.kitty_fct()
+    assert k.dtype == torch.float32 and k.shape == (3, 32, 32)
+    full = image_asset("dbd/hello_kitty.png").float()
+    # bilinear at scale 540/32 with half-pixel centres: output (0, 0) samples source x = y = 7.9375
+    x = 0.5 * 540 / 32 - 0.5
+    x0, f = int(x), x - int(x)
+    want = ((1 - f) * ((1 - f) * full[:, x0, x0] + f * full[:, x0, x0 + 1])
+            + f * ((1 - f) * full[:, x0 + 1, x0] + f * full[:, x0 + 1, x0 + 1]))
+    assert torch.allclose(k[:, 0, 0], want, atol=1e-3)
+
+
+def test_trigger_readme_checksums_match_the_files():
+    """Every "first8…last" checksum abbreviation in the trigger README belongs to the file it names."""
+    import re
+
+    from backdoor_repro.attacks.assets import SHA256
+    from backdoor_repro.paths import TRIGGERS_DIR
+
+    text = (TRIGGERS_DIR / "README.md").read_text()
+    for name, digest in SHA256.items():
+        for head, tail in re.findall(r"([0-9a-f]{8})…([0-9a-f]{4,5})", text):
+            if digest.startswith(head):
+                assert digest.endswith(tail), (name, head, tail)

@@ -24,7 +24,9 @@ def random_crop(x: torch.Tensor, gen: torch.Generator, padding: int = 4, mode: s
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]
     cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)
+    # advanced indexing yields (N, H, W, C): copy back to the default layout, so that no channels_last
+    # tensor reaches a CPU convolution (oneDNN's AVX2 1x1 backward can hang on such strides)
+    return padded[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
 def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:

@@ -37,12 +37,21 @@ class DatasetUnavailable(FileNotFoundError):
     """The dataset is not on disk and downloading was not allowed."""
 
 
+ORDERS = {
+    "torchvision": "torchvision's file order (the official repositories' index order)",
+    "folder": "an image-folder tree: class by class, files by name",
+    "bundled": "the bundled smoke subset: class by class",
+    "subset": "a subset of another set",
+}
+
+
 @dataclass
 class ImageSet:
     images: torch.Tensor  # uint8 (N, 3, H, W)
     labels: torch.Tensor  # int64 (N,)
     classes: tuple[str, ...]
     name: str
+    order: str = "subset"  # see ORDERS: official poison indices need "torchvision"
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -58,11 +67,25 @@ class ImageSet:
         return len(self.classes)
 
     def to(self, device) -> "ImageSet":
-        return ImageSet(self.images.to(device), self.labels.to(device), self.classes, self.name)
+        return ImageSet(self.images.to(device), self.labels.to(device), self.classes, self.name, self.order)
 
     def subset(self, index) -> "ImageSet":
         index = torch.as_tensor(index, device=self.labels.device)
         return ImageSet(self.images[index], self.labels[index], self.classes, self.name)
+
+    def head(self, n: int) -> "ImageSet":
+        """The first ``n`` samples; a prefix keeps the source's order (and so its official indices)."""
+        return ImageSet(self.images[:n], self.labels[:n], self.classes, self.name, self.order)
+
+
+def fingerprint(data: ImageSet) -> str:
+    """A short hash of the labels and a spread sample of the images: tells apart two copies of "the same"
+    dataset whose pixels or order differ (JPEG archive vs torchvision files), so artifacts never mix."""
+    h = hashlib.sha256(data.labels.cpu().numpy().tobytes())
+    step = max(1, len(data) // 64)
+    h.update(data.images[::step].cpu().numpy().tobytes())
+    h.update(repr((len(data), tuple(data.images.shape[1:]))).encode())
+    return h.hexdigest()[:16]
 
 
 def class_balanced_subset(data: ImageSet, per_class: int) -> ImageSet:
@@ -84,11 +107,11 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, d
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
     if name == "cifar10-smoke":
-        images, labels, classes = _load_smoke(split)
+        (images, labels, classes), order = _load_smoke(split), "bundled"
     else:
-        images, labels, classes = _load_full(name, split, root, download, image_size)
+        images, labels, classes, order = _load_full(name, split, root, download, image_size)
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                    torch.from_numpy(labels).long(), tuple(classes), name).to(device)
+                    torch.from_numpy(labels).long(), tuple(classes), name, order).to(device)
 
 
 def check_dataset_available(name: str, root, download: bool) -> None:
@@ -125,10 +148,10 @@ def _load_full(name, split, root, download, image_size):
     root = Path(root)
     folder = _find_image_folder(name, root)
     if folder is not None:
-        return _cached(("folder", name, split, str(folder.resolve()), image_size, _tree_signature(folder / split)),
-                       lambda: _read_image_folder(folder / split, image_size))
-    return _cached(("torchvision", name, split, str(root.resolve()), image_size),
-                   lambda: _read_torchvision(name, split, root, download, image_size))
+        return (*_cached(("folder", name, split, str(folder.resolve()), image_size, _tree_signature(folder / split)),
+                         lambda: _read_image_folder(folder / split, image_size)), "folder")
+    return (*_cached(("torchvision", name, split, str(root.resolve()), image_size),
+                     lambda: _read_torchvision(name, split, root, download, image_size)), "torchvision")
 
 
 def _find_image_folder(name: str, root: Path) -> Path | None:

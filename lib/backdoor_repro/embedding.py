@@ -5,8 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .augment import to_float
-from .train import autocast
+from .train import batched_outputs
 
 
 @torch.no_grad()
@@ -14,12 +13,8 @@ def backbone_features(backbone: torch.nn.Module, normalize: torch.nn.Module, ima
                       batch_size: int = 1000) -> np.ndarray:
     device = next(backbone.parameters()).device
     backbone.eval()
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        x = to_float(images[start:start + batch_size].to(device))
-        with autocast(device):
-            out.append(backbone(normalize.to(device)(x)).float().cpu())
-    return torch.cat(out).numpy()
+    normalize = normalize.to(device)
+    return batched_outputs(lambda x: backbone(normalize(x)).float(), images, device, batch_size).cpu().numpy()
 
 
 def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -9,6 +9,14 @@ from .data import ImageSet
 from .train import predict
 
 
+def evaluate(model: torch.nn.Module, spec, test: ImageSet) -> dict:
+    """ACC / ASR / RA / ACC_no_target / CTR of ``model`` against ``spec``'s attack (ACC only for a clean spec)."""
+    if spec.attack is None:
+        device = next(model.parameters()).device
+        return {"ACC": metrics.accuracy(predict(model, test.images), test.labels.to(device))}
+    return AttackEvaluator(spec.make_attack(), test)(model)
+
+
 class AttackEvaluator:
     """Builds the triggered test population once and scores any number of models on it."""
 

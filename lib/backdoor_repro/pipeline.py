@@ -1,29 +1,29 @@
-"""Cached stages that connect data, attacks and training; every notebook builds on these.
+"""Cached stages that connect data, attacks and training; every defense builds on these.
 
 * :func:`load_data` — the profile's train/test sets on the device;
 * :func:`make_attack` — a registry attack with the profile's overrides;
-* :func:`poisoned_training_set` — poisoning (label-consistent PGD images cached);
+* :func:`poisoned_training_set` — the defender's training split, poisoned (label-consistent PGD images cached);
+* :func:`run_data` — what a defense is granted: the poisoned set, the test set, the clean holdout;
 * :func:`supervised_model` — a clean or backdoored model trained once and reused by every defense.
 """
 from __future__ import annotations
 
-import hashlib
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 
 from .attacks import Attack, PoisonedSet, get_attack, pgd_adversary
-from .cache import ArtifactCache
+from .cache import ArtifactCache, artifact_key
 from .data import ImageSet, class_balanced_subset, load_dataset
-from .evaluation import AttackEvaluator
-from .metrics import accuracy
+from .holdout import clean_subset, split_holdout
 from .models import build_model
 from .profiles import Profile
-from .train import TrainConfig, predict, train_supervised
+from .spec import RunSpec
+from .stages import StageOutput, cached_stage
+from .train import train_supervised
 
-SUPERVISED_VERSION = 1
-LC_IMAGES_VERSION = 2  # 2: PGD iterates clamped to [0, 1] at every step
+SUPERVISED_VERSION = 2  # 2: RunSpec keys; no evaluation inside the build
+LC_IMAGES_VERSION = 3  # 3: RunSpec keys; 2: PGD iterates clamped to [0, 1] at every step
 
 
 def load_data(profile: Profile, data_root=None, download: bool = False, device="cpu") -> tuple[ImageSet, ImageSet]:
@@ -34,16 +34,6 @@ def load_data(profile: Profile, data_root=None, download: bool = False, device="
     if profile.test_per_class:
         test = class_balanced_subset(test, profile.test_per_class)
     return train, test
-
-
-def data_fingerprint(data: ImageSet) -> str:
-    """A short hash of the labels and a spread sample of the images: tells apart two copies of "the same"
-    dataset whose pixels or order differ (JPEG archive vs torchvision files), so artifacts never mix."""
-    h = hashlib.sha256(data.labels.cpu().numpy().tobytes())
-    step = max(1, len(data) // 64)
-    h.update(data.images[::step].cpu().numpy().tobytes())
-    h.update(repr((len(data), tuple(data.images.shape[1:]))).encode())
-    return h.hexdigest()[:16]
 
 
 def attack_overrides(profile: Profile, key: str, **extra) -> dict:
@@ -59,93 +49,100 @@ def make_attack(profile: Profile, key: str, data_seed: int, **extra) -> Attack:
     return get_attack(key, data_seed=data_seed, **attack_overrides(profile, key, **extra))
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that decides a supervised model; its hash is the artifact key."""
-
-    dataset: str
-    train_per_class: int | None
-    model: str
-    width: int
-    num_classes: int
-    attack: str | None  # None: clean model
-    attack_overrides: dict = field(default_factory=dict)
-    data_seed: int = 0
-    train: TrainConfig = TrainConfig()
-    data_fingerprint: str = ""  # data_fingerprint() of the training set actually loaded
-    device_type: str = "cpu"  # cuda runs train in bf16: their artifacts are kept apart from CPU ones
-
-    @classmethod
-    def for_profile(cls, profile: Profile, train: ImageSet, attack: str | None, data_seed: int, seed: int,
-                    **attack_extra) -> "ModelSpec":
-        overrides = attack_overrides(profile, attack, **attack_extra) if attack else {}
-        return cls(profile.dataset, profile.train_per_class, profile.model, profile.width, train.num_classes, attack,
-                   overrides, data_seed, profile.supervised.with_(seed=seed), data_fingerprint(train),
-                   train.images.device.type)
-
-    def clean_model_for_poisoning(self) -> "ModelSpec":
-        """The clean model a label-consistent attack perturbs against: trained with the No-Defense schedule
-        but seeded by ``data_seed``, so the poisoned set depends on ``data_seed`` only."""
-        return replace(self, attack=None, attack_overrides={}, train=self.train.with_(seed=self.data_seed))
+def defender_split(spec: RunSpec, train: ImageSet) -> tuple[ImageSet, ImageSet | None]:
+    """``(the training set the attacker poisons and the defender trains on, the split-off holdout or None)``."""
+    if spec.holdout is not None and spec.holdout.disjoint:
+        return split_holdout(train, spec.holdout, spec.data_seed)
+    return train, None
 
 
-def poisoned_training_set(spec: ModelSpec, train: ImageSet, cache: ArtifactCache | None = None,
+def poisoned_training_set(spec: RunSpec, train: ImageSet, cache: ArtifactCache | None = None,
                           progress: bool = True) -> PoisonedSet:
-    attack = get_attack(spec.attack, data_seed=spec.data_seed, **spec.attack_overrides)
+    """The defender's training split, poisoned; ``rate`` counts against the whole loaded ``train``."""
+    split, _ = defender_split(spec, train)
+    attack = spec.make_attack()
     adversary = None
     if attack.needs_adversary:
         cache = cache or ArtifactCache()
-        clean = spec.clean_model_for_poisoning()
-        lc_key = {"clean_model": asdict(clean), "pgd": attack.pgd, "attack": spec.attack,
-                  "overrides": spec.attack_overrides}
+        index = torch.as_tensor(attack.poison_indices(split, spec.data_seed, len(train)))
 
         def build_lc(_partial):
-            model, _ = supervised_model(clean, train, None, cache, progress)
-            idx = torch.as_tensor(attack.poison_indices(train.labels, spec.data_seed), device=train.labels.device)
+            model, _ = supervised_model(spec.clean_model_for_poisoning(), train, cache, progress)
             perturb = pgd_adversary(model, seed=spec.data_seed, **attack.pgd)
-            return {"index": idx.cpu(), "images": perturb(train.images[idx], train.labels[idx]).cpu()}
+            idx = index.to(split.labels.device)
+            return {"index": index, "images": perturb(split.images[idx], split.labels[idx]).cpu()}
 
-        stored = cache.get_or_build("lc_images", lc_key, LC_IMAGES_VERSION, build_lc)
-        expected = torch.as_tensor(attack.poison_indices(train.labels, spec.data_seed))
-        if not torch.equal(stored["index"], expected):
+        stored = cache.get_or_build("lc_images", {"poisoning": spec.poisoning_key(), "pgd": attack.pgd},
+                                    LC_IMAGES_VERSION, build_lc)
+        if not torch.equal(stored["index"], index):
             raise RuntimeError("cached label-consistent images do not match the poison selection")
-        perturbed = stored["images"].to(train.images.device)
+        perturbed = stored["images"].to(split.images.device)
 
         def adversary(picked, labels):  # Attack.poison passes the selection in the same (sorted) order
             return perturbed
 
-    return attack.poison(train, spec.data_seed, adversary=adversary)
+    return attack.poison(split, spec.data_seed, adversary=adversary, reference_size=len(train))
 
 
-def supervised_model(spec: ModelSpec, train: ImageSet, test: ImageSet | None = None,
-                     cache: ArtifactCache | None = None, progress: bool = True, device=None):
-    """Train (or load) the model ``spec`` describes. Returns ``(model, record)``; ``record`` holds the
-    training history, wall time, poison count and (if ``test`` is given) last-epoch metrics."""
+@dataclass(frozen=True)
+class RunData:
+    """What the defender's threat model grants: the poisoned training set (``poison_mask`` is for
+    diagnostics only, never for a defense's decisions), the test set (for evaluation only) and, where the
+    threat model grants one, a clean holdout. ``key`` ties it to the spec it was built from."""
+
+    train: PoisonedSet
+    test: ImageSet | None
+    holdout: ImageSet | None
+    holdout_disjoint: bool
+    key: str
+
+    def attacker_training_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` the No-Defense model trains on: the poisoned set plus a split-off holdout
+        (T&R's baseline trains on all 50,000), or the poisoned set alone."""
+        if self.holdout is None or not self.holdout_disjoint:
+            return self.train.images, self.train.labels
+        return (torch.cat([self.train.images, self.holdout.images]),
+                torch.cat([self.train.labels, self.holdout.labels.to(self.train.labels.device)]))
+
+
+def data_key(spec: RunSpec) -> str:
+    return artifact_key("run_data", spec.poisoning_key(), 1)
+
+
+def run_data(spec: RunSpec, train: ImageSet, test: ImageSet | None = None, cache: ArtifactCache | None = None,
+             progress: bool = True) -> RunData:
+    poisoned = poisoned_training_set(spec, train, cache, progress)
+    _, holdout = defender_split(spec, train)
+    if spec.holdout is not None and not spec.holdout.disjoint:
+        holdout = clean_subset(poisoned, spec.holdout, spec.data_seed)
+    return RunData(poisoned, test, holdout, spec.holdout is None or spec.holdout.disjoint, data_key(spec))
+
+
+def _model_factory(spec: RunSpec):
+    return lambda: build_model(spec.model, spec.num_classes, spec.width)
+
+
+def supervised_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache | None = None, progress: bool = True,
+                     data: RunData | None = None):
+    """Train (or load) the model ``spec`` describes on the loaded ``train`` (poisoned per ``spec``; clean
+    when ``spec.attack`` is None), or on ``data`` when given. Returns ``(model, StageRecord)``; the record's
+    extras hold the poison count and the training throughput. Evaluate it with
+    :func:`backdoor_repro.evaluation.evaluate`."""
+    if train is None and (data is None or spec.attack is None):
+        raise ValueError("supervised_model needs the loaded training set, or the run data of an attacked spec")
     cache = cache or ArtifactCache()
-    device = device or train.images.device
-    attack = get_attack(spec.attack, data_seed=spec.data_seed, **spec.attack_overrides) if spec.attack else None
+    device = (data.train if data is not None else train).images.device
 
     def build(partial):
-        torch.manual_seed(spec.train.seed)
-        model = build_model(spec.model, spec.num_classes, spec.width)
-        if attack is not None:
-            poisoned = poisoned_training_set(spec, train, cache, progress)
-            images, labels, count = poisoned.images, poisoned.labels, poisoned.count
+        if spec.attack is not None:
+            granted = data or run_data(spec, train, None, cache, progress)
+            (images, labels), count = granted.attacker_training_set(), granted.train.count
         else:
             images, labels, count = train.images, train.labels, 0
-        evaluate = AttackEvaluator(attack, test) if (attack is not None and test is not None) else None
-        started = time.perf_counter()
-        result = train_supervised(model, images, labels, spec.train, evaluate=evaluate, checkpoint=partial,
-                                  progress=progress, desc=spec.attack or "clean")
-        return {"model": model.state_dict(), "history": result.history, "poison_count": count,
-                "seconds": time.perf_counter() - started, "images_per_second": result.images_per_second}
+        torch.manual_seed(spec.seed)
+        model = build_model(spec.model, spec.num_classes, spec.width)
+        result = train_supervised(model, images, labels, spec.train_config, checkpoint=partial, progress=progress,
+                                  desc=spec.attack or "clean")
+        return StageOutput(model, result.history, {"poison_count": count, "images_per_second": result.images_per_second})
 
-    stored = cache.get_or_build("supervised", spec, SUPERVISED_VERSION, build)
-    model = build_model(spec.model, spec.num_classes, spec.width)
-    model.load_state_dict(stored["model"])
-    model = model.to(device).eval()
-    record = {k: v for k, v in stored.items() if k != "model"}
-    if test is not None:
-        record["metrics"] = (AttackEvaluator(attack, test)(model) if attack is not None
-                             else {"ACC": accuracy(predict(model, test.images), test.labels.to(device))})
-    return model, record
+    return cached_stage(cache, "supervised", spec, SUPERVISED_VERSION, build, _model_factory(spec), device)

@@ -24,7 +24,7 @@ class Profile:
     width: int
     requires_gpu: bool
     supervised: TrainConfig  # the No-Defense (backdoored) model
-    attack_overrides: dict = field(default_factory=dict)  # applied to dirty-label attacks
+    attack_overrides: dict = field(default_factory=dict)  # applied to every attack ("rate": dirty-label ones only)
     table_attacks: tuple[str, ...] = ()
     gallery_attacks: tuple[str, ...] = ()
     deviations: tuple[str, ...] = ()
@@ -69,23 +69,29 @@ PROFILES = {
         dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=64,
         requires_gpu=True,
         supervised=PAPER_SUPERVISED.with_(epochs=40, schedule="cosine"),
+        attack_overrides={"indices": "official"},
         table_attacks=_FULL_TABLE,
         gallery_attacks=_GALLERY,
         deviations=(
             "No-Defense training: 40 epochs with a cosine schedule instead of 200 epochs with steps at 100/150",
             "bf16 autocast and channels_last on the GPU (the official code trains in fp32)",
             "DBD's Blended baseline config trains with RandomResizedCrop; this profile uses crop + flip for every attack",
+            "poisoned indices: the official code's random stream (attacks/selection.py) on torchvision's CIFAR-10 files; "
+            "on an image-folder copy (e.g. the JPEG archive, class by class) our own stream picks them, with a warning",
         )),
     "paper": Profile(
         name="paper",
         description="the official hyperparameters on full CIFAR-10",
         dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=64,
         requires_gpu=True, supervised=PAPER_SUPERVISED,
+        attack_overrides={"indices": "official"},
         table_attacks=_FULL_TABLE,
         gallery_attacks=_GALLERY,
         deviations=(
             "bf16 autocast and channels_last on the GPU (the official code trains in fp32)",
             "DBD's Blended baseline config trains with RandomResizedCrop; this profile uses crop + flip for every attack",
+            "poisoned indices: the official code's random stream (attacks/selection.py) on torchvision's CIFAR-10 files; "
+            "on an image-folder copy (e.g. the JPEG archive, class by class) our own stream picks them, with a warning",
         )),
 }
 

@@ -65,3 +65,15 @@ def load_reported(paper: str | None = None) -> pd.DataFrame:
     df["attack"] = [ATTACK_NAMES.get((p, a), a) for p, a in zip(df["paper"], df["attack"])]
     df["defense"] = [DEFENSE_NAMES.get(d, d) for d in df["defense"]]
     return df.reset_index(drop=True)
+
+
+def claims(paper: str | None = None, **where) -> pd.DataFrame:
+    """Reported rows of ``paper`` whose columns equal ``where`` (a list or tuple value matches any of its items),
+    e.g. ``claims("dbd", table="readme_results")`` or ``claims(defense="none", dataset="CIFAR-10")``."""
+    df = load_reported(paper)
+    unknown = sorted(set(where) - set(df.columns))
+    if unknown:
+        raise ValueError(f"reported numbers have no column {', '.join(unknown)}; columns: {', '.join(df.columns)}")
+    for column, value in where.items():
+        df = df[df[column].isin(value if isinstance(value, (list, tuple)) else [value])]
+    return df.reset_index(drop=True)

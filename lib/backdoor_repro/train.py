@@ -86,12 +86,41 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opti
                            nesterov=cfg.nesterov, **kwargs)
 
 
-def prepare_model(model: torch.nn.Module, device: torch.device, cfg: TrainConfig):
-    model = model.to(device)
-    if device.type == "cuda" and cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
+def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
+    """channels_last on CUDA (faster convolutions under autocast); the default layout everywhere else.
+
+    CPU tensors stay in the default layout on purpose: oneDNN's AVX2 backward kernel for 1x1 strided
+    convolutions can hang or crash on channels_last inputs with few channels (seen with torch 2.14.1).
+    """
+    return torch.channels_last if device.type == "cuda" and channels_last else torch.contiguous_format
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device, cfg: TrainConfig | None = None):
+    """Move ``model`` to ``device`` in :func:`memory_format`; returns ``(model, step_model)``, the second
+    compiled when ``cfg.compile``."""
+    channels_last = cfg.channels_last if cfg is not None else True
+    model = model.to(device).to(memory_format=memory_format(device, channels_last))
+    step_model = torch.compile(model) if (cfg is not None and cfg.compile) else model
     return model, step_model
+
+
+def model_input(x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """``x`` in the layout its device's convolutions want (see :func:`memory_format`)."""
+    return x.contiguous(memory_format=memory_format(x.device, channels_last))
+
+
+def shuffled_batches(n: int, batch_size: int, gen: torch.Generator, device, drop_last: bool = False):
+    """One epoch of index batches: a permutation of ``range(n)`` from ``gen``, cut into ``batch_size`` pieces."""
+    batches = torch.randperm(n, device=device, generator=gen).split(batch_size)
+    if drop_last and batches and batches[-1].shape[0] < batch_size:
+        batches = batches[:-1]
+    return batches
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -121,26 +150,21 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         opt.load_state_dict(saved["optimizer"])
         gen.set_state(saved["generator"].cpu())  # generator states are CPU byte tensors, also for CUDA
         start_epoch, result.history = saved["epoch"], list(saved["history"])
-    memory_format = torch.channels_last if device.type == "cuda" and cfg.channels_last else torch.contiguous_format
     started, seen = time.perf_counter(), 0
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        order = torch.randperm(n, device=device, generator=gen)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for step in range(steps_per_epoch):
+        for step, idx in enumerate(shuffled_batches(n, cfg.batch_size, gen, device)):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = augment(to_float(images[idx]), cfg.augmentation, gen).contiguous(memory_format=memory_format)
+            x = model_input(augment(to_float(images[idx]), cfg.augmentation, gen), cfg.channels_last)
             y = labels[idx]
             with autocast(device, cfg.amp):
                 logits = step_model(x)
                 loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss)
             loss_sum += loss.detach() * y.shape[0]
             correct += (logits.argmax(1) == y).sum()
         seen += n
@@ -160,17 +184,29 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000, amp: bool = True) -> torch.Tensor:
-    """Predicted classes for uint8 ``images`` (on the model's device), in eval mode."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+def batched_outputs(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device,
+                    batch_size: int = 1000, amp: bool = True, transform=None) -> torch.Tensor:
+    """``fn`` over uint8 ``images`` in batches on ``device`` (float in [0, 1], ``transform``-ed if given,
+    in the device's layout, under autocast); the outputs concatenated. The one inference loop of the package."""
     out = []
     for start in range(0, images.shape[0], batch_size):
         x = to_float(images[start:start + batch_size].to(device))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        if transform is not None:
+            x = transform(x)
         with autocast(device, amp):
-            out.append(model(x).argmax(1))
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=device)
+            out.append(fn(model_input(x)))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000, amp: bool = True) -> torch.Tensor:
+    """Predicted classes for uint8 ``images`` (on the model's device), in eval mode."""
+    device = next(model.parameters()).device
+    if images.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        return batched_outputs(lambda x: model(x).argmax(1), images, device, batch_size, amp)
+    finally:
+        model.train(was_training)

@@ -1,6 +1,7 @@
 """The attack object: a trigger plus the poisoning semantics of one paper's code."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -8,9 +9,10 @@ import numpy as np
 import torch
 
 from ..data import ImageSet
-from .selection import SELECTIONS, select_poison
+from .selection import CLEAN_LABEL_SELECTIONS, DETERMINISTIC, OFFICIAL_STREAMS, RATE_OF, SELECTIONS, select_poison
 
 LABEL_MODES = ("all2one", "all2all", "clean_label")
+INDEX_CHOICES = ("ours", "official")
 
 
 class Trigger(Protocol):
@@ -23,6 +25,7 @@ class PoisonedSet:
     """A training set after poisoning. ``labels`` are what training sees; ``true_labels`` the clean ones.
 
     ``cross_mask`` marks samples that were modified but keep their true label (WaNet noise mode).
+    ``index_stream`` says which random stream chose the poisoned indices (``ours`` or an official one).
     """
 
     images: torch.Tensor
@@ -32,6 +35,7 @@ class PoisonedSet:
     cross_mask: torch.Tensor
     classes: tuple[str, ...]
     attack: str
+    index_stream: str = "ours"
 
     @property
     def count(self) -> int:
@@ -58,27 +62,61 @@ class Attack:
     pgd: dict | None = field(default=None, compare=False)  # label-consistent: eps, step, steps of the PGD pre-step
     cross_ratio: float = 0.0  # WaNet noise mode: this many times the poison count, true labels
     cross_trigger: Trigger | None = field(default=None, repr=False)
+    indices: str = "ours"  # "official": the official code's random stream (see selection.py), where it has one
+    official_stream: str | None = None  # which paper's code this attack's indices come from
     source: str = ""
 
     def __post_init__(self):
-        if not (0 < self.rate <= 1):
-            raise ValueError(f"{self.key}: rate must be in (0, 1], got {self.rate}")
+        if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not (0 < self.rate <= 1):
+            raise ValueError(f"{self.key}: rate must be a number in (0, 1], got {self.rate!r}")
+        if isinstance(self.target, bool) or not isinstance(self.target, (int, np.integer)):
+            raise ValueError(f"{self.key}: target must be an integer class index, got {self.target!r}")
         if self.label_mode not in LABEL_MODES:
             raise ValueError(f"{self.key}: label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"{self.key}: unknown selection {self.selection!r}; choose from {', '.join(SELECTIONS)}")
-        if (self.label_mode == "clean_label") != (self.selection == "target_fraction"):
-            raise ValueError(f"{self.key}: clean_label attacks (and only they) use selection 'target_fraction'")
+        if (self.label_mode == "clean_label") != (self.selection in CLEAN_LABEL_SELECTIONS):
+            raise ValueError(f"{self.key}: clean_label attacks (and only they) use a target-class selection "
+                             f"({', '.join(CLEAN_LABEL_SELECTIONS)})")
         if self.target < 0:
             raise ValueError(f"{self.key}: target must be a class index, got {self.target}")
+        if self.indices not in INDEX_CHOICES:
+            raise ValueError(f"{self.key}: indices must be one of {INDEX_CHOICES}, got {self.indices!r}")
 
     @property
     def needs_adversary(self) -> bool:
         return self.pgd is not None
 
-    def poison_indices(self, labels, data_seed: int) -> np.ndarray:
-        labels = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
-        return select_poison(labels, self.target, self.selection, self.rate, data_seed)
+    @property
+    def rate_of(self) -> str:
+        """What ``rate`` is a fraction of for this attack's selection rule."""
+        return RATE_OF[self.selection]
+
+    def index_stream(self, data: ImageSet | None = None) -> str:
+        """The stream that picks the poisoned indices on ``data``: the official one when asked for, the attack
+        has one for its rule, and ``data`` is in the official (torchvision) order; otherwise ours, with a warning."""
+        if self.indices != "official" or self.selection in DETERMINISTIC:
+            return "ours"
+        stream = self.official_stream
+        if stream is None or self.selection not in OFFICIAL_STREAMS[stream][1]:
+            warnings.warn(f"{self.key}: no official index stream for selection {self.selection!r} "
+                          f"(official code: {stream or 'none'}); using ours", stacklevel=3)
+            return "ours"
+        if data is not None and data.order != "torchvision":
+            warnings.warn(f"{self.key}: official indices need the training set in torchvision's order; "
+                          f"{data.name} is in {data.order!r} order, so our own stream picks the indices", stacklevel=3)
+            return "ours"
+        return stream
+
+    def poison_indices(self, data: ImageSet, data_seed: int, reference_size: int | None = None) -> np.ndarray:
+        """Sorted indices of the samples of ``data`` this attack poisons (``reference_size``: the size of the
+        whole training set when ``data`` is a split of it)."""
+        return self._select(data, data_seed, reference_size)[1]
+
+    def _select(self, data: ImageSet, data_seed: int, reference_size: int | None):
+        stream = self.index_stream(data)
+        return stream, select_poison(data.labels.cpu().numpy(), self.target, self.selection, self.rate, data_seed,
+                                     stream, reference_size)
 
     def poisoned_labels(self, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         if self.label_mode == "all2one":
@@ -87,14 +125,17 @@ class Attack:
             return (labels + 1) % num_classes
         return labels.clone()
 
-    def poison(self, data: ImageSet, data_seed: int, adversary: Adversary | None = None) -> PoisonedSet:
-        """Poison ``data`` (trigger applied once to the stored uint8 images, before any augmentation)."""
+    def poison(self, data: ImageSet, data_seed: int, adversary: Adversary | None = None,
+               reference_size: int | None = None) -> PoisonedSet:
+        """Poison ``data`` (trigger applied once to the stored uint8 images, before any augmentation).
+        ``reference_size``: the size of the whole training set when ``data`` is a split of it."""
         if self.target >= data.num_classes:
             raise ValueError(f"{self.key}: target {self.target} is not a class of {data.name}")
         if self.needs_adversary and adversary is None:
             raise ValueError(f"{self.key} perturbs images with a clean model first: pass adversary= "
                              "(pipeline.poisoned_training_set builds and caches one)")
-        idx = torch.as_tensor(self.poison_indices(data.labels, data_seed), device=data.labels.device)
+        stream, idx = self._select(data, data_seed, reference_size)
+        idx = torch.as_tensor(idx, device=data.labels.device)
         if len(idx) == 0:
             raise ValueError(f"{self.key}: rate {self.rate} selects no sample of {len(data)}")
         images, labels = data.images.clone(), data.labels.clone()
@@ -113,7 +154,7 @@ class Attack:
                                     device=data.labels.device)
             images[cross] = self.cross_trigger.apply(images[cross], train=True)
             cross_mask[cross] = True
-        return PoisonedSet(images, labels, data.labels.clone(), poison_mask, cross_mask, data.classes, self.key)
+        return PoisonedSet(images, labels, data.labels.clone(), poison_mask, cross_mask, data.classes, self.key, stream)
 
     def test_population(self, test: ImageSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(triggered images, attack labels, true labels)`` of the ASR population: non-target test

@@ -18,10 +18,19 @@ class BlendTrigger:
     alpha: float
     alpha_test: float | None = None
     rounding: str = "clip_floor"
+    arithmetic: str = "pil"  # ops.BLEND_ARITHMETIC: the precision of each term, as the paper's code has it
+
+    def __post_init__(self):
+        for name in ("alpha", "alpha_test"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+                raise ValueError(f"blend {name} must be a number in [0, 1], got {value!r}")
+        if self.arithmetic not in ops.BLEND_ARITHMETIC:
+            raise ValueError(f"unknown blend arithmetic {self.arithmetic!r}")
 
     def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
         alpha = self.alpha if train or self.alpha_test is None else self.alpha_test
-        return ops.blend(images, self.pattern, alpha, self.rounding)
+        return ops.blend(images, self.pattern, alpha, self.rounding, self.arithmetic)
 
 
 def kitty_dbd(size: int = 32) -> torch.Tensor:
@@ -30,7 +39,8 @@ def kitty_dbd(size: int = 32) -> torch.Tensor:
 
 
 def kitty_fct(size: int = 32) -> torch.Tensor:
-    """FCT: bilinear resize without anti-aliasing (cv2.resize INTER_LINEAR, done here with torch)."""
+    """FCT: bilinear resize without anti-aliasing, float32 (cv2.resize INTER_LINEAR on matplotlib's float
+    image × 255, done here with torch; equal to OpenCV 4.11's output at 32 × 32, checked value for value)."""
     full = image_asset("dbd/hello_kitty.png").float().unsqueeze(0)
     return F.interpolate(full, size=(size, size), mode="bilinear", align_corners=False, antialias=False)[0]
 

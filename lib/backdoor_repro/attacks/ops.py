@@ -9,14 +9,22 @@ uint8, following the official code of each paper (see ``ARCHITECTURE.md``):
 * ``round``      — round to nearest, then clip (used where we quantise an op the original kept in
   float, e.g. a WaNet warp stored once).
 
-PIL's ``Image.blend`` (DBD) computes ``in1 + alpha * (in2 - in1)`` in float and truncates, which is
-:func:`blend` with ``clip_floor``.
+Blends follow each codebase's arithmetic exactly (:data:`BLEND_ARITHMETIC`): the precision in which each
+term is computed decides which values land just below an integer and are truncated one level lower.
 """
 from __future__ import annotations
 
 import torch
 
 ROUNDINGS = ("clip_floor", "cast_wrap", "round")
+
+BLEND_ARITHMETIC = {
+    "pil": "x + alpha (t - x) in float32 (PIL Image.blend: DBD)",
+    "float64": "(1 - alpha) x + alpha t, all in float64 (numpy on uint8 arrays: T&R, FCT Blend-Strip)",
+    "float64_plus_float32": "(1 - alpha) x in float64 plus alpha t in float32, summed in float64 "
+                            "(FCT Blend-Kitty, whose resized pattern is float32)",
+    "float64_plus_float32_as_float32": "the same sum, cast to float32 before clipping (BackdoorBench blended)",
+}
 
 
 def quantize(x: torch.Tensor, rounding: str) -> torch.Tensor:
@@ -34,10 +42,20 @@ def paste(images: torch.Tensor, pattern: torch.Tensor, mask: torch.Tensor) -> to
     return torch.where(mask.to(images.device), pattern.to(images.device), images)
 
 
-def blend(images: torch.Tensor, pattern: torch.Tensor, alpha: float, rounding: str = "clip_floor") -> torch.Tensor:
-    """``x + alpha * (t - x)`` = ``(1 - alpha) x + alpha t``, then ``rounding``."""
-    x = images.float()
-    return quantize(x + alpha * (pattern.to(images.device).float() - x), rounding)
+def blend(images: torch.Tensor, pattern: torch.Tensor, alpha: float, rounding: str = "clip_floor",
+          arithmetic: str = "pil") -> torch.Tensor:
+    """``(1 - alpha) x + alpha t`` computed as ``arithmetic`` says (:data:`BLEND_ARITHMETIC`), then ``rounding``."""
+    t = pattern.to(images.device)
+    if arithmetic == "pil":
+        x = images.float()
+        return quantize(x + alpha * (t.float() - x), rounding)
+    if arithmetic not in BLEND_ARITHMETIC:
+        raise ValueError(f"unknown blend arithmetic {arithmetic!r}; choose from {', '.join(BLEND_ARITHMETIC)}")
+    scaled = alpha * t.double() if arithmetic == "float64" else (t.float() * alpha).double()
+    out = (1 - alpha) * images.double() + scaled
+    if arithmetic == "float64_plus_float32_as_float32":
+        out = out.float()
+    return quantize(out, rounding)
 
 
 def add(images: torch.Tensor, pattern: torch.Tensor, rounding: str = "clip_floor") -> torch.Tensor:

@@ -39,11 +39,25 @@ def get_attack(key: str, data_seed: int = 0, **overrides) -> Attack:
         raise ValueError(f"unknown attack {key!r}; registered: {', '.join(sorted(ATTACKS))}")
     factory = ATTACKS[key].factory
     allowed = set(inspect.signature(factory).parameters) - {"data_seed", "common"}
-    allowed |= {"target", "rate", "selection", "label_mode"}
+    allowed |= {"target", "rate", "selection", "label_mode", "indices"}
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(f"attack {key!r} has no parameter {', '.join(sorted(unknown))}; it takes {', '.join(sorted(allowed))}")
     return factory(data_seed=data_seed, **overrides)
+
+
+def canonical_overrides(key: str, overrides: dict) -> dict:
+    """``overrides`` without the entries equal to the attack's own defaults, so that two descriptions of the
+    same attack (``grid3`` and ``grid3`` with ``target=0``) key the same artifacts."""
+    get_attack(key, **overrides)  # unknown parameters are errors
+    params = inspect.signature(ATTACKS[key].factory).parameters
+    base = get_attack(key)
+    out = {}
+    for name, value in overrides.items():
+        default = params[name].default if name in params else getattr(base, name)
+        if type(value) is not type(default) or value != default:
+            out[name] = value
+    return out
 
 
 def _make(key, trigger, common, **defaults):
@@ -54,13 +68,13 @@ def _make(key, trigger, common, **defaults):
 @register("badnets_dbd_2x2", "BadNets", "DBD", "4 coloured pixels at rows/cols 4-5 (DBD cifar_1.png)")
 def _badnets_dbd(data_seed=0, **common):
     return _make("badnets_dbd_2x2", patch.dbd_2x2(), common, target=3, selection="bernoulli_nontarget", rate=0.05,
-                 source="SCLBD/DBD data/backdoor.py")
+                 official_stream="dbd", source="SCLBD/DBD data/backdoor.py")
 
 
 @register("grid3", "BadNets", "T&R, FCT", "3x3 grid, rows/cols 29-31 (T&R badnet_grid, FCT gridTrigger)")
 def _grid3(data_seed=0, **common):
     return _make("grid3", patch.grid3(), common, target=0, selection="random_nontarget", rate=0.1,
-                 source="FCT utils/dataloader_bd.py; T&R datasets/cifar.py")
+                 official_stream="fct", source="FCT utils/dataloader_bd.py; T&R datasets/cifar.py")
 
 
 @register("white4_tr", "BadNets", "T&R", "white 4x4, rows/cols 27-30 (T&R badnet_sq)")
@@ -72,38 +86,43 @@ def _white4_tr(data_seed=0, **common):
 @register("white3_fct", "BadNets", "FCT", "white 3x3, rows/cols 28-30, all-to-all (FCT squareTrigger)")
 def _white3_fct(data_seed=0, **common):
     return _make("white3_fct", patch.white_square(28, 3), common, target=0, label_mode="all2all",
-                 selection="random_all", rate=0.1, source="FCT utils/dataloader_bd.py")
+                 selection="random_all_floor", rate=0.1, official_stream="fct", source="FCT utils/dataloader_bd.py")
 
 
 @register("white3_bb", "BadNets", "FMP", "white 3x3, rows/cols 29-31 (BackdoorBench badnet)")
 def _white3_bb(data_seed=0, **common):
     return _make("white3_bb", patch.backdoorbench_white3(), common, target=0, selection="random_all", rate=0.1,
-                 source="BackdoorBench resource/badnet; FMT utils/bd_img_transform/patch.py")
+                 official_stream="backdoorbench", source="BackdoorBench resource/badnet; FMT utils/bd_img_transform/patch.py")
 
 
 # ---------------------------------------------------------------- Blended (§3.2)
 @register("blend_kitty_dbd", "Blended", "DBD", "Hello Kitty, PIL bicubic resize, alpha 0.1, PIL blend")
 def _blend_kitty_dbd(data_seed=0, alpha=0.1, **common):
     return _make("blend_kitty_dbd", blend.BlendTrigger(blend.kitty_dbd(), alpha), common, target=3,
-                 selection="bernoulli_nontarget", rate=0.05, source="SCLBD/DBD data/backdoor.py")
+                 selection="bernoulli_nontarget", rate=0.05, official_stream="dbd", source="SCLBD/DBD data/backdoor.py")
 
 
-@register("blend_kitty_fct", "Blended", "FCT", "Hello Kitty, bilinear resize (no anti-aliasing), alpha 0.2")
+@register("blend_kitty_fct", "Blended", "FCT", "Hello Kitty, bilinear resize (no anti-aliasing), alpha 0.2, "
+          "float64 image term + float32 pattern term")
 def _blend_kitty_fct(data_seed=0, alpha=0.2, **common):
-    return _make("blend_kitty_fct", blend.BlendTrigger(blend.kitty_fct(), alpha, rounding="cast_wrap"), common,
-                 target=0, selection="random_nontarget", rate=0.1, source="FCT utils/dataloader_bd.py")
+    trigger = blend.BlendTrigger(blend.kitty_fct(), alpha, rounding="cast_wrap", arithmetic="float64_plus_float32")
+    return _make("blend_kitty_fct", trigger, common, target=0, selection="random_nontarget", rate=0.1,
+                 official_stream="fct", source="FCT utils/dataloader_bd.py")
 
 
-@register("blend_kitty_bb", "Blended", "FMP", "BackdoorBench hello_kitty.jpeg, PIL bilinear resize, alpha 0.2")
+@register("blend_kitty_bb", "Blended", "FMP", "BackdoorBench hello_kitty.jpeg, PIL bilinear resize, alpha 0.2, "
+          "float64 + float32 terms cast to float32")
 def _blend_kitty_bb(data_seed=0, alpha=0.2, **common):
-    return _make("blend_kitty_bb", blend.BlendTrigger(blend.kitty_backdoorbench(), alpha), common, target=0,
-                 selection="random_all", rate=0.1, source="FMT utils/aggregate_block/bd_attack_generate.py")
+    trigger = blend.BlendTrigger(blend.kitty_backdoorbench(), alpha, arithmetic="float64_plus_float32_as_float32")
+    return _make("blend_kitty_bb", trigger, common, target=0, selection="random_all", rate=0.1,
+                 official_stream="backdoorbench", source="FMT utils/aggregate_block/bd_attack_generate.py")
 
 
 @register("blend_strip_fct", "Blended", "FCT", "wrapped stripe pattern s, alpha 0.2, dirty label (Blend-Strip)")
 def _blend_strip_fct(data_seed=0, alpha=0.2, **common):
-    return _make("blend_strip_fct", blend.BlendTrigger(wrapped_stripes(), alpha, rounding="cast_wrap"), common,
-                 target=0, selection="random_nontarget", rate=0.1, source="FCT utils/dataloader_bd.py signalTrigger")
+    trigger = blend.BlendTrigger(wrapped_stripes(), alpha, rounding="cast_wrap", arithmetic="float64")
+    return _make("blend_strip_fct", trigger, common, target=0, selection="random_nontarget", rate=0.1,
+                 official_stream="fct", source="FCT utils/dataloader_bd.py signalTrigger")
 
 
 @register("blend_noise", "Blended", "DBD (ImageNet, unverified)", "uniform random-noise pattern from data_seed, alpha 0.1")
@@ -117,7 +136,7 @@ def _blend_noise(data_seed=0, alpha=0.1, **common):
 def _trojan3_fct(data_seed=0, **common):
     trigger = additive.AdditiveTrigger(fct_trojan_pattern().floor(), rounding="cast_wrap")
     return _make("trojan3_fct", trigger, common, target=0, selection="random_nontarget", rate=0.1,
-                 source="FCT trigger/best_square_trigger_cifar10.npz")
+                 official_stream="fct", source="FCT trigger/best_square_trigger_cifar10.npz")
 
 
 @register("trojan3_tr", "Trojan", "T&R", "same 3x3 Trojan, added, saturating (T&R trojan_3x3.png)")
@@ -132,19 +151,22 @@ def _trojan3_tr(data_seed=0, **common):
 def _sig_fct(data_seed=0, delta=40.0, delta_test=60.0, **common):
     trigger = additive.AdditiveTrigger(additive.sinusoid(delta), pattern_test=additive.sinusoid(delta_test))
     return _make("sig_fct", trigger, common, target=0, label_mode="clean_label", selection="target_fraction",
-                 rate=0.1, source="FCT utils/dataloader_bd.py _sigTrigger")
+                 rate=0.1, official_stream="fct", source="FCT utils/dataloader_bd.py _sigTrigger")
 
 
-@register("sig_bb", "SIG", "FMP", "additive sinusoid f=6, delta 40, clean label, every target-class image")
+@register("sig_bb", "SIG", "FMP", "additive sinusoid f=6, delta 40, clean label, round(0.1 N) target-class images "
+          "(all of them on CIFAR-10)")
 def _sig_bb(data_seed=0, delta=40.0, **common):
     return _make("sig_bb", additive.AdditiveTrigger(additive.sinusoid(delta)), common, target=0,
-                 label_mode="clean_label", selection="target_fraction", rate=1.0, source="FMT utils/bd_img_transform/sig.py")
+                 label_mode="clean_label", selection="random_target_of_all", rate=0.1, official_stream="backdoorbench",
+                 source="FMT utils/bd_img_transform/sig.py")
 
 
-@register("sig_tr_wrapped", "SIG", "T&R", "blend 0.2 with the wrapped stripe pattern s, clean label (T&R sig)")
+@register("sig_tr_wrapped", "SIG", "T&R", "blend 0.2 with the wrapped stripe pattern s, clean label, the first "
+          "min(#target, int(0.1 N)) target-class images (T&R sig)")
 def _sig_tr(data_seed=0, alpha=0.2, **common):
-    return _make("sig_tr_wrapped", blend.BlendTrigger(wrapped_stripes(), alpha), common, target=0,
-                 label_mode="clean_label", selection="target_fraction", rate=1.0, source="T&R datasets/cifar.py")
+    return _make("sig_tr_wrapped", blend.BlendTrigger(wrapped_stripes(), alpha, arithmetic="float64"), common, target=0,
+                 label_mode="clean_label", selection="first_n_target", rate=0.1, source="T&R datasets/cifar.py")
 
 
 # ---------------------------------------------------------------- WaNet (§3.6)

@@ -1,19 +1,9 @@
-"""Defenses, one module each, and their registry (key -> module with its stage functions).
+"""Defenses behind one contract (:mod:`.base`), one module each, and their registry.
 
-``none`` is No Defense (the supervised backdoored model of :mod:`backdoor_repro.pipeline`).
+``none`` is No Defense (the backdoored model); ``dbd`` is DBD. A new defense is a module that subclasses
+:class:`Defense`, calls :func:`register_defense`, and is imported here; the contract test then covers it.
 """
-from __future__ import annotations
+from .base import DEFENSES, NEEDS, Defense, DefenseResult, get_defense, register_defense
+from . import none, dbd  # noqa: E402,F401  (registration)
 
-DEFENSES = {
-    "none": "backdoor_repro.pipeline",
-    "dbd": "backdoor_repro.defenses.dbd",
-}
-
-
-def get_defense(key: str):
-    """The module implementing defense ``key``; unknown keys are errors."""
-    import importlib
-
-    if key not in DEFENSES:
-        raise ValueError(f"unknown defense {key!r}; registered: {', '.join(sorted(DEFENSES))}")
-    return importlib.import_module(DEFENSES[key])
+__all__ = ["DEFENSES", "NEEDS", "Defense", "DefenseResult", "get_defense", "register_defense"]

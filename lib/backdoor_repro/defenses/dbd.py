@@ -1,28 +1,30 @@
-"""DBD — Backdoor Defense via Decoupling the Training Process (Huang et al., ICLR 2022).
+"""DBD — Backdoor Defense via Decoupling the Training Process (Huang et al., ICLR 2022), as a registered defense.
 
-Each stage is a cached artifact keyed by the poisoned data it saw and its own config, so the ablations
-reuse them: the SimCLR backbone serves the CE-head, SCE-head, supervised-tuning and full-DBD rows.
+Each stage is a cached artifact keyed by the poisoned data it saw (``RunSpec.training_key``) and the
+configs of that stage and the ones before it, so the ablations reuse them: one SimCLR backbone serves the
+CE-head, SCE-head, supervised-tuning and full-DBD rows; "without SS" reuses the No-Defense model.
 Per-profile settings and every deviation from the official code (SCLBD/DBD @ d372ef4) are in
-:data:`DBD_PROFILES` and :data:`DBD_DEVIATIONS`.
+:data:`DBD_PROFILES` and :data:`DBD_DEVIATIONS`; the ablation rows are configs (:func:`dbd_ablation`).
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..attacks import get_attack
 from ..cache import ArtifactCache
-from ..data import ImageSet
 from ..evaluation import AttackEvaluator
 from ..models import build_model
-from ..pipeline import ModelSpec, poisoned_training_set, supervised_model
+from ..pipeline import RunData, supervised_model
+from ..spec import RunSpec
+from ..stages import StageOutput, cached_stage
+from .base import Defense, DefenseResult, register_defense
 from .dbd_stages import (FinetuneConfig, HeadConfig, SelfSupervised, SimCLRConfig, finetune, train_head,
                          train_simclr)
 
-VERSIONS = {"simclr": 1, "head": 1, "finetune": 1}
+VERSIONS = {"simclr": 2, "head": 2, "finetune": 2}  # 2: RunSpec keys, one SimCLR forward over both views
 BACKBONES = ("simclr", "supervised")
+STOP_AFTER = ("head", "finetune")
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,18 @@ class DBDConfig:
     simclr: SimCLRConfig = SimCLRConfig()
     head: HeadConfig = HeadConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    backbone: str = "simclr"  # "supervised": the ablation "without SS" (the No-Defense model's backbone)
+    stop_after: str = "finetune"  # "head": the ablations that stop after the linear head
 
-    def with_(self, simclr=None, head=None, finetune=None) -> "DBDConfig":
-        return DBDConfig(replace(self.simclr, **(simclr or {})), replace(self.head, **(head or {})),
-                         replace(self.finetune, **(finetune or {})))
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.stop_after not in STOP_AFTER:
+            raise ValueError(f"stop_after must be one of {STOP_AFTER}, got {self.stop_after!r}")
+
+    def with_(self, simclr=None, head=None, finetune=None, **top) -> "DBDConfig":
+        return replace(self, simclr=replace(self.simclr, **(simclr or {})), head=replace(self.head, **(head or {})),
+                       finetune=replace(self.finetune, **(finetune or {})), **top)
 
 
 DBD_PROFILES = {
@@ -50,99 +60,130 @@ _COMMON = (
     "MixMatch label guessing and mixing use our own random streams (numpy for Beta and the permutation)",
 )
 DBD_DEVIATIONS = {
-    "paper": _COMMON + ("bf16 autocast on CUDA (official: fp32)",),
+    "paper": _COMMON + ("bf16 autocast and channels_last on CUDA (official: fp32)",),
     "fast": _COMMON + (
         "MixMatch 40 epochs x 256 iterations instead of 190 x 1,024; the lambda_u ramp is rescaled to the "
         "shortened run (reaches 15 at 95% of it, as 190 of 200 epochs in the official code) while the 10 "
         "warm-up epochs still count, so lambda_u starts at 3.2 instead of 0.79",
-        "bf16 autocast on CUDA (official: fp32)"),
+        "bf16 autocast and channels_last on CUDA (official: fp32)"),
     "smoke": _COMMON + (
         "SimCLR 6 epochs of a 60-epoch cosine schedule at batch 256 (official: 100 of 1,000 at batch 512)",
         "MixMatch 3 epochs x 48 iterations (official: 190 x 1,024), lambda_u ramp rescaled",
         "ResNet-18 width 8 on 5,000 images: features are weak, so accuracy is low for every row"),
 }
 
-
-def _data_key(spec: ModelSpec, seed: int) -> dict:
-    """What decides the poisoned training set, plus the training seed. The supervised schedule is left
-    out, except for label-consistent attacks, whose PGD images come from a clean model trained with it."""
-    key = asdict(spec)
-    train = key.pop("train")
-    if get_attack(spec.attack).needs_adversary:
-        key["poisoning_clean_model"] = train
-    key["seed"] = seed
-    return key
+# Table 1 attacks per profile (smoke: the CPU budget allows one)
+DBD_TABLE1_ATTACKS = {"smoke": ("badnets_dbd_2x2",),
+                      "fast": ("badnets_dbd_2x2", "blend_kitty_dbd", "wanet", "lc_dbd"),
+                      "paper": ("badnets_dbd_2x2", "blend_kitty_dbd", "wanet", "lc_dbd")}
 
 
-def simclr_backbone(spec: ModelSpec, train: ImageSet, cfg: SimCLRConfig, seed: int, cache: ArtifactCache):
-    """Stage 1 on the poisoned training images (labels unused). Returns ``(backbone, record)``."""
+def dbd_ablation(cfg: DBDConfig) -> dict[str, DBDConfig]:
+    """DBD's Table 2 rows as configs of the same defense."""
+    return {
+        "without SS (supervised backbone)": cfg.with_(backbone="supervised"),
+        "SS + CE head": cfg.with_(head={"loss": "ce"}, stop_after="head"),
+        "SS + SCE head": cfg.with_(stop_after="head"),
+        "SS + SCE + supervised tuning on the credible half": cfg.with_(finetune={"mode": "supervised"}),
+        "DBD (SS + SCE + MixMatch)": cfg,
+    }
+
+
+def _classifier(spec: RunSpec):
+    return lambda: build_model(spec.model, spec.num_classes, spec.width)
+
+
+def simclr_stage(spec: RunSpec, data: RunData, cfg: SimCLRConfig, cache: ArtifactCache):
+    """Stage 1 on the poisoned training images (labels unused). Returns ``(backbone, StageRecord)``."""
     def build(_partial):
-        images = poisoned_training_set(spec, train, cache).images
-        torch.manual_seed(seed)  # after poisoning, which may train a clean model for label-consistent PGD
+        torch.manual_seed(spec.seed)
         clf = build_model(spec.model, spec.num_classes, spec.width)
         model = SelfSupervised(clf.backbone, clf.normalize, cfg.projection_dim)
-        started = time.perf_counter()
-        history = train_simclr(model, images, cfg, seed)
-        return {"backbone": clf.backbone.state_dict(), "history": history, "seconds": time.perf_counter() - started}
+        return StageOutput(clf.backbone, train_simclr(model, data.train.images, cfg, spec.seed))
 
-    stored = cache.get_or_build("dbd_simclr", {"data": _data_key(spec, seed), "simclr": cfg}, VERSIONS["simclr"], build)
-    backbone = build_model(spec.model, spec.num_classes, spec.width).backbone
-    backbone.load_state_dict(stored["backbone"])
-    return backbone, {k: v for k, v in stored.items() if k != "backbone"}
+    return cached_stage(cache, "dbd_simclr", {"data": spec.training_key(), "simclr": cfg}, VERSIONS["simclr"],
+                        build, lambda: _classifier(spec)().backbone, data.train.images.device)
 
 
-def _initial_model(spec, train, cfg: DBDConfig, seed, cache, backbone: str):
-    model = build_model(spec.model, spec.num_classes, spec.width)
-    torch.manual_seed(seed)
+def _initial_model(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache):
+    model = _classifier(spec)()
+    torch.manual_seed(spec.seed)
     model.head.reset_parameters()
-    if backbone == "simclr":
-        model.backbone.load_state_dict(simclr_backbone(spec, train, cfg.simclr, seed, cache)[0].state_dict())
+    if cfg.backbone == "simclr":
+        backbone, _ = simclr_stage(spec, data, cfg.simclr, cache)
     else:  # ablation "without SS": the No-Defense model's backbone
-        model.backbone.load_state_dict(supervised_model(spec, train, cache=cache, progress=False)[0].backbone.state_dict())
+        backbone = supervised_model(spec, None, cache, progress=False, data=data)[0].backbone
+    model.backbone.load_state_dict(backbone.state_dict())
     return model
 
 
-def head_stage(spec, train, cfg: DBDConfig, seed: int, cache: ArtifactCache, backbone: str = "simclr"):
-    """Stage 2: linear head on the frozen backbone. Returns ``(model, optimizer_state, record)``."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}")
-    device = train.images.device
-    key = {"data": _data_key(spec, seed), "backbone": backbone, "simclr": cfg.simclr, "head": cfg.head,
-           "supervised": spec.train if backbone == "supervised" else None}
+def _stage_key(spec: RunSpec, cfg: DBDConfig, upto: str) -> dict:
+    key = {"data": spec.training_key(), "backbone": cfg.backbone, "head": cfg.head,
+           "simclr": cfg.simclr if cfg.backbone == "simclr" else None,
+           "supervised": spec.supervised if cfg.backbone == "supervised" else None}
+    if upto == "finetune":
+        key["finetune"] = cfg.finetune
+    return key
 
+
+def head_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache):
+    """Stage 2: linear head on the frozen backbone. Returns ``(model, StageRecord)``; the record's extras
+    hold the Adam state that stage 3 continues."""
     def build(_partial):
-        model = _initial_model(spec, train, cfg, seed, cache, backbone).to(device)
-        poisoned = poisoned_training_set(spec, train, cache)
-        started = time.perf_counter()
-        history, opt = train_head(model, poisoned.images, poisoned.labels, cfg.head, seed)
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                "seconds": time.perf_counter() - started}
+        model = _initial_model(spec, data, cfg, cache).to(data.train.images.device)
+        history, opt = train_head(model, data.train.images, data.train.labels, cfg.head, spec.seed)
+        return StageOutput(model, history, {"optimizer": opt.state_dict()})
 
-    stored = cache.get_or_build("dbd_head", key, VERSIONS["head"], build)
-    model = build_model(spec.model, spec.num_classes, spec.width)
-    model.load_state_dict(stored["model"])
-    return model.to(device).eval(), stored["optimizer"], {k: v for k, v in stored.items() if k not in ("model", "optimizer")}
+    return cached_stage(cache, "dbd_head", _stage_key(spec, cfg, "head"), VERSIONS["head"], build,
+                        _classifier(spec), data.train.images.device)
 
 
-def finetune_stage(spec, train, test, cfg: DBDConfig, seed: int, cache: ArtifactCache, backbone: str = "simclr"):
-    """Stage 3 (full DBD with ``cfg.finetune.mode == "mixmatch"``). Returns ``(model, record)``."""
-    device = train.images.device
-    key = {"data": _data_key(spec, seed), "backbone": backbone, "simclr": cfg.simclr, "head": cfg.head,
-           "finetune": cfg.finetune, "supervised": spec.train if backbone == "supervised" else None}
-    attack = get_attack(spec.attack, data_seed=spec.data_seed, **spec.attack_overrides)
-
+def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache):
+    """Stage 3 (full DBD with ``cfg.finetune.mode == "mixmatch"``), evaluated on ``data.test`` after every
+    epoch. Returns ``(model, StageRecord)``; the extras hold the last ranking's per-sample losses and credible half."""
     def build(_partial):
-        model, opt_state, _ = head_stage(spec, train, cfg, seed, cache, backbone)
+        model, head = head_stage(spec, data, cfg, cache)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.head.lr)
-        opt.load_state_dict(opt_state)
-        poisoned = poisoned_training_set(spec, train, cache)
-        evaluate = AttackEvaluator(attack, test) if test is not None else None
-        started = time.perf_counter()
-        history = finetune(model, opt, poisoned.images, poisoned.labels, poisoned.poison_mask, cfg.head,
-                           cfg.finetune, seed, warmup_epochs=cfg.head.epochs, evaluate=evaluate)
-        return {"model": model.state_dict(), "history": history, "seconds": time.perf_counter() - started}
+        opt.load_state_dict(head.extras["optimizer"])
+        evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
+        p = data.train
+        history, losses, credible = finetune(model, opt, p.images, p.labels, p.poison_mask, cfg.head, cfg.finetune,
+                                             spec.seed, warmup_epochs=cfg.head.epochs, evaluate=evaluate)
+        return StageOutput(model, history, {"losses": losses.float().cpu(), "credible": credible.cpu()})
 
-    stored = cache.get_or_build("dbd_finetune", key, VERSIONS["finetune"], build)
-    model = build_model(spec.model, spec.num_classes, spec.width)
-    model.load_state_dict(stored["model"])
-    return model.to(device).eval(), {k: v for k, v in stored.items() if k != "model"}
+    return cached_stage(cache, "dbd_finetune", _stage_key(spec, cfg, "finetune"), VERSIONS["finetune"], build,
+                        _classifier(spec), data.train.images.device, evaluated_on=data.test)
+
+
+class DBD(Defense):
+    key = "dbd"
+    paper = "dbd"
+    title = "DBD: SimCLR backbone, SCE linear head, MixMatch on the credible half"
+    needs = frozenset()  # only the poisoned training set
+    configs = DBD_PROFILES
+    deviations = DBD_DEVIATIONS
+
+    def shortened(self, cfg: DBDConfig) -> DBDConfig:
+        return cfg.with_(simclr={"epochs": 1, "batch_size": 32}, head={"epochs": 1, "batch_size": 32},
+                         finetune={"epochs": 1, "iterations": 2, "batch_size": 8})
+
+    def run(self, spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache | None = None,
+            progress: bool = False) -> DefenseResult:
+        self.check(spec, data)
+        cache = cache or ArtifactCache()
+        stages = {}
+        if cfg.backbone == "simclr":
+            stages["simclr"] = simclr_stage(spec, data, cfg.simclr, cache)[1]
+        else:
+            stages["no_defense"] = supervised_model(spec, None, cache, progress, data=data)[1]
+        model, stages["head"] = head_stage(spec, data, cfg, cache)
+        if cfg.stop_after == "head":
+            return DefenseResult(model, stages)
+        model, stages["finetune"] = finetune_stage(spec, data, cfg, cache)
+        extras = stages["finetune"].extras
+        flagged = torch.ones(len(data.train), dtype=torch.bool)
+        flagged[extras["credible"]] = False  # the unlabeled (not credible) half is treated as suspect
+        return DefenseResult(model, stages, suspicion=extras["losses"], flagged=flagged)
+
+
+register_defense(DBD())

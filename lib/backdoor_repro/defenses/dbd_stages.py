@@ -22,7 +22,7 @@ from ..augment import AUGMENTATIONS, augment, to_float
 from ..metrics import auroc
 from ..losses import (linear_rampup, mixmatch_losses, mixmatch_mix, one_hot, sharpen, simclr_loss_dbd,
                       symmetric_cross_entropy)
-from ..train import autocast
+from ..train import autocast, batched_outputs, model_input, optimizer_step, prepare_model, shuffled_batches
 from ..views import simclr_views
 
 
@@ -92,24 +92,26 @@ class SelfSupervised(nn.Module):
 
 
 def train_simclr(model: SelfSupervised, images: torch.Tensor, cfg: SimCLRConfig, seed: int) -> list[dict]:
+    """Stage 1. Both views of a batch go through the network in one forward of 2b images, as the official
+    code runs them, so BatchNorm normalises over both views together."""
     device = images.device
-    model.to(device).train()
+    model, _ = prepare_model(model, device)
+    model.train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(seed)
     n, history = images.shape[0], []
     for epoch in range(cfg.epochs):
         for group in opt.param_groups:  # CosineAnnealingLR stepped per epoch
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.schedule_epochs))
-        order, total = torch.randperm(n, device=device, generator=gen), torch.zeros((), device=device)
-        for start in range(0, n, cfg.batch_size):  # no drop_last, as the official loader
-            x = to_float(images[order[start:start + cfg.batch_size]])
-            v1, v2 = simclr_views(x, gen, cfg.blur), simclr_views(x, gen, cfg.blur)
+        total = torch.zeros((), device=device)
+        for idx in shuffled_batches(n, cfg.batch_size, gen, device):  # no drop_last, as the official loader
+            x = to_float(images[idx])
+            views = torch.cat([simclr_views(x, gen, cfg.blur), simclr_views(x, gen, cfg.blur)])
             with autocast(device):
-                loss = simclr_loss_dbd(model(v1).float(), model(v2).float(), cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * x.shape[0]
+                z1, z2 = model(model_input(views)).float().chunk(2)
+                loss = simclr_loss_dbd(z1, z2, cfg.temperature)
+            optimizer_step(opt, loss)
+            total += loss.detach() * idx.shape[0]
         history.append({"epoch": epoch + 1, "simclr_loss": total.item() / n, "lr": opt.param_groups[0]["lr"]})
     return history
 
@@ -123,21 +125,19 @@ def head_loss(logits, labels, cfg: HeadConfig, reduction="mean"):
 def train_head(model: nn.Module, images, labels, cfg: HeadConfig, seed: int):
     """Stage 2. Returns ``(history, optimizer)``; the Adam instance continues into stage 3."""
     device = images.device
+    model, _ = prepare_model(model, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)  # backbone params get no grads here
     gen = torch.Generator(device=device).manual_seed(seed)
     n, history = images.shape[0], []
     model.train()
     for epoch in range(cfg.epochs):
-        order, total = torch.randperm(n, device=device, generator=gen), torch.zeros((), device=device)
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            x = augment(to_float(images[idx]), cfg.augmentation, gen)
+        total = torch.zeros((), device=device)
+        for idx in shuffled_batches(n, cfg.batch_size, gen, device):
+            x = model_input(augment(to_float(images[idx]), cfg.augmentation, gen))
             with torch.no_grad(), autocast(device):
                 feats = model.features(x)  # train mode: BN running statistics update
             loss = head_loss(model.head(feats.float()), labels[idx], cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss)
             total += loss.detach() * idx.shape[0]
         history.append({"epoch": epoch + 1, "head_loss": total.item() / n})
     return history, opt
@@ -147,14 +147,10 @@ def train_head(model: nn.Module, images, labels, cfg: HeadConfig, seed: int):
 def per_sample_loss(model, images, labels, cfg: HeadConfig, augmentation: str, gen, batch_size=1024):
     """Per-sample SCE (or CE) in eval mode on one augmented view, as DBD ranks samples."""
     model.eval()
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        x = augment(to_float(images[start:start + batch_size]), augmentation, gen)
-        with autocast(images.device):
-            logits = model(x).float()
-        out.append(head_loss(logits, labels[start:start + batch_size], cfg, reduction="none"))
+    logits = batched_outputs(lambda x: model(x).float(), images, images.device, batch_size,
+                             transform=lambda x: augment(x, augmentation, gen))
     model.train()
-    return torch.cat(out)
+    return head_loss(logits, labels, cfg, reduction="none")
 
 
 def interleave(chunks: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -182,18 +178,21 @@ def _batches(pool: torch.Tensor, count: int, batch: int, gen) -> torch.Tensor:
 
 
 def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg: FinetuneConfig, seed: int,
-             warmup_epochs: int, evaluate=None) -> list[dict]:
+             warmup_epochs: int, evaluate=None):
     """Stage 3. Every epoch (or once): rank by per-sample loss, keep the lowest ``credible_fraction``
-    labeled; then ``iterations`` MixMatch steps of ``batch_size`` labeled + ``batch_size`` unlabeled."""
+    labeled; then ``iterations`` MixMatch steps of ``batch_size`` labeled + ``batch_size`` unlabeled.
+    Returns ``(history, losses, credible)``: the per-sample losses of the last ranking and the indices of
+    the last credible half (``poison_mask`` only feeds the diagnostics in the history)."""
     device = images.device
+    model, _ = prepare_model(model, device)
     gen = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)
     k = int(cfg.credible_fraction * images.shape[0])
-    history, credible = [], None
+    history, credible, last_losses = [], None, None
     for epoch in range(cfg.epochs):
         losses = None
         if credible is None or cfg.reselect == "every_epoch":
-            losses = per_sample_loss(model, images, labels, head_cfg, cfg.augmentation, gen)
+            losses = last_losses = per_sample_loss(model, images, labels, head_cfg, cfg.augmentation, gen)
             order = torch.argsort(losses)
             credible, rest = order[:k], order[k:]
         lab = _batches(credible, cfg.iterations, cfg.batch_size, gen)
@@ -209,7 +208,7 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
             record.update(evaluate(model))
         history.append(record)
     model.eval()
-    return history
+    return history, last_losses, credible
 
 
 def mixmatch_step(model, opt, x, y, u1, u2, cfg: FinetuneConfig, rng, gen, rampup_t: float):
@@ -217,18 +216,15 @@ def mixmatch_step(model, opt, x, y, u1, u2, cfg: FinetuneConfig, rng, gen, rampu
     unlabeled batch. Returns the detached ``(Lx, Lu)``."""
     device = x.device
     with torch.no_grad(), autocast(device):
-        guess = (model(u1).float().softmax(1) + model(u2).float().softmax(1)) / 2
+        guess = (model(model_input(u1)).float().softmax(1) + model(model_input(u2)).float().softmax(1)) / 2
         guess = sharpen(guess, cfg.temperature)
     targets = torch.cat([one_hot(y, model.head.out_features), guess, guess])
     mixed_x, mixed_t, _ = mixmatch_mix(torch.cat([x, u1, u2]), targets, cfg.mix_alpha, rng, gen)
     chunks = interleave(list(torch.split(mixed_x, x.shape[0])))
     with autocast(device):
-        logits = torch.cat(interleave([model(c).float() for c in chunks]))
+        logits = torch.cat(interleave([model(model_input(c)).float() for c in chunks]))
     lx, lu = mixmatch_losses(logits[: x.shape[0]], mixed_t[: x.shape[0]], logits[x.shape[0]:], mixed_t[x.shape[0]:])
-    loss = lx + cfg.lambda_u * linear_rampup(rampup_t, cfg.rampup_epochs) * lu
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    optimizer_step(opt, lx + cfg.lambda_u * linear_rampup(rampup_t, cfg.rampup_epochs) * lu)
     return lx.detach(), lu.detach()
 
 
@@ -243,10 +239,8 @@ def train_iterations(model, opt, images, labels, lab, unl, cfg: FinetuneConfig, 
         y = labels[lab[it]]
         if cfg.mode == "supervised":
             with autocast(device):
-                lx = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            lx.backward()
-            opt.step()
+                lx = F.cross_entropy(model(model_input(x)).float(), y)
+            optimizer_step(opt, lx)
             lx_sum += lx.detach()
             continue
         u = to_float(images[unl[it]])

@@ -1,0 +1,123 @@
+"""The contract every defense implements, and the registry the notebooks and the grid loop over.
+
+A defense is a registered :class:`Defense` object: its paper, what it needs from the defender's world
+(``needs``: a clean holdout, the backdoored model, or nothing), the holdout rule its threat model grants,
+its config per profile and its deviations per profile. One call::
+
+    result = defense.run(spec, data, cfg, cache)   # spec: RunSpec, data: RunData (pipeline.run_data)
+
+returns a :class:`DefenseResult`: the defended model, a :class:`~backdoor_repro.stages.StageRecord` per
+stage (history, seconds), and, where the method scores training samples, a per-sample suspicion score
+(higher = more likely poisoned) and the samples it treated as poisoned, from which detection AUROC /
+TPR / FPR follow. Ablations are configs of the same defense.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from .. import metrics
+from ..cache import ArtifactCache
+from ..pipeline import RunData, data_key
+from ..spec import Holdout, RunSpec
+from ..stages import StageRecord
+
+NEEDS = {
+    "clean_holdout": "a small clean subset of the training data (data.holdout)",
+    "backdoored_model": "the model the attacker trained on the poisoned set (built and cached from the spec)",
+}
+PROFILE_NAMES = ("smoke", "fast", "paper")
+
+
+@dataclass
+class DefenseResult:
+    model: torch.nn.Module
+    stages: dict[str, StageRecord]
+    suspicion: torch.Tensor | None = None  # (N,) per training sample, higher = more likely poisoned
+    flagged: torch.Tensor | None = None  # (N,) bool: the samples the defense treated as poisoned
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages.values())
+
+    def detection(self, poison_mask: torch.Tensor) -> dict:
+        """AUROC of ``suspicion`` and TPR / FPR of ``flagged`` against the true poison mask (percent)."""
+        out = {}
+        if self.suspicion is not None:
+            out["AUROC"] = metrics.auroc(self.suspicion, poison_mask)
+        if self.flagged is not None:
+            out.update(metrics.detection_rates(self.flagged.cpu(), poison_mask.cpu()))
+        return out
+
+
+class Defense:
+    """Base class: subclasses set the class attributes and implement :meth:`run` and :meth:`shortened`."""
+
+    key: str
+    paper: str  # reported-number key of the paper ("dbd", "trap_replace", "fct", "fmp")
+    title: str
+    needs: frozenset = frozenset()
+    holdout: Holdout | None = None  # the holdout its threat model grants (None: no clean data)
+    configs: Mapping[str, Any] = {}
+    deviations: Mapping[str, tuple[str, ...]] = {}
+
+    def __repr__(self) -> str:
+        return f"<defense {self.key}: {self.title}>"
+
+    def config(self, profile: str, **changes):
+        """The config of ``profile`` with ``changes`` (unknown fields are errors)."""
+        if profile not in self.configs:
+            raise ValueError(f"defense {self.key!r} has no config for profile {profile!r}; known: {', '.join(self.configs)}")
+        cfg = self.configs[profile]
+        if not changes:
+            return cfg
+        names = {f.name for f in dataclasses.fields(cfg)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"{self.key} config has no field {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
+        return dataclasses.replace(cfg, **changes)
+
+    def shortened(self, cfg):
+        """``cfg`` cut to a couple of steps per stage (the contract test and GPU-profile dry runs)."""
+        raise NotImplementedError
+
+    def check(self, spec: RunSpec, data: RunData) -> None:
+        """Clear errors before any compute: data built from another spec, a missing holdout, no attack."""
+        if spec.attack is None:
+            raise ValueError(f"{self.key}: the spec has no attack; a defense runs on a poisoned training set")
+        if data.key != data_key(spec):
+            raise ValueError(f"{self.key}: the data were built from another spec (build them with pipeline.run_data(spec, ...))")
+        if "clean_holdout" in self.needs and data.holdout is None:
+            raise ValueError(f"{self.key} needs a clean holdout: build the spec with holdout={self.holdout!r}")
+
+    def run(self, spec: RunSpec, data: RunData, cfg, cache: ArtifactCache | None = None,
+            progress: bool = False) -> DefenseResult:
+        raise NotImplementedError
+
+
+DEFENSES: dict[str, Defense] = {}
+
+
+def register_defense(defense: Defense) -> Defense:
+    """Add ``defense`` to the registry after checking that it declares everything the contract asks for."""
+    if defense.key in DEFENSES:
+        raise ValueError(f"defense {defense.key!r} is already registered")
+    unknown = set(defense.needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"{defense.key}: unknown needs {sorted(unknown)}; known: {sorted(NEEDS)}")
+    missing = [p for p in PROFILE_NAMES if p not in defense.configs or p not in defense.deviations]
+    if missing:
+        raise ValueError(f"{defense.key}: no config or deviation list for profile(s) {missing}")
+    if "clean_holdout" in defense.needs and defense.holdout is None:
+        raise ValueError(f"{defense.key} needs a clean holdout but declares no holdout rule")
+    DEFENSES[defense.key] = defense
+    return defense
+
+
+def get_defense(key: str) -> Defense:
+    if key not in DEFENSES:
+        raise ValueError(f"unknown defense {key!r}; registered: {', '.join(sorted(DEFENSES))}")
+    return DEFENSES[key]

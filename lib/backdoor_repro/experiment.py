@@ -1,0 +1,97 @@
+"""The setup every notebook shares: checked settings, the profile's data on the device, the artifact cache,
+and short calls for specs, run data, defenses and evaluation::
+
+    ex = setup("smoke", defenses=("dbd",))          # prints the profile and the deviations
+    spec = ex.spec("badnets_dbd_2x2", defense="dbd")  # the defense's holdout rule, if it has one
+    result = ex.run("dbd", spec)                     # the profile's DBD config, cached stages
+    ex.evaluate(result.model, spec)                  # ACC, ASR, RA, ACC_no_target, CTR
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .cache import ArtifactCache, artifact_key
+from .data import ImageSet, check_dataset_available
+from .defenses import DefenseResult, get_defense
+from .evaluation import AttackEvaluator, evaluate
+from .pipeline import RunData, data_key, load_data, run_data
+from .profiles import Profile, check_device, get_profile
+from .spec import Holdout, RunSpec
+from .train import resolve_device
+
+
+@dataclass
+class Experiment:
+    profile: Profile
+    device: torch.device
+    train: ImageSet
+    test: ImageSet
+    cache: ArtifactCache
+    data_seed: int = 0
+    seed: int = 0
+    progress: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    _data: dict = field(default_factory=dict, repr=False)
+    _evaluators: dict = field(default_factory=dict, repr=False)
+
+    def spec(self, attack: str | None, defense: str | None = None, holdout: Holdout | None = None,
+             seed: int | None = None, **attack_overrides) -> RunSpec:
+        """The run spec of ``attack`` under this profile; ``defense`` supplies its threat model's holdout."""
+        if defense is not None and holdout is None:
+            holdout = get_defense(defense).holdout
+        return RunSpec.for_profile(self.profile, self.train, attack, self.data_seed,
+                                   self.seed if seed is None else seed, holdout, **attack_overrides)
+
+    def data(self, spec: RunSpec) -> RunData:
+        key = data_key(spec)
+        if key not in self._data:
+            self._data[key] = run_data(spec, self.train, self.test, self.cache, self.progress)
+        return self._data[key]
+
+    def config(self, defense: str, **changes):
+        return get_defense(defense).config(self.profile.name, **changes)
+
+    def run(self, defense: str, spec: RunSpec, cfg=None) -> DefenseResult:
+        """Run ``defense`` (the profile's config unless ``cfg`` is given) on ``spec``'s data."""
+        d = get_defense(defense)
+        return d.run(spec, self.data(spec), cfg if cfg is not None else d.config(self.profile.name), self.cache,
+                     self.progress)
+
+    def evaluate(self, model: torch.nn.Module, spec: RunSpec) -> dict:
+        if spec.attack is None:
+            return evaluate(model, spec, self.test)
+        key = artifact_key("evaluator", {"attack": spec.attack, "overrides": spec.attack_overrides,
+                                         "data_seed": spec.data_seed}, 1)
+        if key not in self._evaluators:
+            self._evaluators[key] = AttackEvaluator(spec.make_attack(), self.test)
+        return self._evaluators[key](model)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def setup(profile: str = "smoke", data_root=None, download: bool = False, device: str = "auto", data_seed: int = 0,
+          seed: int = 0, progress: bool = False, defenses: tuple[str, ...] = (), quiet: bool = False) -> Experiment:
+    """Check the settings (before any compute), load the profile's data, print the profile and every
+    deviation of the profile and of ``defenses``."""
+    started = time.perf_counter()
+    p = get_profile(profile)
+    dev = resolve_device(device)
+    check_device(p, dev)
+    check_dataset_available(p.dataset, data_root, download)
+    for name in defenses:
+        get_defense(name)
+    for name, value in (("data_seed", data_seed), ("seed", seed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if not quiet:
+        print(f"profile {p.name}: {p.description}")
+        print("Deviations from the papers' code:")
+        for d in p.deviations + tuple(x for name in defenses for x in get_defense(name).deviations[p.name]):
+            print(" -", d)
+    train, test = load_data(p, data_root, download, dev)
+    return Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started)

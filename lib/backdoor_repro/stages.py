@@ -1,0 +1,57 @@
+"""One helper for every cached training stage: get or build, time it, rebuild the model, load its weights.
+
+A stage's builder returns a :class:`StageOutput` (the trained model, a per-epoch history, and any other
+tensors or values the next stage needs); :func:`cached_stage` stores it under a content key, and on every
+call returns the model (on the requested device, in eval mode) and a :class:`StageRecord` without weights.
+A stage that evaluates on the test set while it builds passes ``evaluated_on=test``: the test set's
+fingerprint then joins the key, so a cached history never depends on who called first.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .cache import ArtifactCache, artifact_key
+from .data import ImageSet, fingerprint
+
+
+@dataclass
+class StageOutput:
+    model: torch.nn.Module
+    history: list[dict] = field(default_factory=list)
+    extras: dict = field(default_factory=dict)  # tensors and plain values only (loaded with weights_only)
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    seconds: float  # wall time of the build (0 would mean it was never timed)
+    history: list[dict]
+    extras: dict
+    key: str = ""  # the artifact key, for provenance
+
+    def summary(self) -> dict:
+        return {"stage": self.stage, "seconds": round(self.seconds, 1), "epochs": len(self.history), "key": self.key}
+
+
+def cached_stage(cache: ArtifactCache, stage: str, key: Any, version: int, build: Callable[[Path], StageOutput],
+                 make_model: Callable[[], torch.nn.Module], device, evaluated_on: ImageSet | None = None):
+    """``(model, StageRecord)`` of ``stage``: loaded from ``cache`` or built by ``build(partial_path)``."""
+    if evaluated_on is not None:
+        key = {"stage_key": key, "evaluated_on": fingerprint(evaluated_on)}
+
+    def timed_build(partial: Path) -> dict:
+        started = time.perf_counter()
+        out = build(partial)
+        return {"model": out.model.state_dict(), "history": out.history, "extras": out.extras,
+                "seconds": time.perf_counter() - started}
+
+    stored = cache.get_or_build(stage, key, version, timed_build)
+    model = make_model()
+    model.load_state_dict(stored["model"])
+    return model.to(device).eval(), StageRecord(stage, float(stored["seconds"]), list(stored["history"]),
+                                                dict(stored["extras"]), artifact_key(stage, key, version))

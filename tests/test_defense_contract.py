@@ -1,0 +1,117 @@
+"""The defense contract, checked for every registered defense: registering a defense is what puts it
+under test. Each runs its ``shortened`` smoke config on a tiny real subset (width-4 network)."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from backdoor_repro.cache import ArtifactCache
+from backdoor_repro.data import class_balanced_subset
+from backdoor_repro.defenses import DEFENSES, NEEDS, Defense, DefenseResult, get_defense, register_defense
+from backdoor_repro.defenses.base import PROFILE_NAMES
+from backdoor_repro.pipeline import run_data
+from backdoor_repro.spec import RunSpec
+from backdoor_repro.stages import StageRecord
+from backdoor_repro.train import TrainConfig
+
+TINY_SUPERVISED = TrainConfig(epochs=1, batch_size=50, lr=0.05, schedule="cosine", augmentation="none")
+
+
+@pytest.fixture(scope="module")
+def tiny(smoke_train, smoke_test):
+    return class_balanced_subset(smoke_train, 20), class_balanced_subset(smoke_test, 5)
+
+
+def tiny_spec(defense: Defense, attack="grid3") -> RunSpec:
+    return RunSpec("cifar10-smoke", 20, "resnet18", 4, 10, attack, {"rate": 0.2}, 0, 0, TINY_SUPERVISED,
+                   defense.holdout)
+
+
+def tiny_data(spec, tiny, cache):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # holdout rule fallbacks on the class-ordered smoke data
+        return run_data(spec, *tiny, cache)
+
+
+@pytest.mark.parametrize("key", sorted(DEFENSES))
+def test_declarations(key):
+    d = get_defense(key)
+    assert d.key == key and d.paper and d.title
+    assert set(d.needs) <= set(NEEDS)
+    for profile in PROFILE_NAMES:
+        d.config(profile)  # exists
+        assert isinstance(d.deviations[profile], tuple) and all(isinstance(x, str) for x in d.deviations[profile])
+    if "clean_holdout" in d.needs:
+        assert d.holdout is not None
+
+
+@pytest.mark.parametrize("key", sorted(DEFENSES))
+def test_run_returns_a_defended_model_with_stage_records_and_is_cached(key, tiny, tmp_path):
+    d = get_defense(key)
+    spec, cache = tiny_spec(d), ArtifactCache(tmp_path)
+    data = tiny_data(spec, tiny, cache)
+    test = tiny[1]
+    cfg = d.shortened(d.config("smoke"))
+    result = d.run(spec, data, cfg, cache)
+    assert isinstance(result, DefenseResult) and result.stages
+    assert not result.model.training
+    with torch.no_grad():
+        logits = result.model(test.images[:8].float() / 255)
+    assert logits.shape == (8, 10) and torch.isfinite(logits).all()
+    for name, record in result.stages.items():
+        assert isinstance(record, StageRecord) and record.seconds > 0 and isinstance(record.history, list), name
+        assert record.key and "model" not in record.extras, name
+    n = len(data.train)
+    if result.suspicion is not None:
+        assert result.suspicion.shape == (n,) and torch.isfinite(result.suspicion).all()
+    if result.flagged is not None:
+        assert result.flagged.shape == (n,) and result.flagged.dtype == torch.bool
+    detection = result.detection(data.train.poison_mask)
+    assert all(0 <= v <= 100 for v in detection.values())
+    if result.suspicion is not None:
+        assert "AUROC" in detection
+
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
+    again = d.run(spec, data, cfg, cache)
+    assert files == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}  # every stage reused
+    for a, b in zip(result.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert math.isclose(result.seconds, again.seconds)  # the recorded build time, not the load time
+
+
+@pytest.mark.parametrize("key", sorted(DEFENSES))
+def test_bad_input_is_refused_before_any_compute(key, tiny, tmp_path):
+    d = get_defense(key)
+    spec, cache = tiny_spec(d), ArtifactCache(tmp_path)
+    other = tiny_data(tiny_spec(d, "badnets_dbd_2x2"), tiny, cache)
+    cfg = d.shortened(d.config("smoke"))
+    with pytest.raises(ValueError, match="another spec"):
+        d.run(spec, other, cfg, cache)
+    with pytest.raises(ValueError, match="no attack"):
+        d.run(spec.with_attack(None), other, cfg, cache)
+    assert not list(tmp_path.rglob("*.pt"))  # nothing was trained
+    with pytest.raises(ValueError, match="no config"):
+        d.config("huge")
+
+
+def test_registry_refuses_incomplete_defenses():
+    class Incomplete(Defense):
+        key, paper, title = "incomplete", "none", "a defense without configs"
+
+    with pytest.raises(ValueError, match="no config"):
+        register_defense(Incomplete())
+
+    class NeedsMagic(Defense):
+        key, paper, title = "magic", "none", "needs an oracle"
+        needs = frozenset({"oracle"})
+        configs = {p: None for p in PROFILE_NAMES}
+        deviations = {p: () for p in PROFILE_NAMES}
+
+    with pytest.raises(ValueError, match="unknown needs"):
+        register_defense(NeedsMagic())
+    with pytest.raises(ValueError, match="already registered"):
+        register_defense(get_defense("dbd"))
+    with pytest.raises(ValueError, match="unknown defense"):
+        get_defense("nc")
+    assert "incomplete" not in DEFENSES and "magic" not in DEFENSES
