@@ -8,7 +8,7 @@ caller_dir="$PWD"
 cd "$(dirname "$0")"
 
 ORDER=(attacks dbd trap_and_replace fct fmp)  # the order notebooks run in; missing ones are skipped
-profile=smoke; only=""; data_root=""; download=False; device=auto
+profile=smoke; only=""; data_root=""; download=False; device=auto; dataset=""
 
 usage() {
   sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
@@ -17,11 +17,12 @@ Options:
   --profile smoke|fast|paper   run profile (default smoke; fast and paper need a CUDA GPU)
   --only a,b                   run only these notebooks (see --list)
   --data-root DIR              torchvision root or image-folder tree (train/<class>/, test/<class>/)
+  --dataset cifar10|cifar100|gtsrb   the dataset of a fast/paper run (default: the profile's, CIFAR-10)
   --download                   allow torchvision to download the dataset
   --device auto|cpu|cuda       default auto
   --list                       list the notebooks and exit
-Executed notebooks go to notebooks/executed/<profile>/, figures to figures/<profile>/,
-tables to tables/<profile>/.
+Executed notebooks go to notebooks/executed/<profile>[-<dataset>]/, figures to figures/<profile>[-<dataset>]/,
+tables to tables/<profile>[-<dataset>]/.
 TXT
 }
 
@@ -33,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --only) only="${2:?--only needs a value}"; shift 2 ;;
     --data-root) data_root="${2:?--data-root needs a value}"; [[ "$data_root" = /* ]] || data_root="$caller_dir/$data_root"; shift 2 ;;
     --download) download=True; shift ;;
+    --dataset) dataset="${2:?--dataset needs a value}"; shift 2 ;;
     --device) device="${2:?--device needs a value}"; shift 2 ;;
     --list) available; exit 0 ;;
     -h|--help) usage; exit 0 ;;
@@ -56,12 +58,15 @@ source scripts/ensure_env.sh
 preflight=(--profile "$profile" --device "$device")
 [[ -n "$data_root" ]] && preflight+=(--data-root "$data_root")
 [[ "$download" == True ]] && preflight+=(--download)
+[[ -n "$dataset" ]] && preflight+=(--dataset "$dataset")
 "$PYTHON" -m backdoor_repro.preflight "${preflight[@]}"
 
-out="notebooks/executed/$profile"
+run_name="$profile${dataset:+-$dataset}"
+out="notebooks/executed/$run_name"
 mkdir -p "$out"
 params=(-p profile "$profile" -p device "$device" -p download "$download")
 [[ -n "$data_root" ]] && params+=(-p data_root "$(cd "$data_root" && pwd)")
+[[ -n "$dataset" ]] && params+=(-p dataset "$dataset")
 export MPLBACKEND=Agg
 for n in "${notebooks[@]}"; do
   echo "== $n ($profile)"

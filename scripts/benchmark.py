@@ -1,8 +1,9 @@
 """Training throughput of the companion's loops against the plain torchvision DataLoader pipeline.
 
 Stages (``--stage``): ``supervised`` (SGD + CE, random crop + flip), ``simclr`` (DBD stage 1: two SimCLR
-views per image, DBD's loss) and ``mixmatch`` (DBD stage 3: 64 labeled + 64 unlabeled images per step,
-two views of the unlabeled ones). Each stage trains the same ResNet-18 with the same step both ways.
+views per image, DBD's loss), ``mixmatch`` (DBD stage 3: 64 labeled + 64 unlabeled images per step,
+two views of the unlabeled ones) and ``tr_trap`` (T&R stage 1: WRN-16-1 with its reconstruction decoder,
+Adam, batch 256). Each stage trains the same network with the same step both ways.
 The baseline is what the official code does: PIL images, torchvision transforms per sample in DataLoader
 workers, fp32. Ours: uint8 data resident on the device, batched on-device augmentation, bf16 autocast +
 channels_last on CUDA, optional torch.compile. Both are measured in the same run and the ratio printed
@@ -27,7 +28,8 @@ import backdoor_repro as br
 from backdoor_repro.models import CIFAR10_MEAN, CIFAR10_STD_DBD
 from backdoor_repro.defenses.dbd_stages import (FinetuneConfig, SelfSupervised, SimCLRConfig, mixmatch_step,
                                                 train_iterations, train_simclr)
-from backdoor_repro.losses import simclr_loss_dbd
+from backdoor_repro.defenses.trap_and_replace import TrapConfig, TrapObjective
+from backdoor_repro.losses import simclr_loss_dbd, total_variation
 from backdoor_repro.report import provenance
 
 
@@ -158,6 +160,40 @@ def mixmatch_ours(images, labels, args, device) -> float:
     return _timed(run, args.epochs, steps * 128, device)
 
 
+def _trap_model(args, device):
+    model = br.build_model("wrn16", 10, args.tr_width, decoder=True).to(device)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-4)
+
+
+def tr_trap_baseline(images, labels, args, device) -> float:
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])  # no normalisation
+    data = ArrayDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
+    loader = torch.utils.data.DataLoader(data, batch_size=256, shuffle=True, drop_last=True, num_workers=args.workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    model, opt = _trap_model(args, device)
+
+    def epoch():
+        model.train()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits, rec = model.forward_with_reconstruction(x)
+            loss = F.cross_entropy(logits, y) + 10 * F.mse_loss(rec, x) + total_variation(rec)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return _timed(epoch, args.epochs, (len(labels) // 256) * 256, device)
+
+
+def tr_trap_ours(images, labels, args, device) -> float:
+    images, labels = images.to(device), labels.to(device)
+    model, _ = _trap_model(args, device)
+    cfg = TrapConfig(epochs=1).train_config(seed=0).with_(compile=args.compile)
+    objective = TrapObjective(10.0, 1.0)
+    run = lambda: br.train_supervised(model, images, labels, cfg, progress=False, objective=objective)  # noqa: E731
+    return _timed(run, args.epochs, (len(labels) // 256) * 256, device)
+
+
 def _timed(epoch_fn, epochs: int, images_per_epoch: int, device, warm: bool = True) -> float:
     if warm:
         epoch_fn()  # warm-up: worker start, autotuning, compilation
@@ -173,7 +209,8 @@ def _timed(epoch_fn, epochs: int, images_per_epoch: int, device, warm: bool = Tr
 
 STAGES = {"supervised": (baseline_images_per_second, ours_images_per_second),
           "simclr": (simclr_baseline, simclr_ours),
-          "mixmatch": (mixmatch_baseline, mixmatch_ours)}
+          "mixmatch": (mixmatch_baseline, mixmatch_ours),
+          "tr_trap": (tr_trap_baseline, tr_trap_ours)}
 
 
 def main():
@@ -183,6 +220,7 @@ def main():
     ap.add_argument("--data-root", default=None, help="full CIFAR-10 (torchvision root or image-folder tree)")
     ap.add_argument("--n", type=int, default=2000, help="training images used")
     ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--tr-width", type=int, default=16, help="WRN-16 base width for tr_trap (16 = WRN-16-1)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2)
@@ -205,7 +243,8 @@ def main():
                         "speedup": round(fast / base, 2)})
         print(f"{stage:10s} torchvision DataLoader: {base:9.1f} images/s | ours: {fast:9.1f} images/s | "
               f"speed-up {fast / base:.2f}x")
-    result = provenance(benchmark="ResNet-18 training throughput", dataset=name, n=args.n, width=args.width,
+    result = provenance(benchmark="training throughput per stage", dataset=name, n=args.n, width=args.width,
+                        tr_width=args.tr_width,
                         batch_size=args.batch_size, simclr_batch=args.simclr_batch, epochs=args.epochs,
                         workers=args.workers, compile=args.compile, results=results)
     print(f"({result['device']}, torch {torch.__version__})")

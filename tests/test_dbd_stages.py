@@ -29,9 +29,9 @@ def tiny_set(n=64):
     return ImageSet(images, torch.arange(n) % 10, tuple(map(str, range(10))), "tiny")
 
 
-def tiny_spec():
+def tiny_spec(data=None):
     return RunSpec("tiny", None, "resnet18", WIDTH, 10, "badnets_dbd_2x2", {"rate": 0.3}, 0, 0,
-                   TrainConfig(epochs=1, batch_size=32, augmentation="none"))
+                   TrainConfig(epochs=1, batch_size=32, augmentation="none")).bound_to(data or tiny_set())
 
 
 def test_interleave_is_its_own_inverse_and_mixes_chunks():

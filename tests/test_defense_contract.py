@@ -23,9 +23,11 @@ def tiny(smoke_train, smoke_test):
     return class_balanced_subset(smoke_train, 20), class_balanced_subset(smoke_test, 5)
 
 
-def tiny_spec(defense: Defense, attack="grid3") -> RunSpec:
-    return RunSpec("cifar10-smoke", 20, "resnet18", 4, 10, attack, {"rate": 0.2}, 0, 0, TINY_SUPERVISED,
-                   defense.holdout)
+def tiny_spec(defense: Defense, tiny, attack="grid3") -> RunSpec:
+    """A width-4 network of the architecture the defense's protocol sets (ResNet-18 unless it says otherwise)."""
+    model = defense.spec_changes.get("smoke", {}).get("model", "resnet18")
+    return RunSpec("cifar10-smoke", 20, model, 4, 10, attack, {"rate": 0.2}, 0, 0, TINY_SUPERVISED,
+                   defense.holdout_for("smoke")).bound_to(tiny[0])
 
 
 def tiny_data(spec, tiny, cache):
@@ -49,7 +51,7 @@ def test_declarations(key):
 @pytest.mark.parametrize("key", sorted(DEFENSES))
 def test_run_returns_a_defended_model_with_stage_records_and_is_cached(key, tiny, tmp_path):
     d = get_defense(key)
-    spec, cache = tiny_spec(d), ArtifactCache(tmp_path)
+    spec, cache = tiny_spec(d, tiny), ArtifactCache(tmp_path)
     data = tiny_data(spec, tiny, cache)
     test = tiny[1]
     cfg = d.shortened(d.config("smoke"))
@@ -83,8 +85,8 @@ def test_run_returns_a_defended_model_with_stage_records_and_is_cached(key, tiny
 @pytest.mark.parametrize("key", sorted(DEFENSES))
 def test_bad_input_is_refused_before_any_compute(key, tiny, tmp_path):
     d = get_defense(key)
-    spec, cache = tiny_spec(d), ArtifactCache(tmp_path)
-    other = tiny_data(tiny_spec(d, "badnets_dbd_2x2"), tiny, cache)
+    spec, cache = tiny_spec(d, tiny), ArtifactCache(tmp_path)
+    other = tiny_data(tiny_spec(d, tiny, "badnets_dbd_2x2"), tiny, cache)
     cfg = d.shortened(d.config("smoke"))
     with pytest.raises(ValueError, match="another spec"):
         d.run(spec, other, cfg, cache)

@@ -18,7 +18,7 @@ LABELS = np.random.default_rng(123).permutation(np.arange(N) % 10)  # 5,000 per 
 
 def labelled(labels, order="torchvision"):
     images = torch.zeros(len(labels), 3, 32, 32, dtype=torch.uint8)
-    return ImageSet(images, torch.as_tensor(labels), tuple(map(str, range(10))), "labels-only", order)
+    return ImageSet(images, torch.as_tensor(labels), tuple(map(str, range(10))), "cifar10", order)
 
 
 def dbd_reference(labels, target=3, ratio=0.05, seed=100):
@@ -59,15 +59,14 @@ def backdoorbench_reference(labels, pool, ratio=0.1, seed=0):
     ("sig_fct", lambda: fct_reference(LABELS, np.flatnonzero(LABELS == 0))),
     ("white3_bb", lambda: backdoorbench_reference(LABELS, np.arange(N))),
     ("blend_kitty_bb", lambda: backdoorbench_reference(LABELS, np.arange(N))),
-    ("sig_bb", lambda: backdoorbench_reference(LABELS, np.flatnonzero(LABELS == 0))),
+    ("sig_bb", lambda: backdoorbench_reference(LABELS, np.flatnonzero(LABELS == 0), ratio=0.05)),
 ])
 def test_official_indices_match_the_official_formula(key, reference):
-    attack = get_attack(key, indices="official")
-    got = attack.poison_indices(labelled(LABELS), data_seed=0)
+    rate = {"sig_bb": {"rate": 0.05}}.get(key, {})  # at its default 0.1 sig_bb takes every target image
+    got = get_attack(key, indices="official", **rate).poison_indices(labelled(LABELS), data_seed=0)
     assert np.array_equal(got, reference())
-    ours = get_attack(key).poison_indices(labelled(LABELS), data_seed=0)
-    if key != "sig_bb":  # BackdoorBench's clean-label draw takes every target-class image: nothing random is left
-        assert not np.array_equal(got, ours)  # our own stream is a different draw of the same rule
+    ours = get_attack(key, **rate).poison_indices(labelled(LABELS), data_seed=0)
+    assert not np.array_equal(got, ours)  # our own stream is a different draw of the same rule
 
 
 def test_data_seed_offsets_the_official_seed():
@@ -97,6 +96,10 @@ def test_official_indices_fall_back_with_a_warning_off_the_official_order():
     with pytest.warns(UserWarning, match="no official index stream"):
         get_attack("lc_dbd", indices="official").poison_indices(labelled(LABELS), data_seed=0)
     assert get_attack("grid3", indices="official").poison(labelled(LABELS[:1000]), 0).index_stream == "fct"
+    gtsrb = labelled(LABELS[:1000])
+    gtsrb.name = "gtsrb"
+    with pytest.warns(UserWarning, match="CIFAR-10/100"):  # the official streams are CIFAR-only
+        assert get_attack("grid3", indices="official").poison(gtsrb, 0).index_stream == "ours"
     with pytest.raises(ValueError, match="indices"):
         get_attack("grid3", indices="theirs")
 
@@ -108,6 +111,8 @@ COUNTS = {
     "wanet": (2100, 2400), "grid3": 4500, "white4_tr": 5000, "white3_fct": 5000, "white3_bb": 5000,
     "blend_kitty_fct": 4500, "blend_kitty_bb": 5000, "blend_strip_fct": 4500, "trojan3_fct": 4500,
     "trojan3_tr": 5000, "sig_fct": 500, "sig_bb": 5000, "sig_tr_wrapped": 5000, "lc_dbd": 1250,
+    "grid3_tr": 5000, "trojan8_tr": 5000, "trojan_wm_tr": 5000, "l0_inv": 5000, "l2_inv": 5000, "smooth_tr": 5000,
+    "blend_kitty_tr": 5000, "cl_tr": 5000,
 }
 
 

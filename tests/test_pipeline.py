@@ -23,7 +23,7 @@ def spec_for(attack, overrides=None, data_seed=0, seed=0, holdout=None, per_clas
 
 def test_label_consistent_poisoning_through_the_pipeline(smoke_train, tmp_path):
     train = class_balanced_subset(smoke_train, 20)  # 200 images, 20 of the target class (3)
-    spec = spec_for("lc_dbd", {"steps": 3})
+    spec = spec_for("lc_dbd", {"steps": 3}).bound_to(train)
     cache = ArtifactCache(tmp_path)
     poisoned = poisoned_training_set(spec, train, cache, progress=False)
     idx = torch.nonzero(poisoned.poison_mask).flatten()
@@ -42,7 +42,7 @@ def test_label_consistent_poisoning_through_the_pipeline(smoke_train, tmp_path):
 def test_supervised_models_are_keyed_by_their_spec(smoke_train, tmp_path):
     train = class_balanced_subset(smoke_train, 10)
     cache = ArtifactCache(tmp_path)
-    spec = spec_for("grid3", {"rate": 0.2}, per_class=10)
+    spec = spec_for("grid3", {"rate": 0.2}, per_class=10).bound_to(train)
     _, record = supervised_model(spec, train, cache, progress=False)
     assert record.extras["poison_count"] == 18 and record.seconds > 0 and len(record.history) == 1
     supervised_model(spec, train, cache, progress=False)
@@ -88,7 +88,7 @@ def test_holdout_validation():
     with pytest.raises(ValueError, match="fraction"):
         Holdout(1.5)
     with pytest.raises(ValueError, match="rule"):
-        Holdout(0.05, "first")
+        Holdout(0.05, "balanced")
 
 
 def torchvision_ordered(n=400):
@@ -101,7 +101,8 @@ def torchvision_ordered(n=400):
 def test_last_holdout_is_the_tail_never_poisoned_and_rate_counts_the_whole_set(tmp_path):
     """T&R: the last 5 % is held out; the first int(rate x N_total) non-target samples of the rest are poisoned."""
     train = torchvision_ordered(400)
-    spec = RunSpec("tv", None, "resnet18", 4, 10, "white4_tr", {"rate": 0.1}, 0, 0, TINY_TRAIN, Holdout(0.05, "last"))
+    spec = RunSpec("tv", None, "resnet18", 4, 10, "white4_tr", {"rate": 0.1}, 0, 0, TINY_TRAIN,
+                   Holdout(0.05, "last")).bound_to(train)
     data = run_data(spec, train, None, ArtifactCache(tmp_path))
     assert len(data.train) == 380 and len(data.holdout) == 20
     assert torch.equal(data.holdout.images, train.images[380:]) and torch.equal(data.holdout.labels, train.labels[380:])
@@ -111,29 +112,78 @@ def test_last_holdout_is_the_tail_never_poisoned_and_rate_counts_the_whole_set(t
     assert len(images) == 400 and torch.equal(images[380:], train.images[380:])
 
 
-def test_last_holdout_falls_back_to_a_balanced_draw_on_class_ordered_data(smoke_train, tmp_path):
+def test_last_holdout_falls_back_to_a_seeded_shuffle_on_class_ordered_data(smoke_train, tmp_path):
     train = class_balanced_subset(smoke_train, 20)  # class by class: the last 5 % would be one class
-    spec = spec_for("grid3", {"rate": 0.1}, holdout=Holdout(0.05, "last"))
+    spec = spec_for("grid3_tr", {"rate": 0.1}, holdout=Holdout(0.05, "last")).bound_to(train)
     with pytest.warns(UserWarning, match="torchvision's order"):
         data = run_data(spec, train, None, ArtifactCache(tmp_path))
-    assert np.bincount(data.holdout.labels.numpy(), minlength=10).tolist() == [1] * 10
-    assert len(data.train) == 190 and not data.train.poison_mask.all()
+    assert len(data.train) == 190 and len(data.holdout) == 10
+    assert len(set(data.holdout.labels.tolist())) > 3  # not one class
+    poisoned_classes = set(data.train.true_labels[data.train.poison_mask].tolist())
+    assert data.train.count == 20 and len(poisoned_classes) > 3  # "first N non-target" of a shuffled split
+    held = {tuple(x.flatten()[:64].tolist()) for x in data.holdout.images}
+    assert not held & {tuple(x.flatten()[:64].tolist()) for x in data.train.images}  # disjoint
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         again = run_data(spec.with_(data_seed=1), train, None, ArtifactCache(tmp_path))
     assert not torch.equal(again.holdout.images, data.holdout.images)  # seeded by data_seed
 
 
-def test_clean_subset_holdout_is_balanced_untouched_and_inside_the_training_set(smoke_train, tmp_path):
-    """FMP: a class-balanced draw among the samples the attacker left alone, with their true labels."""
+def test_clean_subset_holdout_is_balanced_clean_and_inside_the_training_set(smoke_train, tmp_path):
+    """FMP: a class-balanced draw from the clean training set with true labels; a sample the attacker poisoned
+    may be drawn, as its clean original (FMP draws from BackdoorBench's clean_train)."""
     train = class_balanced_subset(smoke_train, 20)
-    spec = spec_for("white3_bb", {"rate": 0.2}, holdout=Holdout(0.1, "clean_subset"))
+    spec = spec_for("white3_bb", {"rate": 0.2}, holdout=Holdout(0.1, "clean_subset")).bound_to(train)
     data = run_data(spec, train, None, ArtifactCache(tmp_path))
     assert len(data.train) == 200 and len(data.holdout) == 20
     assert np.bincount(data.holdout.labels.numpy(), minlength=10).tolist() == [2] * 10
     assert (data.train.images[data.train.poison_mask][:, :, 29:, 29:] == 255).all()  # the white 3x3 patch...
     assert not (data.holdout.images[:, :, 29:, 29:] == 255).flatten(1).all(1).any()  # ...on no holdout image
+    for img, label in zip(data.holdout.images, data.holdout.labels):  # each is a clean training image, true label
+        match = (train.images == img).flatten(1).all(1)
+        assert match.any() and (train.labels[match] == label).all()
     assert data.attacker_training_set()[0].shape[0] == 200  # the attacker's model saw them too
+
+
+def test_holdouts_with_clean_label_attacks_that_take_the_whole_target_class(smoke_train, tmp_path):
+    """sig_bb poisons every target-class image: the FMP subset still gets its target-class share (clean
+    originals), and under a split-off holdout the BackdoorBench count is capped at the split's class."""
+    train = class_balanced_subset(smoke_train, 20)
+    fmp = run_data(spec_for("sig_bb", holdout=Holdout(0.1, "clean_subset")).bound_to(train), train, None,
+                   ArtifactCache(tmp_path))
+    assert (fmp.holdout.labels == 0).sum() == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        split = run_data(spec_for("sig_bb", holdout=Holdout(0.1, "last")).bound_to(train), train, None,
+                         ArtifactCache(tmp_path))
+    assert split.train.count == int((split.train.labels == 0).sum()) < 20  # all target images of the split
+
+
+def test_data_from_another_training_set_is_refused(smoke_train, tmp_path):
+    train = class_balanced_subset(smoke_train, 20)
+    spec = spec_for("grid3", {"rate": 0.1}).bound_to(train)
+    with pytest.raises(ValueError, match="not the one this spec was built from"):
+        run_data(spec, class_balanced_subset(smoke_train, 30), None, ArtifactCache(tmp_path))
+    with pytest.raises(ValueError, match="not the one this spec was built from"):
+        supervised_model(spec.with_attack(None), class_balanced_subset(smoke_train, 30), ArtifactCache(tmp_path))
+    relabelled_order = smoke_train.subset(torch.arange(len(smoke_train)))  # same pixels, order "subset"
+    assert relabelled_order.order != smoke_train.order
+    assert (RunSpec.for_profile(get_profile("smoke"), relabelled_order, "grid3").data_fingerprint
+            != RunSpec.for_profile(get_profile("smoke"), smoke_train, "grid3").data_fingerprint)
+
+
+def test_no_defense_model_is_shared_across_holdouts_that_do_not_change_its_data(smoke_train, tmp_path):
+    """FMP's clean subset does not change what the attacker trained on: one No-Defense artifact."""
+    train = class_balanced_subset(smoke_train, 10)
+    cache = ArtifactCache(tmp_path)
+    spec = spec_for("grid3", {"rate": 0.2}, per_class=10).bound_to(train)
+    supervised_model(spec, train, cache, progress=False)
+    supervised_model(spec.with_(holdout=Holdout(0.1, "clean_subset")), train, cache, progress=False)
+    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 1
+    clean = spec.with_attack(None)
+    supervised_model(clean, train, cache, progress=False)
+    supervised_model(clean.with_(data_seed=3), train, cache, progress=False)  # data_seed means nothing to it
+    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 2
 
 
 def test_equivalent_attack_descriptions_share_one_spec():

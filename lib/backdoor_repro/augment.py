@@ -43,3 +43,23 @@ def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
 
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float().div_(255)
+
+
+def cutmix(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CutMix with β = 1 (λ ~ U(0, 1)) as T&R's ``rand_bbox``: one box per batch, side ``int(S·sqrt(1 − λ))``
+    along each axis centred at a uniform pixel, each half ``side // 2`` and clipped to the image; the box is
+    filled from a random permutation of the batch. Returns ``(mixed, permutation, λ)`` with λ corrected to
+    1 − (box area / image area), as a device tensor (no host sync: the box is a mask, not a slice)."""
+    n, _, h, w = x.shape
+    lam = torch.rand((), device=x.device, generator=gen)
+    perm = torch.randperm(n, device=x.device, generator=gen)
+    centre = torch.stack([torch.randint(0, h, (), device=x.device, generator=gen),
+                          torch.randint(0, w, (), device=x.device, generator=gen)])
+    sides = (torch.tensor([h, w], device=x.device) * (1 - lam).sqrt()).floor().long()
+    half = sides // 2
+    low = (centre - half).clamp(min=0)
+    high = torch.minimum(centre + half, torch.tensor([h, w], device=x.device))
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    box = (((rows >= low[0]) & (rows < high[0]))[:, None] & ((cols >= low[1]) & (cols < high[1]))[None, :])
+    mixed = torch.where(box, x[perm], x)
+    return mixed, perm, 1 - box.sum() / (h * w)

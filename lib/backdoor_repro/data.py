@@ -84,7 +84,7 @@ def fingerprint(data: ImageSet) -> str:
     h = hashlib.sha256(data.labels.cpu().numpy().tobytes())
     step = max(1, len(data) // 64)
     h.update(data.images[::step].cpu().numpy().tobytes())
-    h.update(repr((len(data), tuple(data.images.shape[1:]))).encode())
+    h.update(repr((len(data), tuple(data.images.shape[1:]), data.order)).encode())
     return h.hexdigest()[:16]
 
 

@@ -1,4 +1,5 @@
-"""Feature embeddings for figures: backbone features of a sample and their 2-D t-SNE map."""
+"""Feature embeddings for figures: backbone features of a sample, their 2-D t-SNE map (DBD Figure 1) and
+2-D PCA of feature groups (T&R Figure 2)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -37,5 +38,33 @@ def tsne_panels(panels: dict[str, np.ndarray], labels: np.ndarray, poisoned: np.
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, -1].legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+    """The first two principal components of ``features`` (rows = samples), by SVD of the centred matrix."""
+    centred = features - features.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def pca_group_panels(panels: dict[str, dict[str, np.ndarray]], markers=("o", "s", "x")):
+    """One PCA panel per model: each group of feature rows (e.g. clean airplanes, clean automobiles, poisoned
+    automobiles) in its own colour and marker, the PCA fitted on the union of the panel's groups."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (title, groups) in zip(axes[0], panels.items()):
+        xy = pca_2d(np.concatenate(list(groups.values())))
+        start = 0
+        for i, (name, feats) in enumerate(groups.items()):
+            part = xy[start:start + len(feats)]
+            start += len(feats)
+            ax.scatter(part[:, 0], part[:, 1], s=10, marker=markers[i % len(markers)], color=cmap(i), label=name,
+                       alpha=0.7)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, -1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig

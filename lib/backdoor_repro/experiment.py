@@ -9,6 +9,7 @@ and short calls for specs, run data, defenses and evaluation::
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +19,7 @@ from .data import ImageSet, check_dataset_available
 from .defenses import DefenseResult, get_defense
 from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
-from .profiles import Profile, check_device, get_profile
+from .profiles import Profile, check_device, profile_for
 from .spec import Holdout, RunSpec
 from .train import resolve_device
 
@@ -39,16 +40,27 @@ class Experiment:
 
     def spec(self, attack: str | None, defense: str | None = None, holdout: Holdout | None = None,
              seed: int | None = None, **attack_overrides) -> RunSpec:
-        """The run spec of ``attack`` under this profile; ``defense`` supplies its threat model's holdout."""
-        if defense is not None and holdout is None:
-            holdout = get_defense(defense).holdout
-        return RunSpec.for_profile(self.profile, self.train, attack, self.data_seed,
+        """The run spec of ``attack`` under this profile; ``defense`` supplies its threat model's holdout and
+        whatever its protocol sets in the spec (T&R: its WRN-16 and its No-Defense schedule)."""
+        changes = {}
+        if defense is not None:
+            d = get_defense(defense)
+            holdout = holdout if holdout is not None else d.holdout_for(self.profile.name, self.profile.dataset)
+            changes = dict(d.spec_changes.get(self.profile.name, {}))
+        spec = RunSpec.for_profile(self.profile, self.train, attack, self.data_seed,
                                    self.seed if seed is None else seed, holdout, **attack_overrides)
+        return spec.with_(**changes) if changes else spec
 
     def data(self, spec: RunSpec) -> RunData:
+        """The run data of ``spec`` (built once). Fallback warnings (official indices or a holdout rule that the
+        data's order does not allow) are printed as notes, without file paths, so notebook outputs are stable."""
         key = data_key(spec)
         if key not in self._data:
-            self._data[key] = run_data(spec, self.train, self.test, self.cache, self.progress)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._data[key] = run_data(spec, self.train, self.test, self.cache, self.progress)
+            for note in dict.fromkeys(str(w.message) for w in caught):
+                print(f"note: {note}")
         return self._data[key]
 
     def config(self, defense: str, **changes):
@@ -75,11 +87,12 @@ class Experiment:
 
 
 def setup(profile: str = "smoke", data_root=None, download: bool = False, device: str = "auto", data_seed: int = 0,
-          seed: int = 0, progress: bool = False, defenses: tuple[str, ...] = (), quiet: bool = False) -> Experiment:
-    """Check the settings (before any compute), load the profile's data, print the profile and every
-    deviation of the profile and of ``defenses``."""
+          seed: int = 0, progress: bool = False, defenses: tuple[str, ...] = (), quiet: bool = False,
+          dataset: str | None = None) -> Experiment:
+    """Check the settings (before any compute), load the profile's data (or ``dataset``'s, on ``fast`` / ``paper``),
+    print the profile and every deviation of the profile and of ``defenses``."""
     started = time.perf_counter()
-    p = get_profile(profile)
+    p = profile_for(profile, dataset)
     dev = resolve_device(device)
     check_device(p, dev)
     check_dataset_available(p.dataset, data_root, download)
@@ -89,9 +102,11 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     if not quiet:
-        print(f"profile {p.name}: {p.description}")
+        print(f"profile {p.outputs}: {p.description}" + (f" (dataset: {p.dataset})" if p.run_name else ""))
         print("Deviations from the papers' code:")
-        for d in p.deviations + tuple(x for name in defenses for x in get_defense(name).deviations[p.name]):
+        own_model = any(p.name in get_defense(name).spec_changes for name in defenses)  # e.g. T&R's WRN-16
+        model_deviations = () if own_model else p.model_deviations
+        for d in p.deviations + model_deviations + tuple(x for name in defenses for x in get_defense(name).deviations[p.name]):
             print(" -", d)
     train, test = load_data(p, data_root, download, dev)
     return Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started)

@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import torch
 
-from .attacks import PoisonedSet
 from .data import ImageSet
 from .spec import Holdout
 
@@ -29,34 +28,33 @@ def split_holdout(train: ImageSet, holdout: Holdout, data_seed: int) -> tuple[Im
     """``(defender's training split, clean holdout)`` for the rules that split before poisoning.
 
     ``last``: the last ``int(N · fraction)`` indices (T&R: 47,500–49,999 of CIFAR-10); the split keeps the
-    source's order. On data not in torchvision's order (the bundled subset, an image-folder tree are class by
-    class, so "the last 5 %" would be one class) it falls back to ``balanced`` with a warning.
-    ``balanced``: ``round(fraction · n_c)`` random samples of every class ``c``, seeded by ``data_seed``.
+    source's order. ``shuffled``: a permutation seeded by ``data_seed`` first, then the same cut; the split keeps
+    the permuted order, so T&R's "first N non-target" poisons a random N (T&R's GTSRB loader shuffles the same
+    way, unseeded and differently for each split). ``last`` on data not in torchvision's order (the bundled
+    subset and image-folder trees are class by class: the last 5 % would be one class) falls back to
+    ``shuffled`` with a warning.
     """
     if not holdout.disjoint:
         raise ValueError(f"holdout rule {holdout.rule!r} does not split the training set")
     n = len(train)
+    cut = n - int(n * holdout.fraction)
     if holdout.rule == "last" and train.order == "torchvision":
-        cut = n - int(n * holdout.fraction)
         return train.head(cut), train.subset(torch.arange(cut, n))
     if holdout.rule == "last":
         warnings.warn(f"holdout rule 'last' needs the training set in torchvision's order; {train.name} is in "
-                      f"{train.order!r} order, so a class-balanced random {holdout.fraction:.0%} is held out instead",
-                      stacklevel=2)
-    labels = train.labels.cpu().numpy()
-    counts = {c: int(round(holdout.fraction * int((labels == c).sum()))) for c in range(train.num_classes)}
-    held = balanced_draw(labels, counts, [data_seed, 11])
-    keep = np.setdiff1d(np.arange(n), held)
-    return train.subset(torch.as_tensor(keep)), train.subset(torch.as_tensor(held))
+                      f"{train.order!r} order, so it is shuffled (seeded by data_seed) before the split", stacklevel=2)
+    order = torch.as_tensor(np.random.default_rng([data_seed, 11]).permutation(n))
+    return train.subset(order[:cut]), train.subset(order[cut:])
 
 
-def clean_subset(poisoned: PoisonedSet, holdout: Holdout, data_seed: int) -> ImageSet:
+def clean_subset(train: ImageSet, holdout: Holdout, data_seed: int) -> ImageSet:
     """FMP's "secure" subset: ``round(fraction · N / K)`` samples of every class drawn at random (seeded by
-    ``data_seed``) among those the attacker did not touch, with their true labels."""
-    labels = poisoned.true_labels.cpu().numpy()
-    untouched = ~(poisoned.poison_mask | poisoned.cross_mask).cpu().numpy()
-    k = len(poisoned.classes)
+    ``data_seed``) from the clean training set, with their true labels. As in FMP's code (which draws from
+    BackdoorBench's ``clean_train``), a sample the attacker poisoned can be drawn: the defender gets its clean
+    original, never the poisoned copy."""
+    labels = train.labels.cpu().numpy()
+    k = train.num_classes
     per_class = int(round(holdout.fraction * len(labels) / k))
-    idx = torch.as_tensor(balanced_draw(labels, {c: per_class for c in range(k)}, [data_seed, 12], untouched),
-                          device=poisoned.labels.device)
-    return ImageSet(poisoned.images[idx], poisoned.true_labels[idx], poisoned.classes, f"{poisoned.attack}-clean-subset")
+    idx = torch.as_tensor(balanced_draw(labels, {c: per_class for c in range(k)}, [data_seed, 12]),
+                          device=train.labels.device)
+    return ImageSet(train.images[idx], train.labels[idx], train.classes, f"{train.name}-clean-subset")

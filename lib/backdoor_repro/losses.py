@@ -1,9 +1,12 @@
-"""Losses of DBD (Huang et al., ICLR 2022; official code SCLBD/DBD), as pure torch functions.
+"""Losses of DBD (Huang et al., ICLR 2022; official code SCLBD/DBD) and Trap-and-Replace (NeurIPS 2022), as pure
+torch functions.
 
 * :func:`symmetric_cross_entropy` — SCE used in DBD's warm-up stage and to rank samples (``reduction="none"``).
 * :func:`simclr_loss_dbd` — DBD's *asymmetric* SimCLR loss (only view-1 embeddings are anchors).
 * :func:`sharpen`, :func:`mixmatch_mix`, :func:`mixmatch_losses`, :func:`linear_rampup` — the MixMatch
   pieces (YU1ut/MixMatch-pytorch style) used by DBD's semi-supervised fine-tuning stage.
+* :func:`total_variation` — T&R's TV penalty on the reconstruction; :func:`label_smoothing_cross_entropy` —
+  timm's ``LabelSmoothingCrossEntropy`` used by T&R's head replacement.
 """
 from __future__ import annotations
 
@@ -100,3 +103,18 @@ def linear_rampup(current: float, rampup_length: float) -> float:
     if rampup_length == 0:
         return 1.0
     return float(np.clip(current / rampup_length, 0.0, 1.0))
+
+
+def total_variation(img: torch.Tensor) -> torch.Tensor:
+    """T&R ``total_variation_loss``: (Σ squared vertical + Σ squared horizontal neighbour differences) / (B·C·H·W)."""
+    tv_h = (img[:, :, 1:, :] - img[:, :, :-1, :]).pow(2).sum()
+    tv_w = (img[:, :, :, 1:] - img[:, :, :, :-1]).pow(2).sum()
+    return (tv_h + tv_w) / img.numel()
+
+
+def label_smoothing_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.1,
+                                  reduction: str = "mean") -> torch.Tensor:
+    """timm's ``LabelSmoothingCrossEntropy``: ``(1 − ε)·NLL(y) + ε·mean_k(−log p_k)`` per sample."""
+    logp = F.log_softmax(logits, dim=1)
+    loss = (1 - smoothing) * -logp.gather(1, targets.view(-1, 1)).squeeze(1) + smoothing * -logp.mean(dim=1)
+    return loss.mean() if reduction == "mean" else loss

@@ -14,7 +14,7 @@ import torch
 
 from .attacks import Attack, PoisonedSet, get_attack, pgd_adversary
 from .cache import ArtifactCache, artifact_key
-from .data import ImageSet, class_balanced_subset, load_dataset
+from .data import ImageSet, class_balanced_subset, fingerprint, load_dataset
 from .holdout import clean_subset, split_holdout
 from .models import build_model
 from .profiles import Profile
@@ -22,7 +22,7 @@ from .spec import RunSpec
 from .stages import StageOutput, cached_stage
 from .train import train_supervised
 
-SUPERVISED_VERSION = 2  # 2: RunSpec keys; no evaluation inside the build
+SUPERVISED_VERSION = 3  # 3: keyed by RunSpec.attacker_key(); 2: RunSpec keys, no evaluation inside the build
 LC_IMAGES_VERSION = 3  # 3: RunSpec keys; 2: PGD iterates clamped to [0, 1] at every step
 
 
@@ -49,6 +49,16 @@ def make_attack(profile: Profile, key: str, data_seed: int, **extra) -> Attack:
     return get_attack(key, data_seed=data_seed, **attack_overrides(profile, key, **extra))
 
 
+def check_training_set(spec: RunSpec, train: ImageSet) -> None:
+    """The loaded training set must be the one the spec was built from (fingerprint, device type), so that no
+    artifact is stored under a key that describes other data."""
+    if fingerprint(train) != spec.data_fingerprint:
+        raise ValueError(f"the training set ({train.name}, {len(train)} images) is not the one this spec was built "
+                         "from: build the spec from it (RunSpec.for_profile, or spec.bound_to(train))")
+    if train.images.device.type != spec.device_type:
+        raise ValueError(f"the training set is on {train.images.device.type}, the spec says {spec.device_type}")
+
+
 def defender_split(spec: RunSpec, train: ImageSet) -> tuple[ImageSet, ImageSet | None]:
     """``(the training set the attacker poisons and the defender trains on, the split-off holdout or None)``."""
     if spec.holdout is not None and spec.holdout.disjoint:
@@ -59,6 +69,7 @@ def defender_split(spec: RunSpec, train: ImageSet) -> tuple[ImageSet, ImageSet |
 def poisoned_training_set(spec: RunSpec, train: ImageSet, cache: ArtifactCache | None = None,
                           progress: bool = True) -> PoisonedSet:
     """The defender's training split, poisoned; ``rate`` counts against the whole loaded ``train``."""
+    check_training_set(spec, train)
     split, _ = defender_split(spec, train)
     attack = spec.make_attack()
     adversary = None
@@ -109,12 +120,18 @@ def data_key(spec: RunSpec) -> str:
     return artifact_key("run_data", spec.poisoning_key(), 1)
 
 
+def check_run_data(spec: RunSpec, data: RunData) -> None:
+    """``data`` must have been built from ``spec`` (by :func:`run_data`); every stage checks before any compute."""
+    if data.key != data_key(spec):
+        raise ValueError("the run data were built from another spec (build them with pipeline.run_data(spec, ...))")
+
+
 def run_data(spec: RunSpec, train: ImageSet, test: ImageSet | None = None, cache: ArtifactCache | None = None,
              progress: bool = True) -> RunData:
     poisoned = poisoned_training_set(spec, train, cache, progress)
     _, holdout = defender_split(spec, train)
     if spec.holdout is not None and not spec.holdout.disjoint:
-        holdout = clean_subset(poisoned, spec.holdout, spec.data_seed)
+        holdout = clean_subset(train, spec.holdout, spec.data_seed)
     return RunData(poisoned, test, holdout, spec.holdout is None or spec.holdout.disjoint, data_key(spec))
 
 
@@ -130,6 +147,10 @@ def supervised_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache
     :func:`backdoor_repro.evaluation.evaluate`."""
     if train is None and (data is None or spec.attack is None):
         raise ValueError("supervised_model needs the loaded training set, or the run data of an attacked spec")
+    if data is not None:
+        check_run_data(spec, data)
+    else:
+        check_training_set(spec, train)
     cache = cache or ArtifactCache()
     device = (data.train if data is not None else train).images.device
 
@@ -145,4 +166,4 @@ def supervised_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache
                                   desc=spec.attack or "clean")
         return StageOutput(model, result.history, {"poison_count": count, "images_per_second": result.images_per_second})
 
-    return cached_stage(cache, "supervised", spec, SUPERVISED_VERSION, build, _model_factory(spec), device)
+    return cached_stage(cache, "supervised", spec.attacker_key(), SUPERVISED_VERSION, build, _model_factory(spec), device)

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .data import DatasetUnavailable, check_dataset_available
-from .profiles import check_device, get_profile
+from .profiles import check_device, profile_for
 from .train import resolve_device
 
 
@@ -19,9 +19,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--download", action="store_true")
+    ap.add_argument("--dataset", default=None)
     args = ap.parse_args(argv)
     try:
-        profile = get_profile(args.profile)
+        profile = profile_for(args.profile, args.dataset)
         device = resolve_device(args.device)
         check_device(profile, device)
         check_dataset_available(profile.dataset, args.data_root, args.download)

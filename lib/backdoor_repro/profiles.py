@@ -27,10 +27,17 @@ class Profile:
     attack_overrides: dict = field(default_factory=dict)  # applied to every attack ("rate": dirty-label ones only)
     table_attacks: tuple[str, ...] = ()
     gallery_attacks: tuple[str, ...] = ()
-    deviations: tuple[str, ...] = ()
+    deviations: tuple[str, ...] = ()  # data, precision, poisoning: every notebook
+    model_deviations: tuple[str, ...] = ()  # the ResNet-18 No-Defense model and table (a defense may set its own)
+    run_name: str = ""  # where outputs go when it differs from ``name`` (a fast/paper run on another dataset)
 
     def with_(self, **changes) -> "Profile":
         return validated(replace(self, **changes))
+
+    @property
+    def outputs(self) -> str:
+        """The folder name under figures/ and tables/: the profile's, or ``<profile>-<dataset>`` off CIFAR-10."""
+        return self.run_name or self.name
 
 
 _GALLERY = ("badnets_dbd_2x2", "grid3", "white3_fct", "white3_bb", "blend_kitty_dbd", "blend_kitty_bb",
@@ -43,7 +50,8 @@ PROFILES = {
     "smoke": Profile(
         name="smoke",
         description="CPU, 2 cores: bundled real CIFAR-10 subset (5,000 train / 1,000 test, JPEG re-encoded), "
-                    "ResNet-18 at width 8, short schedules; proves every code path and the qualitative effect",
+                    "narrow networks (ResNet-18, WRN-16 at width 8), short schedules; proves every code path and the "
+                    "qualitative effect",
         dataset="cifar10-smoke", train_per_class=None, test_per_class=None, model="resnet18", width=8,
         requires_gpu=False,
         supervised=TrainConfig(epochs=20, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="cosine",
@@ -53,12 +61,16 @@ PROFILES = {
         gallery_attacks=_GALLERY,
         deviations=(
             "data: 5,000 training / 1,000 test images of CIFAR-10 (JPEG re-encoded), not 50,000 / 10,000",
+            "dirty-label poisoning rate 10% instead of each paper's default, so the backdoor is learned on 5,000 images",
+            "poisoned indices: our own stream (numpy default_rng(data_seed)); the bundled subset is not in torchvision's "
+            "order, so the official streams cannot apply",
+        ),
+        model_deviations=(
             "model: ResNet-18 with base width 8 (features 64-d) instead of 64 (512-d)",
             "No-Defense training: 20 epochs, SGD lr 0.05, batch 64, cosine, no augmentation "
             "(paper: 200 epochs, lr 0.1, batch 128, steps at 100/150, random crop + flip). Measured on this "
             "data: with flip (which moves a corner patch) the 2x2 BadNets patch reached only ASR 24-50% "
             "against a clean->target rate of 16-17%; without augmentation ASR 97% at CTR 10%",
-            "dirty-label poisoning rate 10% instead of each paper's default, so the backdoor is learned on 5,000 images",
             "No-Defense table limited to three attacks for the CPU budget (the gallery shows all); measured earlier "
             "on this data: sig_bb ASR 99.7% (clean->target 0.0%), trojan3_fct 78.4% (8.4%), and WaNet not learned "
             "(24.4% vs 20.4%); those run in fast/paper",
@@ -73,11 +85,13 @@ PROFILES = {
         table_attacks=_FULL_TABLE,
         gallery_attacks=_GALLERY,
         deviations=(
-            "No-Defense training: 40 epochs with a cosine schedule instead of 200 epochs with steps at 100/150",
             "bf16 autocast and channels_last on the GPU (the official code trains in fp32)",
-            "DBD's Blended baseline config trains with RandomResizedCrop; this profile uses crop + flip for every attack",
             "poisoned indices: the official code's random stream (attacks/selection.py) on torchvision's CIFAR-10 files; "
             "on an image-folder copy (e.g. the JPEG archive, class by class) our own stream picks them, with a warning",
+        ),
+        model_deviations=(
+            "No-Defense training: 40 epochs with a cosine schedule instead of 200 epochs with steps at 100/150",
+            "DBD's Blended baseline config trains with RandomResizedCrop; this profile uses crop + flip for every attack",
         )),
     "paper": Profile(
         name="paper",
@@ -89,9 +103,11 @@ PROFILES = {
         gallery_attacks=_GALLERY,
         deviations=(
             "bf16 autocast and channels_last on the GPU (the official code trains in fp32)",
-            "DBD's Blended baseline config trains with RandomResizedCrop; this profile uses crop + flip for every attack",
             "poisoned indices: the official code's random stream (attacks/selection.py) on torchvision's CIFAR-10 files; "
             "on an image-folder copy (e.g. the JPEG archive, class by class) our own stream picks them, with a warning",
+        ),
+        model_deviations=(
+            "DBD's Blended baseline config trains with RandomResizedCrop; this profile uses crop + flip for every attack",
         )),
 }
 
@@ -120,6 +136,17 @@ def get_profile(name: str, **overrides) -> Profile:
     if unknown:
         raise ValueError(f"unknown profile parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     return validated(replace(PROFILES[name], **overrides))
+
+
+def profile_for(name: str, dataset: str | None = None) -> Profile:
+    """The named profile, on ``dataset`` if given (``fast`` / ``paper`` only: ``smoke`` runs on the bundled subset)."""
+    profile = get_profile(name)
+    if dataset is None or dataset == profile.dataset:
+        return profile
+    if not profile.requires_gpu:
+        raise ValueError(f"profile {name!r} runs on the bundled CIFAR-10 subset only; --dataset {dataset} needs "
+                         "--profile fast or paper")
+    return get_profile(name, dataset=dataset, run_name=f"{name}-{dataset}")
 
 
 def check_device(profile: Profile, device: torch.device) -> None:

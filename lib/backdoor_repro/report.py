@@ -18,6 +18,12 @@ from .paths import output_root
 from .reported import COLUMNS
 
 TIDY_COLUMNS = COLUMNS + ["profile", "seed"]
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar10-smoke": "CIFAR-10", "cifar100": "CIFAR-100", "gtsrb": "GTSRB"}
+
+
+def dataset_label(name: str) -> str:
+    """The name the papers' tables use for a dataset key (the bundled subset is CIFAR-10)."""
+    return DATASET_LABELS.get(name, name)
 
 
 def output_dir(kind: str, profile: str) -> Path:
@@ -41,6 +47,17 @@ def tidy(rows: list[dict], **constant) -> pd.DataFrame:
     if missing:
         raise ValueError(f"tidy table lacks columns {missing}")
     return df[TIDY_COLUMNS + [c for c in df.columns if c not in TIDY_COLUMNS]]
+
+
+def mean_std(df: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    """Tidy rows over seeds → one row per ``index`` with ``mean ± std (n)`` per metric (sample std)."""
+    grouped = df.groupby(list(index) + ["metric"], sort=False)["value"]
+    stats = grouped.agg(["mean", "std", "count"]).reset_index()
+    stats["cell"] = [f"{m:.2f} ± {s:.2f}" if n > 1 else f"{m:.2f}"
+                     for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
+    view = stats.pivot_table(index=list(index), columns="metric", values="cell", aggfunc="first", sort=False)
+    view["seeds"] = grouped.count().groupby(list(index), sort=False).max()
+    return view.reset_index()
 
 
 def wide(df: pd.DataFrame, index, columns) -> pd.DataFrame:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, replace
 
-from .attacks import Attack, canonical_overrides, get_attack
+from .attacks import POISONING_VERSION, Attack, canonical_overrides, get_attack
 from .data import ImageSet, fingerprint
 from .train import TrainConfig
 
 HOLDOUT_RULES = {
     "last": "the last `fraction` of the training indices, split off before poisoning (T&R on CIFAR); "
-            "on data not in the official order it falls back to 'balanced'",
-    "balanced": "a class-balanced random draw (seeded by data_seed), split off before poisoning (T&R on GTSRB)",
+            "on data not in torchvision's order it falls back to 'shuffled'",
+    "shuffled": "the set is permuted (seeded by data_seed), then the last `fraction` split off before poisoning; "
+                "the rest stays in permuted order (T&R on GTSRB, which shuffles unseeded)",
     "clean_subset": "a class-balanced random draw (seeded by data_seed) of the samples the attacker left clean; "
                     "they stay in the training set the backdoored model saw (FMP)",
 }
@@ -84,6 +85,10 @@ class RunSpec:
     def with_(self, **changes) -> "RunSpec":
         return replace(self, **changes)
 
+    def bound_to(self, train: ImageSet) -> "RunSpec":
+        """This spec with the fingerprint and device type of the loaded ``train`` (what ``for_profile`` records)."""
+        return replace(self, data_fingerprint=fingerprint(train), device_type=train.images.device.type)
+
     def with_attack(self, attack: str | None, **overrides) -> "RunSpec":
         return replace(self, attack=attack, attack_overrides=overrides if attack else {})
 
@@ -107,7 +112,7 @@ class RunSpec:
         for attacks that perturb images with a clean model first, whose model and schedule count."""
         key = {"dataset": self.dataset, "train_per_class": self.train_per_class, "data_fingerprint": self.data_fingerprint,
                "device_type": self.device_type, "attack": self.attack, "attack_overrides": self.attack_overrides,
-               "data_seed": self.data_seed, "holdout": self.holdout}
+               "data_seed": self.data_seed, "holdout": self.holdout, "poisoning_version": POISONING_VERSION}
         if self.attack is not None and self.make_attack().needs_adversary:
             clean = self.clean_model_for_poisoning()
             key["poisoning_clean_model"] = {"model": clean.model, "width": clean.width, "train": clean.supervised}
@@ -118,6 +123,17 @@ class RunSpec:
         stage that trains on the poisoned data (each stage adds its own config)."""
         return {**self.poisoning_key(), "model": self.model, "width": self.width, "num_classes": self.num_classes,
                 "seed": self.seed}
+
+    def attacker_key(self) -> dict:
+        """What decides the No-Defense (attacker's) model: the whole spec, except a holdout that is not split off
+        (FMP's clean subset does not change what the attacker trained on) and, for a clean model, the data seed."""
+        key = dataclasses.asdict(self)
+        if self.holdout is not None and not self.holdout.disjoint:
+            key["holdout"] = None
+        if self.attack is None:
+            key["data_seed"] = None
+        key["poisoning_version"] = POISONING_VERSION
+        return key
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)

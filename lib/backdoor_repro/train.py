@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from .augment import AUGMENTATIONS, augment, to_float
 from .cache import atomic_save, verified_load
 
-SCHEDULES = ("multistep", "cosine", "constant")
+SCHEDULES = ("multistep", "cosine", "cosine_epoch", "constant")
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,12 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "multistep"
+    optimizer: str = "sgd"  # "adam": torch Adam with coupled (L2) weight decay, momentum unused
+    schedule: str = "multistep"  # "cosine" per step; "cosine_epoch" = CosineAnnealingLR stepped per epoch
     milestones: tuple[int, ...] = (100, 150)  # epochs, for "multistep"
     gamma: float = 0.1
     augmentation: str = "crop_flip"
+    drop_last: bool = False
     seed: int = 0
     amp: bool = True  # bf16 autocast, CUDA only
     channels_last: bool = True  # CUDA only
@@ -48,6 +51,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augmentation!r}; choose from {', '.join(AUGMENTATIONS)}")
 
@@ -77,13 +82,33 @@ def lr_factor(cfg: TrainConfig, epoch_progress: float) -> float:
         return cfg.gamma ** sum(epoch_progress >= m for m in cfg.milestones)
     if cfg.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(epoch_progress / cfg.epochs, 1.0)))
+    if cfg.schedule == "cosine_epoch":
+        return 0.5 * (1 + math.cos(math.pi * min(math.floor(epoch_progress) / cfg.epochs, 1.0)))
     return 1.0
 
 
-def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     kwargs = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                            nesterov=cfg.nesterov, **kwargs)
+
+
+class Objective:
+    """What the supervised loop optimises: which parameters, which modules are in train mode, and the loss
+    of an augmented batch (returned with the logits, for the running accuracy). The default is plain
+    cross-entropy on the whole model; defenses subclass it (T&R's reconstruction loss, its head-only CutMix)."""
+
+    def parameters(self, model: torch.nn.Module):
+        return model.parameters()
+
+    def train_mode(self, model: torch.nn.Module) -> None:
+        model.train()
+
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
 
 
 def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
@@ -129,8 +154,10 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
                      evaluate: Callable[[torch.nn.Module], dict] | None = None, eval_every: int = 0,
-                     checkpoint: str | Path | None = None, progress: bool = True, desc: str = "train") -> TrainResult:
-    """Train ``model`` with SGD + cross-entropy on uint8 ``images`` (already on the target device).
+                     checkpoint: str | Path | None = None, progress: bool = True, desc: str = "train",
+                     objective: Objective | None = None) -> TrainResult:
+    """Train ``model`` on uint8 ``images`` (already on the target device) with ``cfg``'s optimizer and schedule
+    and ``objective`` (default: cross-entropy on every parameter).
 
     ``evaluate(model)`` is called after every ``eval_every`` epochs and after the last one; its dict is
     stored in the history. The model is left in eval mode with its last-epoch weights.
@@ -138,11 +165,14 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
     device = images.device
     if labels.device != device:
         raise ValueError("images and labels must be on the same device")
+    objective = objective or Objective()
     model, step_model = prepare_model(model, device, cfg)
-    opt = make_optimizer(model.parameters(), cfg, device)
+    opt = make_optimizer(objective.parameters(model), cfg, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     n = images.shape[0]
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{n} samples cannot fill one batch of {cfg.batch_size} with drop_last")
     result, start_epoch = TrainResult(), 0
     saved = verified_load(checkpoint, map_location=device) if checkpoint else None
     if saved is not None:
@@ -153,23 +183,23 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
     started, seen = time.perf_counter(), 0
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
-        model.train()
+        objective.train_mode(model)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for step, idx in enumerate(shuffled_batches(n, cfg.batch_size, gen, device)):
+        for step, idx in enumerate(shuffled_batches(n, cfg.batch_size, gen, device, cfg.drop_last)):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
             x = model_input(augment(to_float(images[idx]), cfg.augmentation, gen), cfg.channels_last)
             y = labels[idx]
             with autocast(device, cfg.amp):
-                logits = step_model(x)
-                loss = F.cross_entropy(logits, y)
+                loss, logits = objective.loss(step_model, x, y, gen)
             optimizer_step(opt, loss)
             loss_sum += loss.detach() * y.shape[0]
             correct += (logits.argmax(1) == y).sum()
-        seen += n
-        record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n, "train_acc": 100 * correct.item() / n,
-                  "lr": opt.param_groups[0]["lr"]}
+        seen_epoch = steps_per_epoch * cfg.batch_size if cfg.drop_last else n
+        seen += seen_epoch
+        record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen_epoch,
+                  "train_acc": 100 * correct.item() / seen_epoch, "lr": opt.param_groups[0]["lr"]}
         if evaluate is not None and ((eval_every and (epoch + 1) % eval_every == 0) or epoch + 1 == cfg.epochs):
             record.update(evaluate(model))
         result.history.append(record)

@@ -1,8 +1,8 @@
 """Poisoning attacks: ``get_attack(key).poison(train_set, data_seed)`` and ``attack.test_population(test_set)``."""
 from .base import Attack, PoisonedSet, Trigger
 from .label_consistent import pgd_adversary
-from .registry import ATTACKS, canonical_overrides, get_attack, register
+from .registry import ATTACKS, POISONING_VERSION, canonical_overrides, get_attack, register
 from .selection import SELECTIONS, select_poison
 
-__all__ = ["ATTACKS", "Attack", "PoisonedSet", "SELECTIONS", "Trigger", "canonical_overrides", "get_attack",
+__all__ = ["ATTACKS", "POISONING_VERSION", "Attack", "PoisonedSet", "SELECTIONS", "Trigger", "canonical_overrides", "get_attack",
            "pgd_adversary", "register", "select_poison"]

@@ -1,4 +1,4 @@
-"""Additive triggers: Trojan (§3.3) and SIG (§3.4) of ``attacks.md``."""
+"""Additive triggers of ``attacks.md``: Trojan (§3.3), SIG (§3.4), T&R's ℓ0-/ℓ2-invisible (§3.7) and smooth (§3.8)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,6 +18,27 @@ class AdditiveTrigger:
     def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
         pattern = self.pattern if train or self.pattern_test is None else self.pattern_test
         return ops.add(images, pattern, self.rounding)
+
+
+@dataclass(frozen=True, eq=False)
+class MaskAddTrigger:
+    """``x · keep + t`` (T&R ``l0_inv``)."""
+
+    keep: torch.Tensor  # float (3, H, W), 0 where the pattern replaces the image
+    pattern: torch.Tensor  # float (3, H, W)
+
+    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
+        return ops.mask_add(images, self.keep, self.pattern)
+
+
+@dataclass(frozen=True, eq=False)
+class MinMaxAddTrigger:
+    """``x + t`` rescaled per image to the full [0, 255] range (T&R ``smooth``)."""
+
+    pattern: torch.Tensor  # float (3, H, W)
+
+    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
+        return ops.add_minmax(images, self.pattern)
 
 
 def sinusoid(delta: float, frequency: float = 6, size: int = 32) -> torch.Tensor:

@@ -20,6 +20,13 @@ SHA256 = {
     "backdoorbench/hello_kitty.jpeg": "10f470812922a1b22d34755f491b23f2cabc6e32f236a26e48d2dddd396ae2b3",
     "trap_and_replace/trojan_3x3.png": "9c4001742dfaa9e0033767fbc434b58da422cf1961a934e7a5cb2d1323aa011f",
     "trap_and_replace/sig.png": "5d361fa383646200cd8c7851249f4a971c19fbf09c6137d7ca5b54078c2b1ce5",
+    "trap_and_replace/trojan_8x8.png": "b47420e27b0a78a828787526930d77651a8ce7124f59b89ac495de787eb25b66",
+    "trap_and_replace/trojan_wm.png": "1ed725dab526c7218333640cc6dc18cb85aa1c1c2d6497082b3234a24c77e3fa",
+    "trap_and_replace/l0_inv.png": "c979bfd3deab944b59f1e3d9172fb56b19bff081d3f596ed61e6fab70e62fc51",
+    "trap_and_replace/mask.npy": "d8eeee5213e4d1648d358688ac20b0485a55981d85f261c537421bd397200bf3",
+    "trap_and_replace/l2_inv.png": "138a28d3883d4e3095a304ac441c2b9011bb19dbb43d0d5d3b535f13f7669e69",
+    "trap_and_replace/smooth_cifar10.png": "ef17d02fc868e8f515f61ef81492bc9d1f3b5696d35c120648f8a6c2baeee955",
+    "trap_and_replace/smooth_gtsrb.png": "c85ed38c9b5feb9f61808659d8fa189d46e623b30deb3d93d0cf9ff158b2f2c7",
 }
 
 
@@ -47,6 +54,12 @@ def image_asset(name: str, size: int | None = None, resample: int = Image.BICUBI
         if size is not None:
             im = im.resize((size, size), resample)
         return _chw(np.asarray(im, dtype=np.uint8))
+
+
+@lru_cache(maxsize=None)
+def array_asset(name: str) -> torch.Tensor:
+    """A ``.npy`` trigger file as a tensor of its own dtype."""
+    return torch.from_numpy(np.load(asset_path(name)))
 
 
 @lru_cache(maxsize=None)

@@ -13,6 +13,7 @@ from .selection import CLEAN_LABEL_SELECTIONS, DETERMINISTIC, OFFICIAL_STREAMS, 
 
 LABEL_MODES = ("all2one", "all2all", "clean_label")
 INDEX_CHOICES = ("ours", "official")
+OFFICIAL_DATASETS = ("cifar10", "cifar100")  # the official streams index these sets in torchvision's order
 
 
 class Trigger(Protocol):
@@ -102,9 +103,9 @@ class Attack:
             warnings.warn(f"{self.key}: no official index stream for selection {self.selection!r} "
                           f"(official code: {stream or 'none'}); using ours", stacklevel=3)
             return "ours"
-        if data is not None and data.order != "torchvision":
-            warnings.warn(f"{self.key}: official indices need the training set in torchvision's order; "
-                          f"{data.name} is in {data.order!r} order, so our own stream picks the indices", stacklevel=3)
+        if data is not None and (data.order != "torchvision" or data.name not in OFFICIAL_DATASETS):
+            warnings.warn(f"{self.key}: official indices exist for CIFAR-10/100 in torchvision's order; {data.name} "
+                          f"is in {data.order!r} order, so our own stream picks the indices", stacklevel=3)
             return "ours"
         return stream
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from . import ops
 from .assets import image_asset
+from .resize import skimage_resize_uint8
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +44,13 @@ def kitty_fct(size: int = 32) -> torch.Tensor:
     image × 255, done here with torch; equal to OpenCV 4.11's output at 32 × 32, checked value for value)."""
     full = image_asset("dbd/hello_kitty.png").float().unsqueeze(0)
     return F.interpolate(full, size=(size, size), mode="bilinear", align_corners=False, antialias=False)[0]
+
+
+def kitty_tr(size: int = 32) -> torch.Tensor:
+    """T&R ``blend.png`` (the same file as DBD's): scikit-image ``resize`` (bilinear, anti-aliased) and
+    ``img_as_ubyte``, as uint8 ``(3, H, W)``."""
+    full = image_asset("dbd/hello_kitty.png").permute(1, 2, 0).numpy()
+    return torch.from_numpy(skimage_resize_uint8(full, size)).permute(2, 0, 1).contiguous()
 
 
 def kitty_backdoorbench(size: int = 32) -> torch.Tensor:

@@ -68,6 +68,21 @@ def add(images: torch.Tensor, pattern: torch.Tensor, rounding: str = "clip_floor
     return quantize(images.to(dtype) + pattern.to(images.device, dtype), rounding)
 
 
+def mask_add(images: torch.Tensor, keep: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """``x · keep + t`` in float64, clip, truncate (T&R ``l0_inv``: ``keep`` is 1 − its mask)."""
+    x = images.double() * keep.to(images.device, torch.float64) + pattern.to(images.device, torch.float64)
+    return quantize(x, "clip_floor")
+
+
+def add_minmax(images: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """``x + t``, then each image min–max rescaled over all its values to [0, 255], in float64 as T&R's
+    ``smooth`` (``(d − min) / (max − min) · 255``), clip, truncate."""
+    x = images.double() + pattern.to(images.device, torch.float64)
+    low = x.amin(dim=(1, 2, 3), keepdim=True)
+    span = x.amax(dim=(1, 2, 3), keepdim=True) - low
+    return quantize((x - low) / span * 255, "clip_floor")
+
+
 def warp(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear ``grid_sample`` (align_corners=True) with one grid per image or one for all."""
     grid = grid.to(images.device)

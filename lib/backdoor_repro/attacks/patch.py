@@ -41,6 +41,18 @@ def grid3() -> PatchTrigger:
     return square_patch(slice(29, 32), slice(29, 32), GRID3)
 
 
+def four_corner_grid3() -> PatchTrigger:
+    """T&R ``cl``: identical translated copies of the ``grid3`` pattern at the four exact corners
+    (rows/cols {0–2, 29–31} × {0–2, 29–31}), every channel."""
+    pattern = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    mask = torch.zeros(3, 32, 32, dtype=torch.bool)
+    for rows in (slice(0, 3), slice(29, 32)):
+        for cols in (slice(0, 3), slice(29, 32)):
+            pattern[:, rows, cols] = torch.as_tensor(GRID3, dtype=torch.uint8)
+            mask[:, rows, cols] = True
+    return PatchTrigger(pattern, mask)
+
+
 def white_square(first: int, side: int) -> PatchTrigger:
     return square_patch(slice(first, first + side), slice(first, first + side), 255)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import additive, blend, patch, wanet
-from .assets import fct_trojan_pattern, image_asset, wrapped_stripes
+from .assets import array_asset, fct_trojan_pattern, image_asset, wrapped_stripes
 from .base import Attack
 
 
@@ -22,6 +22,10 @@ class AttackEntry:
 
 
 ATTACKS: dict[str, AttackEntry] = {}
+
+# Part of every poisoned set's artifact key: bump it when a trigger's pixels or a selection rule change, so no
+# artifact built from the old poisoned sets is reused. 1: official index streams, per-code-base blend arithmetic.
+POISONING_VERSION = 1
 
 
 def register(key: str, family: str, papers: str, description: str):
@@ -77,6 +81,12 @@ def _grid3(data_seed=0, **common):
                  official_stream="fct", source="FCT utils/dataloader_bd.py; T&R datasets/cifar.py")
 
 
+@register("grid3_tr", "BadNets", "T&R", "3x3 grid, rows/cols 29-31, the first int(0.1 N) non-target images (T&R badnet_grid)")
+def _grid3_tr(data_seed=0, **common):
+    return _make("grid3_tr", patch.grid3(), common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source="T&R datasets/cifar.py")
+
+
 @register("white4_tr", "BadNets", "T&R", "white 4x4, rows/cols 27-30 (T&R badnet_sq)")
 def _white4_tr(data_seed=0, **common):
     return _make("white4_tr", patch.white_square(27, 4), common, target=0, selection="first_n_nontarget", rate=0.1,
@@ -118,6 +128,14 @@ def _blend_kitty_bb(data_seed=0, alpha=0.2, **common):
                  official_stream="backdoorbench", source="FMT utils/aggregate_block/bd_attack_generate.py")
 
 
+@register("blend_kitty_tr", "Blended", "T&R", "Hello Kitty, scikit-image anti-aliased resize, 0.8 x + 0.2 t in "
+          "float64 (T&R blend)")
+def _blend_kitty_tr(data_seed=0, alpha=0.2, **common):
+    trigger = blend.BlendTrigger(blend.kitty_tr(), alpha, arithmetic="float64")
+    return _make("blend_kitty_tr", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source="T&R datasets/cifar.py, triggers/blend.png")
+
+
 @register("blend_strip_fct", "Blended", "FCT", "wrapped stripe pattern s, alpha 0.2, dirty label (Blend-Strip)")
 def _blend_strip_fct(data_seed=0, alpha=0.2, **common):
     trigger = blend.BlendTrigger(wrapped_stripes(), alpha, rounding="cast_wrap", arithmetic="float64")
@@ -144,6 +162,46 @@ def _trojan3_tr(data_seed=0, **common):
     trigger = additive.AdditiveTrigger(image_asset("trap_and_replace/trojan_3x3.png").float())
     return _make("trojan3_tr", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
                  source="T&R triggers/trojan_3x3.png")
+
+
+@register("trojan8_tr", "Trojan", "T&R", "8x8 Trojan (I-BAU trojan_sq), rows/cols 21-29, added, saturating (T&R trojan_8x8)")
+def _trojan8_tr(data_seed=0, **common):
+    trigger = additive.AdditiveTrigger(image_asset("trap_and_replace/trojan_8x8.png").float())
+    return _make("trojan8_tr", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source="T&R triggers/trojan_8x8.png")
+
+
+@register("trojan_wm_tr", "Trojan", "T&R", "Trojan watermark, 321 pixels in rows/cols 0-29, added, saturating (T&R trojan_wm)")
+def _trojan_wm_tr(data_seed=0, **common):
+    trigger = additive.AdditiveTrigger(image_asset("trap_and_replace/trojan_wm.png").float())
+    return _make("trojan_wm_tr", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source="T&R triggers/trojan_wm.png")
+
+
+# ---------------------------------------------------------------- l0 / l2 invisible, smooth (§3.7, §3.8; T&R only)
+@register("l0_inv", "Invisible", "T&R", "9 pixels of row 31 (cols 23-31) replaced: x (1 - M) + t (T&R l0_inv)")
+def _l0_inv(data_seed=0, **common):
+    keep = 1 - array_asset("trap_and_replace/mask.npy").double()
+    trigger = additive.MaskAddTrigger(keep, image_asset("trap_and_replace/l0_inv.png").double())
+    return _make("l0_inv", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source="T&R triggers/l0_inv.png, mask.npy")
+
+
+@register("l2_inv", "Invisible", "T&R", "full-image pattern (905 non-zero pixels, max 68), added, saturating (T&R l2_inv)")
+def _l2_inv(data_seed=0, **common):
+    trigger = additive.AdditiveTrigger(image_asset("trap_and_replace/l2_inv.png").float())
+    return _make("l2_inv", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source="T&R triggers/l2_inv.png")
+
+
+@register("smooth_tr", "Smooth", "T&R", "low-frequency pattern added, then each image min-max rescaled to [0, 255] "
+          "(T&R smooth; variant='gtsrb' for its GTSRB pattern)")
+def _smooth_tr(data_seed=0, variant="cifar10", **common):
+    if variant not in ("cifar10", "gtsrb"):
+        raise ValueError(f"smooth_tr: variant must be 'cifar10' or 'gtsrb', got {variant!r}")
+    trigger = additive.MinMaxAddTrigger(image_asset(f"trap_and_replace/smooth_{variant}.png").double())
+    return _make("smooth_tr", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
+                 source=f"T&R triggers/smooth_{variant}.png")
 
 
 # ---------------------------------------------------------------- SIG (§3.4)
@@ -185,3 +243,11 @@ def _lc_dbd(data_seed=0, eps=16 / 255, step=2 / 255, steps=20, **common):
     return _make("lc_dbd", patch.grid3(), common, target=3, label_mode="clean_label", selection="target_fraction",
                  rate=0.25, pgd={"eps": eps, "step": step, "steps": steps},
                  source="DBD paper (not in official code); LC per attacks.md")
+
+
+@register("cl_tr", "Label-consistent", "T&R", "target-class images made hard by PGD (our substitute for MadryLab's "
+          "inf_16 images), then grid3 at all four corners; test: the corners only (T&R cl)")
+def _cl_tr(data_seed=0, eps=16 / 255, step=2 / 255, steps=20, **common):
+    return _make("cl_tr", patch.four_corner_grid3(), common, target=0, label_mode="clean_label",
+                 selection="first_n_target", rate=0.1, pgd={"eps": eps, "step": step, "steps": steps},
+                 source="T&R datasets/cifar.py (adversarial images: PGD substitute, see attacks.md §5)")

@@ -21,7 +21,7 @@ import torch
 
 from .. import metrics
 from ..cache import ArtifactCache
-from ..pipeline import RunData, data_key
+from ..pipeline import RunData, check_run_data
 from ..spec import Holdout, RunSpec
 from ..stages import StageRecord
 
@@ -61,8 +61,14 @@ class Defense:
     title: str
     needs: frozenset = frozenset()
     holdout: Holdout | None = None  # the holdout its threat model grants (None: no clean data)
+    holdouts: Mapping[str, Holdout] = {}  # per profile, where it differs from `holdout`
+    spec_changes: Mapping[str, dict] = {}  # per profile: RunSpec fields its protocol sets (model, width, schedule)
     configs: Mapping[str, Any] = {}
     deviations: Mapping[str, tuple[str, ...]] = {}
+
+    def holdout_for(self, profile: str, dataset: str | None = None) -> Holdout | None:
+        """The holdout rule for ``profile`` (and ``dataset``, where a defense's code treats datasets differently)."""
+        return self.holdouts.get(profile, self.holdout)
 
     def __repr__(self) -> str:
         return f"<defense {self.key}: {self.title}>"
@@ -88,10 +94,10 @@ class Defense:
         """Clear errors before any compute: data built from another spec, a missing holdout, no attack."""
         if spec.attack is None:
             raise ValueError(f"{self.key}: the spec has no attack; a defense runs on a poisoned training set")
-        if data.key != data_key(spec):
-            raise ValueError(f"{self.key}: the data were built from another spec (build them with pipeline.run_data(spec, ...))")
+        check_run_data(spec, data)
         if "clean_holdout" in self.needs and data.holdout is None:
-            raise ValueError(f"{self.key} needs a clean holdout: build the spec with holdout={self.holdout!r}")
+            raise ValueError(f"{self.key} needs a clean holdout: build the spec with holdout={self.holdout!r} "
+                             "(Experiment.spec(attack, defense=...) does)")
 
     def run(self, spec: RunSpec, data: RunData, cfg, cache: ArtifactCache | None = None,
             progress: bool = False) -> DefenseResult:

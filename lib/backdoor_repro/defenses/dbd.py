@@ -15,7 +15,7 @@ import torch
 from ..cache import ArtifactCache
 from ..evaluation import AttackEvaluator
 from ..models import build_model
-from ..pipeline import RunData, supervised_model
+from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
 from .base import Defense, DefenseResult, register_defense
@@ -95,6 +95,7 @@ def _classifier(spec: RunSpec):
 
 def simclr_stage(spec: RunSpec, data: RunData, cfg: SimCLRConfig, cache: ArtifactCache):
     """Stage 1 on the poisoned training images (labels unused). Returns ``(backbone, StageRecord)``."""
+    check_run_data(spec, data)
     def build(_partial):
         torch.manual_seed(spec.seed)
         clf = build_model(spec.model, spec.num_classes, spec.width)
@@ -129,6 +130,7 @@ def _stage_key(spec: RunSpec, cfg: DBDConfig, upto: str) -> dict:
 def head_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache):
     """Stage 2: linear head on the frozen backbone. Returns ``(model, StageRecord)``; the record's extras
     hold the Adam state that stage 3 continues."""
+    check_run_data(spec, data)
     def build(_partial):
         model = _initial_model(spec, data, cfg, cache).to(data.train.images.device)
         history, opt = train_head(model, data.train.images, data.train.labels, cfg.head, spec.seed)
@@ -141,6 +143,7 @@ def head_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCach
 def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache):
     """Stage 3 (full DBD with ``cfg.finetune.mode == "mixmatch"``), evaluated on ``data.test`` after every
     epoch. Returns ``(model, StageRecord)``; the extras hold the last ranking's per-sample losses and credible half."""
+    check_run_data(spec, data)
     def build(_partial):
         model, head = head_stage(spec, data, cfg, cache)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.head.lr)

@@ -1,16 +1,19 @@
 """Models take float images in [0, 1]; normalisation is the first layer, so attacks (PGD) and
-defenses work in pixel space. ``model.backbone`` gives features, ``model.head`` the logits."""
+defenses work in pixel space. For the ResNets ``model.backbone`` gives features, ``model.head`` the logits;
+``wrn16`` is Trap-and-Replace's WRN-16 (no normalisation, ``model.stem`` + ``model.head``)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
 from .resnet import preact_resnet18_backbone, resnet18_backbone
+from .wrn import TrapNet
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD_DBD = (0.2023, 0.1994, 0.2010)  # the std every CIFAR codebase of the four papers uses
 
 BACKBONES = {"resnet18": resnet18_backbone, "preact_resnet18": preact_resnet18_backbone}
+MODELS = (*BACKBONES, "wrn16")
 
 
 class Normalize(nn.Module):
@@ -37,12 +40,20 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(name: str, num_classes: int, width: int = 64, mean=CIFAR10_MEAN, std=CIFAR10_STD_DBD) -> Classifier:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(BACKBONES)}")
-    if width < 1:
-        raise ValueError(f"width must be positive, got {width}")
+def build_model(name: str, num_classes: int, width: int = 64, mean=CIFAR10_MEAN, std=CIFAR10_STD_DBD,
+                **options) -> nn.Module:
+    """``width``: the first stage's channels (64 for the papers' ResNet-18s, 16 for WRN-16-1). ``options``
+    go to :class:`TrapNet` for ``wrn16`` (``stem_end_block``, ``decoder``)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    if name == "wrn16":
+        return TrapNet(num_classes, width, **options)
+    if options:
+        raise ValueError(f"{name} takes no options, got {sorted(options)}")
     return Classifier(BACKBONES[name](width), num_classes, mean, std)
 
 
-__all__ = ["BACKBONES", "CIFAR10_MEAN", "CIFAR10_STD_DBD", "Classifier", "Normalize", "build_model"]
+__all__ = ["BACKBONES", "CIFAR10_MEAN", "CIFAR10_STD_DBD", "Classifier", "MODELS", "Normalize", "TrapNet",
+           "build_model"]
