@@ -8,7 +8,7 @@ caller_dir="$PWD"
 cd "$(dirname "$0")"
 
 ORDER=(attacks dbd trap_and_replace fct fmp)  # the order notebooks run in; missing ones are skipped
-profile=smoke; only=""; data_root=""; download=False; device=auto; dataset=""
+profile=smoke; only=""; data_root=""; download=False; device=auto; dataset=""; attacks=""
 
 usage() {
   sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
@@ -19,6 +19,8 @@ Options:
   --data-root DIR              torchvision root or image-folder tree (train/<class>/, test/<class>/)
   --dataset cifar10|cifar100|gtsrb   the dataset of a fast/paper run (default: the profile's, CIFAR-10)
   --download                   allow torchvision to download the dataset
+  --attacks a,b                a slice: only these of each notebook's attacks (and the sections that use them);
+                               partial tables, marked in each notebook's <name>_run.json
   --device auto|cpu|cuda       default auto
   --list                       list the notebooks and exit
 Executed notebooks go to notebooks/executed/<profile>[-<dataset>]/, figures to figures/<profile>[-<dataset>]/,
@@ -35,6 +37,7 @@ while [[ $# -gt 0 ]]; do
     --data-root) data_root="${2:?--data-root needs a value}"; [[ "$data_root" = /* ]] || data_root="$caller_dir/$data_root"; shift 2 ;;
     --download) download=True; shift ;;
     --dataset) dataset="${2:?--dataset needs a value}"; shift 2 ;;
+    --attacks) attacks="${2:?--attacks needs a value}"; shift 2 ;;
     --device) device="${2:?--device needs a value}"; shift 2 ;;
     --list) available; exit 0 ;;
     -h|--help) usage; exit 0 ;;
@@ -59,6 +62,7 @@ preflight=(--profile "$profile" --device "$device")
 [[ -n "$data_root" ]] && preflight+=(--data-root "$data_root")
 [[ "$download" == True ]] && preflight+=(--download)
 [[ -n "$dataset" ]] && preflight+=(--dataset "$dataset")
+[[ -n "$attacks" ]] && preflight+=(--attacks "$attacks")
 "$PYTHON" -m backdoor_repro.preflight "${preflight[@]}"
 
 run_name="$profile${dataset:+-$dataset}"
@@ -67,6 +71,7 @@ mkdir -p "$out"
 params=(-p profile "$profile" -p device "$device" -p download "$download")
 [[ -n "$data_root" ]] && params+=(-p data_root "$(cd "$data_root" && pwd)")
 [[ -n "$dataset" ]] && params+=(-p dataset "$dataset")
+[[ -n "$attacks" ]] && params+=(-p attacks "$attacks")
 export MPLBACKEND=Agg
 for n in "${notebooks[@]}"; do
   echo "== $n ($profile)"

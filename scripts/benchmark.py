@@ -2,8 +2,9 @@
 
 Stages (``--stage``): ``supervised`` (SGD + CE, random crop + flip), ``simclr`` (DBD stage 1: two SimCLR
 views per image, DBD's loss), ``mixmatch`` (DBD stage 3: 64 labeled + 64 unlabeled images per step,
-two views of the unlabeled ones) and ``tr_trap`` (T&R stage 1: WRN-16-1 with its reconstruction decoder,
-Adam, batch 256). Each stage trains the same network with the same step both ways.
+two views of the unlabeled ones), ``tr_trap`` (T&R stage 1: WRN-16-1 with its reconstruction decoder,
+Adam, batch 256) and ``ssctl`` (FCT D-ST's encoder: two SupContrast views, SupCon with the SS-CTL mask,
+batch 512). Each stage trains the same network with the same step both ways.
 The baseline is what the official code does: PIL images, torchvision transforms per sample in DataLoader
 workers, fp32. Ours: uint8 data resident on the device, batched on-device augmentation, bf16 autocast +
 channels_last on CUDA, optional torch.compile. Both are measured in the same run and the ratio printed
@@ -28,8 +29,10 @@ import backdoor_repro as br
 from backdoor_repro.models import CIFAR10_MEAN, CIFAR10_STD_DBD
 from backdoor_repro.defenses.dbd_stages import (FinetuneConfig, SelfSupervised, SimCLRConfig, mixmatch_step,
                                                 train_iterations, train_simclr)
+from backdoor_repro.defenses.fct import EncoderConfig, SSCTLObjective
 from backdoor_repro.defenses.trap_and_replace import TrapConfig, TrapObjective
-from backdoor_repro.losses import simclr_loss_dbd, total_variation
+from backdoor_repro.losses import simclr_loss_dbd, supcon_loss, supcon_positive_mask, total_variation
+from backdoor_repro.models import ContrastiveEncoder
 from backdoor_repro.report import provenance
 
 
@@ -194,6 +197,58 @@ def tr_trap_ours(images, labels, args, device) -> float:
     return _timed(run, args.epochs, (len(labels) // 256) * 256, device)
 
 
+def _ssctl_model(args, device):
+    clf = br.build_model("resnet18", 10, args.width)
+    model = ContrastiveEncoder(clf.backbone, clf.normalize, 128, batch_norm=False).to(device)
+    return model, torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
+
+
+def _flags(n):
+    return torch.as_tensor(np.random.default_rng(0).integers(0, 3, n))  # D_c / D_u / D_p, as SD would give
+
+
+class IndexedDataset(ArrayDataset):
+    """Also returns the sample index (the SD flags are looked up per sample)."""
+
+    def __getitem__(self, i):
+        image, label = super().__getitem__(i)
+        return image, label, i
+
+
+def ssctl_baseline(images, labels, args, device) -> float:
+    view = T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1.0)), T.RandomHorizontalFlip(),
+                      T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
+                      T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD_DBD)])
+    flags = _flags(len(labels)).to(device)
+    data = IndexedDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), lambda im: torch.stack([view(im), view(im)]))
+    loader = torch.utils.data.DataLoader(data, batch_size=args.simclr_batch, shuffle=True, num_workers=args.workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    model, opt = _ssctl_model(args, device)
+    model.normalize = torch.nn.Identity()  # the transform already normalises
+
+    def epoch():
+        model.train()
+        for views, y, idx in loader:
+            views, y, idx = views.to(device, non_blocking=True), y.to(device), idx.to(device)
+            z1, z2 = model(torch.cat([views[:, 0], views[:, 1]])).chunk(2)
+            loss = supcon_loss(z1, z2, supcon_positive_mask(y, flags[idx], "code"))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return _timed(epoch, args.epochs, len(labels), device)
+
+
+def ssctl_ours(images, labels, args, device) -> float:
+    images, labels = images.to(device), labels.to(device)
+    model, _ = _ssctl_model(args, device)
+    cfg = EncoderConfig(epochs=1, batch_size=args.simclr_batch, warmup_epochs=0).train_config(seed=0)
+    objective = SSCTLObjective(_flags(len(labels)).to(device), EncoderConfig())
+    run = lambda: br.train_supervised(model, images, labels, cfg.with_(compile=args.compile), progress=False,  # noqa: E731
+                                      objective=objective)
+    return _timed(run, args.epochs, len(labels), device)
+
+
 def _timed(epoch_fn, epochs: int, images_per_epoch: int, device, warm: bool = True) -> float:
     if warm:
         epoch_fn()  # warm-up: worker start, autotuning, compilation
@@ -210,7 +265,8 @@ def _timed(epoch_fn, epochs: int, images_per_epoch: int, device, warm: bool = Tr
 STAGES = {"supervised": (baseline_images_per_second, ours_images_per_second),
           "simclr": (simclr_baseline, simclr_ours),
           "mixmatch": (mixmatch_baseline, mixmatch_ours),
-          "tr_trap": (tr_trap_baseline, tr_trap_ours)}
+          "tr_trap": (tr_trap_baseline, tr_trap_ours),
+          "ssctl": (ssctl_baseline, ssctl_ours)}
 
 
 def main():

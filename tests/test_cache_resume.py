@@ -76,3 +76,34 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     straight, _ = _tiny_run(None)
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def _dropout_run(checkpoint=None, fail_at=None):
+    """A network whose head has dropout (T&R's stage-2 head): resuming must continue the global RNG stream too."""
+    torch.manual_seed(0)
+    model = build_model("wrn16", 10, 4)
+    model.head = model.fresh_head(0.5)
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (32, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-3, optimizer="adam", augmentation="none", checkpoint_every=1)
+    calls = []
+
+    def maybe_fail(m):
+        if fail_at is not None and len(calls) + 1 == fail_at:
+            raise Interrupt
+        calls.append(1)
+        return {}
+
+    train_supervised(model, images, torch.arange(32) % 10, cfg, evaluate=maybe_fail, eval_every=1,
+                     checkpoint=checkpoint, progress=False)
+    return model
+
+
+def test_resume_continues_the_dropout_stream(tmp_path):
+    ckpt = tmp_path / "run.partial.pt"
+    with pytest.raises(Interrupt):
+        _dropout_run(ckpt, fail_at=2)
+    torch.manual_seed(123)  # whatever the process did in between
+    resumed, straight = _dropout_run(ckpt), _dropout_run(None)
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
+        assert torch.equal(a, b)

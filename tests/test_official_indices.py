@@ -57,6 +57,7 @@ def backdoorbench_reference(labels, pool, ratio=0.1, seed=0):
     ("blend_kitty_fct", lambda: fct_reference(LABELS, np.flatnonzero(LABELS != 0))),
     ("white3_fct", lambda: fct_reference(LABELS, np.arange(N))),
     ("sig_fct", lambda: fct_reference(LABELS, np.flatnonzero(LABELS == 0))),
+    ("cl_fct", lambda: fct_reference(LABELS, np.flatnonzero(LABELS == 0))),
     ("white3_bb", lambda: backdoorbench_reference(LABELS, np.arange(N))),
     ("blend_kitty_bb", lambda: backdoorbench_reference(LABELS, np.arange(N))),
     ("sig_bb", lambda: backdoorbench_reference(LABELS, np.flatnonzero(LABELS == 0), ratio=0.05)),
@@ -112,7 +113,7 @@ COUNTS = {
     "blend_kitty_fct": 4500, "blend_kitty_bb": 5000, "blend_strip_fct": 4500, "trojan3_fct": 4500,
     "trojan3_tr": 5000, "sig_fct": 500, "sig_bb": 5000, "sig_tr_wrapped": 5000, "lc_dbd": 1250,
     "grid3_tr": 5000, "trojan8_tr": 5000, "trojan_wm_tr": 5000, "l0_inv": 5000, "l2_inv": 5000, "smooth_tr": 5000,
-    "blend_kitty_tr": 5000, "cl_tr": 5000,
+    "blend_kitty_tr": 5000, "cl_tr": 5000, "cl_fct": 500,
 }
 
 

@@ -3,6 +3,8 @@ against hand-computed values, and what each stage may change (stage 2: only the 
 BatchNorm statistics untouched; the holdout never poisoned and never seen by stage 1)."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,7 +73,7 @@ def test_total_variation_and_mse_by_hand():
     assert total_variation(img).item() == pytest.approx(18 / 4)
     model = build_model("wrn16", 10, 4, decoder=True)
     x = torch.rand(2, 3, 32, 32)
-    loss, logits = TrapObjective(10.0, 1.0).loss(model, x, torch.tensor([1, 2]), None)
+    loss, logits = TrapObjective(10.0, 1.0).loss(model, x, torch.tensor([1, 2]), None, None)
     _, rec = model.forward_with_reconstruction(x)
     want = F.cross_entropy(logits, torch.tensor([1, 2])) + 10 * ((rec - x) ** 2).mean() + total_variation(rec)
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
@@ -146,3 +148,65 @@ def test_defense_refuses_a_spec_without_its_network(tmp_path):
         d.run(spec, data, d.shortened(d.config("smoke")), ArtifactCache(tmp_path))
     with pytest.raises(ValueError, match="stem_end_block"):
         TRConfig(stem_end_block=3)
+
+
+def test_cutmix_box_equals_the_official_rand_bbox_on_the_same_draws():
+    """Replay each draw of :func:`cutmix` through the official ``rand_bbox`` arithmetic (numpy, int casts)."""
+    x = torch.rand(8, 3, 32, 32)
+    for seed in range(300):
+        mixed, perm, lam = cutmix(x, torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        lam0, p = float(torch.rand((), generator=g)), torch.randperm(8, generator=g)
+        cx, cy = int(torch.randint(0, 32, (), generator=g)), int(torch.randint(0, 32, (), generator=g))
+        cut = int(32 * np.sqrt(1.0 - lam0))
+        x1, x2 = np.clip(cx - cut // 2, 0, 32), np.clip(cx + cut // 2, 0, 32)
+        y1, y2 = np.clip(cy - cut // 2, 0, 32), np.clip(cy + cut // 2, 0, 32)
+        want = x.clone()
+        want[:, :, x1:x2, y1:y2] = x[p][:, :, x1:x2, y1:y2]
+        assert torch.equal(mixed, want) and torch.equal(perm, p), seed
+        assert lam.item() == pytest.approx(1 - (x2 - x1) * (y2 - y1) / 1024, abs=1e-6)
+
+
+def test_per_epoch_cosine_and_drop_last_follow_the_official_loop():
+    cfg = TrainConfig(epochs=7, batch_size=16, lr=0.03, optimizer="adam", schedule="cosine_epoch", drop_last=True)
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    official = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)
+    from backdoor_repro.train import lr_factor
+    for epoch in range(7):
+        for step in range(3):
+            assert 0.03 * lr_factor(cfg, epoch + step / 3) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        opt.step()
+        official.step()
+    net = build_model("wrn16", 10, 4)
+    seen = []
+    net.stem[0].register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
+    from backdoor_repro.train import train_supervised
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    train_supervised(net, images, torch.arange(40) % 10, cfg.with_(epochs=1, augmentation="none"), progress=False)
+    assert seen == [16, 16]  # 40 images, batch 16, drop_last: the short batch of 8 is dropped
+
+
+def test_stage_one_sees_exactly_the_poisoned_split(tmp_path, monkeypatch):
+    train = _tiny()
+    spec = RunSpec("tiny", None, "wrn16", 4, 10, "grid3_tr", {}, 0, 0,
+                   TrainConfig(epochs=1, batch_size=8, optimizer="adam", lr=1e-3, augmentation="none"),
+                   Holdout(0.1, "last")).bound_to(train)
+    data = run_data(spec, train, None, ArtifactCache(tmp_path))
+    from backdoor_repro.defenses import trap_and_replace as tr
+    calls, real = [], tr.train_supervised
+    monkeypatch.setattr(tr, "train_supervised",
+                        lambda model, images, labels, *a, **k: calls.append(images) or real(model, images, labels, *a, **k))
+    trap_stage(spec, data, TRConfig().with_(trap={"epochs": 1, "batch_size": 8, "augmentation": "none"}),
+               ArtifactCache(tmp_path))
+    assert calls[0] is data.train.images and len(calls[0]) == 216  # the 24 holdout images never reach stage 1
+
+
+def test_last_holdout_on_class_ordered_torchvision_sets_shuffles_first():
+    from backdoor_repro.holdout import split_holdout
+    labels = torch.arange(430) // 10  # GTSRB-like: torchvision's files, stored class by class
+    gtsrb = ImageSet(torch.zeros(430, 3, 32, 32, dtype=torch.uint8), labels, tuple(map(str, range(43))), "gtsrb",
+                     "torchvision")
+    with pytest.warns(UserWarning, match="shuffled"):
+        _, held = split_holdout(gtsrb, Holdout(0.05, "last"), 0)
+    assert len(set(held.labels.tolist())) > 5  # not the last two classes

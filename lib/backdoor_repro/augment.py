@@ -4,10 +4,12 @@ Every function draws from the ``torch.Generator`` it is given, so a run is repea
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_reflect")
+AUGMENTATIONS = ("none", "flip", "crop", "crop_flip", "crop_flip_reflect")
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -34,6 +36,8 @@ def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
         return x
     if kind == "flip":
         return random_flip(x, gen)
+    if kind == "crop":
+        return random_crop(x, gen)
     if kind == "crop_flip":
         return random_flip(random_crop(x, gen), gen)
     if kind == "crop_flip_reflect":
@@ -63,3 +67,25 @@ def cutmix(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.T
     box = (((rows >= low[0]) & (rows < high[0]))[:, None] & ((cols >= low[1]) & (cols < high[1]))[None, :])
     mixed = torch.where(box, x[perm], x)
     return mixed, perm, 1 - box.sum() / (h * w)
+
+
+def rotate_translate(x: torch.Tensor, gen: torch.Generator, degrees: float = 180.0, translate: float = 0.2) -> torch.Tensor:
+    """FCT's τ, per image: torchvision ``RandomRotation(degrees)`` (angle ~ U(−degrees, degrees) about the centre,
+    nearest neighbour, fill 0), then ``RandomAffine(0, translate=(t, t))`` (a shift of round(U(−t·W, t·W)) pixels
+    horizontally and round(U(−t·H, t·H)) vertically, fill 0). Two separate steps, as in the official pipeline:
+    pixels shifted in from outside the rotated canvas are 0."""
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, device=x.device, generator=gen) * 2 - 1) * math.radians(degrees)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    rotated = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    shift = (torch.rand(n, 2, device=x.device, generator=gen) * 2 - 1) * torch.tensor([translate * w, translate * h],
+                                                                                     device=x.device)
+    shift = shift.round().long()  # (dx, dy)
+    rows = torch.arange(h, device=x.device)[None, :] - shift[:, 1:2]  # source row of each output row
+    cols = torch.arange(w, device=x.device)[None, :] - shift[:, 0:1]
+    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    moved = rotated[batch, :, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]].permute(0, 3, 1, 2)
+    return (moved * valid[:, None]).contiguous()

@@ -35,6 +35,7 @@ class Experiment:
     seed: int = 0
     progress: bool = False
     started: float = field(default_factory=time.perf_counter)
+    attack_subset: tuple[str, ...] | None = None  # the notebook's ``attacks`` parameter; None: all
     _data: dict = field(default_factory=dict, repr=False)
     _evaluators: dict = field(default_factory=dict, repr=False)
 
@@ -81,6 +82,23 @@ class Experiment:
             self._evaluators[key] = AttackEvaluator(spec.make_attack(), self.test)
         return self._evaluators[key](model)
 
+    def attacks_for(self, defaults) -> tuple[str, ...]:
+        """``defaults`` (a notebook's attacks under this profile), cut to the ``attacks`` slice if one was given.
+        A slice may name attacks of other notebooks (one ``run_all.sh --attacks`` for several); it is an error only
+        when it leaves this notebook none."""
+        defaults = tuple(defaults)
+        if self.attack_subset is None:
+            return defaults
+        chosen = tuple(a for a in defaults if a in self.attack_subset)
+        if not chosen:
+            raise ValueError(f"the slice {', '.join(self.attack_subset)} has none of this notebook's attacks on the "
+                             f"{self.profile.name} profile: {', '.join(defaults)}")
+        return chosen
+
+    def includes(self, attack: str) -> bool:
+        """Whether a section that runs ``attack`` belongs to this run (always, unless a subset excludes it)."""
+        return self.attack_subset is None or attack in self.attack_subset
+
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -88,9 +106,10 @@ class Experiment:
 
 def setup(profile: str = "smoke", data_root=None, download: bool = False, device: str = "auto", data_seed: int = 0,
           seed: int = 0, progress: bool = False, defenses: tuple[str, ...] = (), quiet: bool = False,
-          dataset: str | None = None) -> Experiment:
+          dataset: str | None = None, attacks=None) -> Experiment:
     """Check the settings (before any compute), load the profile's data (or ``dataset``'s, on ``fast`` / ``paper``),
-    print the profile and every deviation of the profile and of ``defenses``."""
+    print the profile and every deviation of the profile and of ``defenses``. ``attacks`` ("a,b" or a list) runs
+    a slice: only those of the notebook's attacks, and only the sections that use them."""
     started = time.perf_counter()
     p = profile_for(profile, dataset)
     dev = resolve_device(device)
@@ -98,6 +117,7 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
     check_dataset_available(p.dataset, data_root, download)
     for name in defenses:
         get_defense(name)
+    subset = parse_attack_subset(attacks)
     for name, value in (("data_seed", data_seed), ("seed", seed)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -108,5 +128,27 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
         model_deviations = () if own_model else p.model_deviations
         for d in p.deviations + model_deviations + tuple(x for name in defenses for x in get_defense(name).deviations[p.name]):
             print(" -", d)
+        if subset is not None:
+            print(f"slice: attacks {', '.join(subset)} only; sections that need other attacks are skipped")
     train, test = load_data(p, data_root, download, dev)
-    return Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started)
+    return Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started, attack_subset=subset)
+
+
+def parse_attack_subset(attacks) -> tuple[str, ...] | None:
+    """None, "a,b" or a list of registered attack keys -> a tuple (None: no subset); anything else is an error."""
+    from .attacks import ATTACKS
+
+    if attacks is None:
+        return None
+    if isinstance(attacks, str):
+        keys = [a.strip() for a in attacks.split(",") if a.strip()]
+    elif isinstance(attacks, (list, tuple)) and all(isinstance(a, str) for a in attacks):
+        keys = list(attacks)
+    else:
+        raise ValueError(f"attacks must be None, 'a,b' or a list of attack keys, got {attacks!r}")
+    if not keys:
+        raise ValueError("attacks is empty; use None to run all of a notebook's attacks")
+    unknown = [a for a in keys if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attacks {unknown}; registered: {', '.join(sorted(ATTACKS))}")
+    return tuple(dict.fromkeys(keys))

@@ -9,6 +9,9 @@ import torch
 from .data import ImageSet
 from .spec import Holdout
 
+# sets whose torchvision order interleaves the classes, so "the last 5 %" is a fair sample (GTSRB's is by class)
+INDEX_ORDERED_DATASETS = ("cifar10", "cifar100")
+
 
 def balanced_draw(labels: np.ndarray, per_class: dict[int, int], seed, eligible: np.ndarray | None = None) -> np.ndarray:
     """Sorted indices: ``per_class[c]`` samples of each class ``c`` drawn at random (numpy ``default_rng(seed)``)
@@ -30,19 +33,21 @@ def split_holdout(train: ImageSet, holdout: Holdout, data_seed: int) -> tuple[Im
     ``last``: the last ``int(N · fraction)`` indices (T&R: 47,500–49,999 of CIFAR-10); the split keeps the
     source's order. ``shuffled``: a permutation seeded by ``data_seed`` first, then the same cut; the split keeps
     the permuted order, so T&R's "first N non-target" poisons a random N (T&R's GTSRB loader shuffles the same
-    way, unseeded and differently for each split). ``last`` on data not in torchvision's order (the bundled
-    subset and image-folder trees are class by class: the last 5 % would be one class) falls back to
-    ``shuffled`` with a warning.
+    way, unseeded and differently for each split). ``last`` on anything but CIFAR in torchvision's order (the
+    bundled subset, image-folder trees and torchvision's GTSRB are class by class: the last 5 % would be one or
+    two classes) falls back to ``shuffled`` with a warning.
     """
     if not holdout.disjoint:
         raise ValueError(f"holdout rule {holdout.rule!r} does not split the training set")
     n = len(train)
     cut = n - int(n * holdout.fraction)
-    if holdout.rule == "last" and train.order == "torchvision":
+    index_ordered = train.order == "torchvision" and train.name in INDEX_ORDERED_DATASETS
+    if holdout.rule == "last" and index_ordered:
         return train.head(cut), train.subset(torch.arange(cut, n))
     if holdout.rule == "last":
-        warnings.warn(f"holdout rule 'last' needs the training set in torchvision's order; {train.name} is in "
-                      f"{train.order!r} order, so it is shuffled (seeded by data_seed) before the split", stacklevel=2)
+        warnings.warn(f"holdout rule 'last' needs CIFAR in torchvision's order (its classes interleaved); {train.name} "
+                      f"is in {train.order!r} order, so it is shuffled (seeded by data_seed) before the split",
+                      stacklevel=2)
     order = torch.as_tensor(np.random.default_rng([data_seed, 11]).permutation(n))
     return train.subset(order[:cut]), train.subset(order[cut:])
 

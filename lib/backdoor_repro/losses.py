@@ -7,6 +7,8 @@ torch functions.
   pieces (YU1ut/MixMatch-pytorch style) used by DBD's semi-supervised fine-tuning stage.
 * :func:`total_variation` — T&R's TV penalty on the reconstruction; :func:`label_smoothing_cross_entropy` —
   timm's ``LabelSmoothingCrossEntropy`` used by T&R's head replacement.
+* :func:`intra_class_separation` (FCT's L_intra), :func:`supcon_loss` (SupCon with FCT's SS-CTL masks) and
+  :func:`mixed_cross_entropy` (FCT's classifier loss) — FCT's D-ST / SD module (SCLBD/Effective_backdoor_defense).
 """
 from __future__ import annotations
 
@@ -118,3 +120,70 @@ def label_smoothing_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, s
     logp = F.log_softmax(logits, dim=1)
     loss = (1 - smoothing) * -logp.gather(1, targets.view(-1, 1)).squeeze(1) + smoothing * -logp.mean(dim=1)
     return loss.mean() if reduction == "mean" else loss
+
+
+FLAG_CLEAN, FLAG_UNCERTAIN, FLAG_POISONED = 0, 1, 2  # FCT's sample flags (D_c, D_u, D_p)
+SUPCON_MASKS = ("simclr", "supervised", "code", "symmetric")
+
+
+def intra_class_separation(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """FCT's L_intra: the mean feature of every class present in the batch, L2-normalised; the mean of their
+    C × C cosine-similarity matrix with a zeroed diagonal (zeros included in the mean)."""
+    present = torch.bincount(labels, minlength=num_classes) > 0
+    sums = torch.zeros(num_classes, features.shape[1], device=features.device, dtype=features.dtype)
+    sums = sums.index_add(0, labels, features)
+    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(features.dtype)
+    centers = F.normalize((sums / counts[:, None])[present], dim=1)
+    similarity = centers @ centers.T
+    similarity = similarity * (1 - torch.eye(similarity.shape[0], device=features.device, dtype=features.dtype))
+    return similarity.mean()
+
+
+def supcon_positive_mask(labels: torch.Tensor, flags: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """The ``(B, B)`` positive mask of SupCon before the two views are tiled (entry i, j = 1: sample j's views are
+    positives of anchor i; the anchor's own view is dropped later).
+
+    ``simclr`` (CTL): only itself. ``supervised`` (S-CTL): same label. ``code`` (SS-CTL as FCT's code): same label,
+    but the rows of non-clean anchors (D_p, D_u) keep only themselves, so a clean anchor still attracts same-label
+    non-clean samples. ``symmetric``: also drop non-clean samples from clean anchors' positives.
+    """
+    if mode not in SUPCON_MASKS:
+        raise ValueError(f"unknown SupCon mask {mode!r}; choose from {', '.join(SUPCON_MASKS)}")
+    eye = torch.eye(labels.shape[0], device=labels.device)
+    if mode == "simclr":
+        return eye
+    mask = (labels[:, None] == labels[None, :]).float()
+    if mode == "supervised":
+        return mask
+    nonclean = (flags != FLAG_CLEAN).float()
+    mask = mask * (1 - nonclean[:, None]) + eye * nonclean[:, None]
+    if mode == "symmetric":
+        mask = mask * (1 - nonclean[None, :]) + eye * nonclean[None, :]
+    return mask
+
+
+def supcon_loss(z1: torch.Tensor, z2: torch.Tensor, mask: torch.Tensor, temperature: float = 0.1,
+                base_temperature: float = 0.07) -> torch.Tensor:
+    """SupCon ("all" mode) on L2-normalised views ``z1``, ``z2`` of ``(B, d)`` with the ``(B, B)`` positive ``mask``:
+    every one of the 2B views is an anchor against the other 2B − 1; its loss is the mean log-probability of its
+    positives (the tiled mask without itself), scaled by −temperature / base_temperature; mean over anchors."""
+    b = z1.shape[0]
+    features = torch.cat([z1, z2])
+    logits = features @ features.T / temperature
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    not_self = 1 - torch.eye(2 * b, device=features.device)
+    positives = mask.repeat(2, 2) * not_self
+    log_prob = logits - torch.log((torch.exp(logits) * not_self).sum(1, keepdim=True))
+    mean_log_prob_pos = (positives * log_prob).sum(1) / positives.sum(1)
+    return -(temperature / base_temperature) * mean_log_prob_pos.mean()
+
+
+def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, flags: torch.Tensor,
+                        lambda_p: float = 0.001) -> torch.Tensor:
+    """FCT's classifier loss: CE over the batch's D_c samples − λ_p · CE over its D_p samples (each a mean). A
+    batch without D_p samples (the official code gives NaN) uses the D_c term alone; one without D_c, the D_p term."""
+    clean, poisoned = (flags == FLAG_CLEAN).float(), (flags == FLAG_POISONED).float()
+    per_sample = F.cross_entropy(logits, labels, reduction="none")
+    clean_term = (per_sample * clean).sum() / clean.sum().clamp(min=1)  # masked means: no host sync
+    poisoned_term = (per_sample * poisoned).sum() / poisoned.sum().clamp(min=1)
+    return clean_term - lambda_p * poisoned_term

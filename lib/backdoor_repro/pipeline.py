@@ -16,7 +16,6 @@ from .attacks import Attack, PoisonedSet, get_attack, pgd_adversary
 from .cache import ArtifactCache, artifact_key
 from .data import ImageSet, class_balanced_subset, fingerprint, load_dataset
 from .holdout import clean_subset, split_holdout
-from .models import build_model
 from .profiles import Profile
 from .spec import RunSpec
 from .stages import StageOutput, cached_stage
@@ -136,7 +135,7 @@ def run_data(spec: RunSpec, train: ImageSet, test: ImageSet | None = None, cache
 
 
 def _model_factory(spec: RunSpec):
-    return lambda: build_model(spec.model, spec.num_classes, spec.width)
+    return spec.new_model
 
 
 def supervised_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache | None = None, progress: bool = True,
@@ -161,7 +160,7 @@ def supervised_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache
         else:
             images, labels, count = train.images, train.labels, 0
         torch.manual_seed(spec.seed)
-        model = build_model(spec.model, spec.num_classes, spec.width)
+        model = spec.new_model()
         result = train_supervised(model, images, labels, spec.train_config, checkpoint=partial, progress=progress,
                                   desc=spec.attack or "clean")
         return StageOutput(model, result.history, {"poison_count": count, "images_per_second": result.images_per_second})

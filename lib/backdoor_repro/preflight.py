@@ -1,7 +1,7 @@
 """Check a run's settings before any compute: ``python -m backdoor_repro.preflight --profile smoke``.
 
 Exits non-zero with a clear message for an unknown profile, a GPU profile on a machine without one,
-or a dataset that is neither on disk nor allowed to download.
+a dataset that is neither on disk nor allowed to download, or an unknown attack in ``--attacks``.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from .data import DatasetUnavailable, check_dataset_available
+from .experiment import parse_attack_subset
 from .profiles import check_device, profile_for
 from .train import resolve_device
 
@@ -20,9 +21,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--download", action="store_true")
     ap.add_argument("--dataset", default=None)
+    ap.add_argument("--attacks", default=None, help="a slice: comma-separated attack keys")
     args = ap.parse_args(argv)
     try:
         profile = profile_for(args.profile, args.dataset)
+        parse_attack_subset(args.attacks)
         device = resolve_device(args.device)
         check_device(profile, device)
         check_dataset_available(profile.dataset, args.data_root, args.download)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, replace
 
+import torch
+
 from .attacks import POISONING_VERSION, Attack, canonical_overrides, get_attack
 from .data import ImageSet, fingerprint
+from .models import NORMALIZATIONS, build_model, normalization_stats
 from .train import TrainConfig
 
 HOLDOUT_RULES = {
@@ -18,8 +21,8 @@ HOLDOUT_RULES = {
             "on data not in torchvision's order it falls back to 'shuffled'",
     "shuffled": "the set is permuted (seeded by data_seed), then the last `fraction` split off before poisoning; "
                 "the rest stays in permuted order (T&R on GTSRB, which shuffles unseeded)",
-    "clean_subset": "a class-balanced random draw (seeded by data_seed) of the samples the attacker left clean; "
-                    "they stay in the training set the backdoored model saw (FMP)",
+    "clean_subset": "a class-balanced random draw (seeded by data_seed) from the clean training set: clean originals "
+                    "with their true labels, which stay in the training set the backdoored model saw (FMP)",
 }
 
 
@@ -60,6 +63,7 @@ class RunSpec:
     holdout: Holdout | None = None
     data_fingerprint: str = ""  # data.fingerprint() of the training set actually loaded
     device_type: str = "cpu"  # CUDA runs train in bf16: their artifacts are kept apart from CPU ones
+    normalization: str = "dbd"  # the models' first layer (models.NORMALIZATIONS); FMP's protocol: "backdoorbench"
 
     def __post_init__(self):
         for name in ("data_seed", "seed"):
@@ -68,6 +72,8 @@ class RunSpec:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if self.supervised.seed != self.seed:
             object.__setattr__(self, "supervised", self.supervised.with_(seed=self.seed))
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; choose from {', '.join(NORMALIZATIONS)}")
         if self.attack is not None:  # unknown attacks and parameters are errors here, before any compute
             object.__setattr__(self, "attack_overrides", canonical_overrides(self.attack, dict(self.attack_overrides)))
         elif self.attack_overrides:
@@ -91,6 +97,11 @@ class RunSpec:
 
     def with_attack(self, attack: str | None, **overrides) -> "RunSpec":
         return replace(self, attack=attack, attack_overrides=overrides if attack else {})
+
+    def new_model(self) -> torch.nn.Module:
+        """A freshly initialised network of this spec (architecture, width, classes, normalisation)."""
+        mean, std = normalization_stats(self.normalization, self.dataset)
+        return build_model(self.model, self.num_classes, self.width, mean, std)
 
     def make_attack(self) -> Attack:
         if self.attack is None:
@@ -121,13 +132,18 @@ class RunSpec:
     def training_key(self) -> dict:
         """:meth:`poisoning_key` plus the architecture and the training seed: the key of every defense
         stage that trains on the poisoned data (each stage adds its own config)."""
-        return {**self.poisoning_key(), "model": self.model, "width": self.width, "num_classes": self.num_classes,
-                "seed": self.seed}
+        key = {**self.poisoning_key(), "model": self.model, "width": self.width, "num_classes": self.num_classes,
+               "seed": self.seed}
+        if self.normalization != "dbd":  # absent at the default, so keys made before the field existed still hold
+            key["normalization"] = self.normalization
+        return key
 
     def attacker_key(self) -> dict:
         """What decides the No-Defense (attacker's) model: the whole spec, except a holdout that is not split off
         (FMP's clean subset does not change what the attacker trained on) and, for a clean model, the data seed."""
         key = dataclasses.asdict(self)
+        if self.normalization == "dbd":
+            del key["normalization"]
         if self.holdout is not None and not self.holdout.disjoint:
             key["holdout"] = None
         if self.attack is None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .augment import AUGMENTATIONS, augment, to_float
 from .cache import atomic_save, verified_load
 
-SCHEDULES = ("multistep", "cosine", "cosine_epoch", "constant")
+SCHEDULES = ("multistep", "cosine", "cosine_epoch", "warmup_cosine_epoch", "constant")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -34,6 +34,11 @@ class TrainConfig:
     nesterov: bool = False
     optimizer: str = "sgd"  # "adam": torch Adam with coupled (L2) weight decay, momentum unused
     schedule: str = "multistep"  # "cosine" per step; "cosine_epoch" = CosineAnnealingLR stepped per epoch
+    schedule_epochs: int | None = None  # the cosine schedules' length (T_max) when it differs from `epochs`
+    warmup_epochs: int = 0  # "warmup_cosine_epoch" (SupContrast): linear per-step warm-up over these epochs...
+    warmup_from: float = 0.01  # ...from this learning rate...
+    min_lr_ratio: float = 0.0  # ...then cosine per epoch (epochs counted from 1) down to lr · min_lr_ratio;
+    # also the floor of "cosine_epoch" (CosineAnnealingLR's eta_min = lr · min_lr_ratio)
     milestones: tuple[int, ...] = (100, 150)  # epochs, for "multistep"
     gamma: float = 0.1
     augmentation: str = "crop_flip"
@@ -80,10 +85,19 @@ def lr_factor(cfg: TrainConfig, epoch_progress: float) -> float:
     """Multiplier of the base learning rate at fractional epoch ``epoch_progress``."""
     if cfg.schedule == "multistep":
         return cfg.gamma ** sum(epoch_progress >= m for m in cfg.milestones)
+    length = cfg.schedule_epochs or cfg.epochs
     if cfg.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(epoch_progress / cfg.epochs, 1.0)))
-    if cfg.schedule == "cosine_epoch":
-        return 0.5 * (1 + math.cos(math.pi * min(math.floor(epoch_progress) / cfg.epochs, 1.0)))
+        return 0.5 * (1 + math.cos(math.pi * min(epoch_progress / length, 1.0)))
+    if cfg.schedule == "cosine_epoch":  # CosineAnnealingLR(T_max=length, eta_min=lr · min_lr_ratio) per epoch
+        cosine = 0.5 * (1 + math.cos(math.pi * min(math.floor(epoch_progress) / length, 1.0)))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine
+    if cfg.schedule == "warmup_cosine_epoch":  # SupContrast adjust_learning_rate + warmup_learning_rate
+        def cosine(epoch_from_1):
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 + math.cos(math.pi * epoch_from_1 / length)) / 2
+        if math.floor(epoch_progress) + 1 <= cfg.warmup_epochs:
+            start = cfg.warmup_from / cfg.lr
+            return start + epoch_progress / cfg.warmup_epochs * (cosine(cfg.warmup_epochs) - start)
+        return cosine(math.floor(epoch_progress) + 1)
     return 1.0
 
 
@@ -106,7 +120,11 @@ class Objective:
     def train_mode(self, model: torch.nn.Module) -> None:
         model.train()
 
-    def loss(self, model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each epoch (0-based), e.g. for objectives that change between phases of one run."""
+
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, idx: torch.Tensor):
+        """``idx``: the batch's indices into the training set (for objectives with per-sample information)."""
         logits = model(x)
         return F.cross_entropy(logits, y), logits
 
@@ -179,10 +197,14 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         gen.set_state(saved["generator"].cpu())  # generator states are CPU byte tensors, also for CUDA
+        torch.set_rng_state(saved["global_rng"].cpu())  # dropout draws from the global streams
+        if device.type == "cuda" and "cuda_rng" in saved:
+            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
         start_epoch, result.history = saved["epoch"], list(saved["history"])
     started, seen = time.perf_counter(), 0
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
+        objective.start_epoch(epoch)
         objective.train_mode(model)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -192,10 +214,11 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
             x = model_input(augment(to_float(images[idx]), cfg.augmentation, gen), cfg.channels_last)
             y = labels[idx]
             with autocast(device, cfg.amp):
-                loss, logits = objective.loss(step_model, x, y, gen)
+                loss, logits = objective.loss(step_model, x, y, gen, idx)
             optimizer_step(opt, loss)
             loss_sum += loss.detach() * y.shape[0]
-            correct += (logits.argmax(1) == y).sum()
+            if logits is not None:  # contrastive objectives have no logits
+                correct += (logits.argmax(1) == y).sum()
         seen_epoch = steps_per_epoch * cfg.batch_size if cfg.drop_last else n
         seen += seen_epoch
         record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen_epoch,
@@ -205,8 +228,11 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         result.history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.1f}")
         if checkpoint and (epoch + 1) % max(cfg.checkpoint_every, 1) == 0 and epoch + 1 < cfg.epochs:
-            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                         "epoch": epoch + 1, "history": result.history}, Path(checkpoint))
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                     "global_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": result.history}
+            if device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(device)
+            atomic_save(state, Path(checkpoint))
     result.seconds = time.perf_counter() - started
     result.images_per_second = seen / result.seconds if result.seconds > 0 else 0.0
     model.eval()

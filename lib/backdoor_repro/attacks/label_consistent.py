@@ -5,13 +5,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .ops import quantize
 
-def pgd_adversary(model: torch.nn.Module, eps: float, step: float, steps: int, seed: int, batch_size: int = 256):
-    """Untargeted ℓ∞ PGD with a uniform random start, every iterate clamped to [0, 1], rounded to uint8.
 
-    ``model`` takes float images in [0, 1] (normalisation inside the model). Returns the adversary
-    callable that :meth:`Attack.poison` expects.
+def pgd_adversary(model: torch.nn.Module, eps: float, step: float, steps: int, seed: int, batch_size: int = 256,
+                  clamp: bool = True, normalized_input: bool = True, rounding: str = "round"):
+    """Untargeted ℓ∞ PGD with a uniform random start; returns the adversary callable :meth:`Attack.poison` expects.
+
+    Defaults (DBD's LC, T&R's CL substitute): every iterate clamped to [0, 1], the model sees normalised input
+    (its own normalisation layer), the result rounded to uint8. FCT's CL (``utils/torchattacks/attacks/pgd.py``):
+    ``clamp=False`` (iterates may leave [0, 1]), ``normalized_input=False`` (the [0, 1] image is fed to a model
+    trained on normalised images, skipping its normalisation layer), ``rounding="cast_wrap"`` (× 255, then the
+    float → uint8 cast, which wraps values outside [0, 255]).
     """
+
+    def forward(x):
+        return model(x) if normalized_input else model.head(model.backbone(x))
 
     def perturb(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         was_training = model.training
@@ -25,11 +34,16 @@ def pgd_adversary(model: torch.nn.Module, eps: float, step: float, steps: int, s
             delta = (torch.rand(x.shape, generator=gen, device=device) * 2 - 1) * eps
             for _ in range(steps):
                 delta.requires_grad_(True)
-                loss = F.cross_entropy(model((x + delta).clamp(0, 1)), y)
+                loss = F.cross_entropy(forward((x + delta).clamp(0, 1) if clamp else x + delta), y)
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta = (delta + step * grad.sign()).clamp(-eps, eps)
-                delta = ((x + delta).clamp(0, 1) - x).detach()  # keep every iterate a valid image
-            out.append(((x + delta).clamp(0, 1) * 255).round().to(torch.uint8).to(images.device))
+                if clamp:
+                    delta = (x + delta).clamp(0, 1) - x  # keep every iterate a valid image
+                delta = delta.detach()
+            adversarial = x + delta
+            if clamp:
+                adversarial = adversarial.clamp(0, 1)
+            out.append(quantize(adversarial * 255, rounding).to(images.device))
         model.train(was_training)
         return torch.cat(out)
 

@@ -53,6 +53,19 @@ def four_corner_grid3() -> PatchTrigger:
     return PatchTrigger(pattern, mask)
 
 
+def fct_four_corners() -> PatchTrigger:
+    """FCT ``fourCornerTrigger`` (CL): four 3×3 patches, every channel, a 1-px margin on the top and left edges:
+    rows/cols 29–31 = ``grid3``; rows 1–3 × cols 1–3, rows 29–31 × cols 1–3 and rows 1–3 × cols 29–31 as below."""
+    patches = [(29, 29, GRID3), (1, 1, [[255, 0, 255], [0, 255, 0], [255, 0, 0]]),
+               (29, 1, [[255, 0, 0], [0, 255, 0], [255, 0, 255]]), (1, 29, [[255, 0, 255], [0, 255, 0], [0, 0, 255]])]
+    pattern = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    mask = torch.zeros(3, 32, 32, dtype=torch.bool)
+    for row, col, values in patches:
+        pattern[:, row:row + 3, col:col + 3] = torch.as_tensor(values, dtype=torch.uint8)
+        mask[:, row:row + 3, col:col + 3] = True
+    return PatchTrigger(pattern, mask)
+
+
 def white_square(first: int, side: int) -> PatchTrigger:
     return square_patch(slice(first, first + side), slice(first, first + side), 255)
 

@@ -251,3 +251,12 @@ def _cl_tr(data_seed=0, eps=16 / 255, step=2 / 255, steps=20, **common):
     return _make("cl_tr", patch.four_corner_grid3(), common, target=0, label_mode="clean_label",
                  selection="first_n_target", rate=0.1, pgd={"eps": eps, "step": step, "steps": steps},
                  source="T&R datasets/cifar.py (adversarial images: PGD substitute, see attacks.md §5)")
+
+
+@register("cl_fct", "Label-consistent", "FCT", "PGD 8/255 x 4 steps on the unnormalised input of a clean model, no clamp, "
+          "uint8 wrap, then four 3x3 corner patches; 10% of the target class; test: the patches only (FCT CL)")
+def _cl_fct(data_seed=0, eps=8 / 255, step=2 / 255, steps=4, **common):
+    pgd = {"eps": eps, "step": step, "steps": steps, "clamp": False, "normalized_input": False, "rounding": "cast_wrap"}
+    return _make("cl_fct", patch.fct_four_corners(), common, target=0, label_mode="clean_label",
+                 selection="target_fraction", rate=0.1, pgd=pgd, official_stream="fct",
+                 source="FCT utils/dataloader_bd.py fourCornerTrigger, utils/torchattacks/attacks/pgd.py")

@@ -14,7 +14,6 @@ import torch
 
 from ..cache import ArtifactCache
 from ..evaluation import AttackEvaluator
-from ..models import build_model
 from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
@@ -90,7 +89,7 @@ def dbd_ablation(cfg: DBDConfig) -> dict[str, DBDConfig]:
 
 
 def _classifier(spec: RunSpec):
-    return lambda: build_model(spec.model, spec.num_classes, spec.width)
+    return spec.new_model
 
 
 def simclr_stage(spec: RunSpec, data: RunData, cfg: SimCLRConfig, cache: ArtifactCache):
@@ -98,7 +97,7 @@ def simclr_stage(spec: RunSpec, data: RunData, cfg: SimCLRConfig, cache: Artifac
     check_run_data(spec, data)
     def build(_partial):
         torch.manual_seed(spec.seed)
-        clf = build_model(spec.model, spec.num_classes, spec.width)
+        clf = spec.new_model()
         model = SelfSupervised(clf.backbone, clf.normalize, cfg.projection_dim)
         return StageOutput(clf.backbone, train_simclr(model, data.train.images, cfg, spec.seed))
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..augment import AUGMENTATIONS, augment, to_float
 from ..metrics import auroc
+from ..models import ContrastiveEncoder
 from ..losses import (linear_rampup, mixmatch_losses, mixmatch_mix, one_hot, sharpen, simclr_loss_dbd,
                       symmetric_cross_entropy)
 from ..train import autocast, batched_outputs, model_input, optimizer_step, prepare_model, shuffled_batches
@@ -77,21 +78,12 @@ class FinetuneConfig:
             raise ValueError(f"unknown augmentation {self.augmentation!r}")
 
 
-class SelfSupervised(nn.Module):
+def SelfSupervised(backbone: nn.Module, normalize: nn.Module, projection_dim: int) -> ContrastiveEncoder:
     """Backbone + DBD's projection head (Linear-BN-ReLU-Linear, L2-normalised output)."""
-
-    def __init__(self, backbone: nn.Module, normalize: nn.Module, projection_dim: int):
-        super().__init__()
-        d = backbone.out_features
-        self.normalize, self.backbone = normalize, backbone
-        self.projector = nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(inplace=True),
-                                       nn.Linear(d, projection_dim))
-
-    def forward(self, x):
-        return F.normalize(self.projector(self.backbone(self.normalize(x))), dim=1)
+    return ContrastiveEncoder(backbone, normalize, projection_dim, batch_norm=True)
 
 
-def train_simclr(model: SelfSupervised, images: torch.Tensor, cfg: SimCLRConfig, seed: int) -> list[dict]:
+def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRConfig, seed: int) -> list[dict]:
     """Stage 1. Both views of a batch go through the network in one forward of 2b images, as the official
     code runs them, so BatchNorm normalises over both views together."""
     device = images.device

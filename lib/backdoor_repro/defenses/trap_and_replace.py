@@ -113,7 +113,12 @@ _COMMON = (
     "cl: the official adversarial images (MadryLab CIFAR10-CLBA inf_16.npy) are not available; our PGD "
     "(l_inf 16/255, step 2/255, 20 steps, random start) against our own clean WRN-16 replaces them",
     "GTSRB: one seeded permutation shared by the stage-1 split and the holdout (official: unseeded, re-drawn "
-    "for each split, so they overlap); images resized with PIL bilinear (official: PIL's default filter)",
+    "for each split, so they overlap); images resized with PIL bilinear (official: PIL's default, bicubic)",
+    "the holdout (the last 5 % of the indices) and the 'first N non-target' poison indices are the official ones "
+    "only on torchvision's CIFAR files; on an image-folder copy (e.g. the JPEG archive) both come from a seeded "
+    "shuffle (a random 5 % and a random N), with a note",
+    "metrics are exact per-sample means (official: the mean of per-batch accuracies at test batch 1,000, which "
+    "over-weights GTSRB's last batch of 630)",
 )
 TR_DEVIATIONS = {
     "paper": _COMMON + ("bf16 autocast and channels_last on CUDA (official: fp32)",),
@@ -136,7 +141,7 @@ class TrapObjective(Objective):
     def __init__(self, lambda_rec: float, lambda_tv: float):
         self.lambda_rec, self.lambda_tv = lambda_rec, lambda_tv
 
-    def loss(self, model, x, y, gen):
+    def loss(self, model, x, y, gen, idx):
         logits, rec = model.forward_with_reconstruction(x)
         rec = rec.float()
         loss = (F.cross_entropy(logits.float(), y) + self.lambda_rec * F.mse_loss(rec, x.float())
@@ -157,7 +162,7 @@ class PatchObjective(Objective):
         model.eval()
         model.head.train()
 
-    def loss(self, model, x, y, gen):
+    def loss(self, model, x, y, gen, idx):
         if not self.cfg.cutmix:
             logits = model(x)
             return F.cross_entropy(logits.float(), y), logits
@@ -201,6 +206,8 @@ def _starting_network(spec: RunSpec, data: RunData, cfg: TRConfig, cache: Artifa
 def patch_stage(spec: RunSpec, data: RunData, cfg: TRConfig, cache: ArtifactCache, progress: bool = False):
     """Stage 2: a fresh head on the frozen stem, trained on ``data.holdout``. Returns ``(model, StageRecord)``."""
     check_run_data(spec, data)
+    if data.holdout is None:
+        raise ValueError("stage 2 trains on the clean holdout: build the spec with the defense's holdout rule")
     device = data.train.images.device
 
     def make():
@@ -228,7 +235,7 @@ def tr_ablation(cfg: TRConfig, profile: str = "paper") -> dict[str, TRConfig]:
     rows = {"T&R (stem ends at block 5)": cfg,
             "stem ends at block 4": cfg.with_(stem_end_block=4),
             "stem ends at block 6": cfg.with_(stem_end_block=6),
-            "no reconstruction (lambda_rec = 0)": cfg.with_(trap={"lambda_rec": 0.0, "lambda_tv": 0.0}),
+            "no reconstruction (lambda_rec = lambda_tv = 0)": cfg.with_(trap={"lambda_rec": 0.0, "lambda_tv": 0.0}),
             "no trap (head replaced on the No-Defense network)": cfg.with_(start="no_trap")}
     if profile == "smoke":
         del rows["stem ends at block 4"]

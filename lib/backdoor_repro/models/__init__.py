@@ -6,13 +6,33 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .resnet import preact_resnet18_backbone, resnet18_backbone
+from .contrastive import ContrastiveEncoder
+from .resnet import preact_resnet18_backbone, resnet18_backbone, resnet18_maxpool_backbone
 from .wrn import TrapNet
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD_DBD = (0.2023, 0.1994, 0.2010)  # the std every CIFAR codebase of the four papers uses
+CIFAR10_STD_DBD = (0.2023, 0.1994, 0.2010)  # the std DBD, T&R's and FCT's CIFAR code use
+# the normalisation a model's first layer applies: "dbd" (the default above) or BackdoorBench's (FMP), which
+# depends on the dataset: its own CIFAR-10 std, CIFAR-100 statistics, and none at all on GTSRB
+NORMALIZATIONS = ("dbd", "backdoorbench")
+_BACKDOORBENCH = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
+                  "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+                  "gtsrb": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))}
 
-BACKBONES = {"resnet18": resnet18_backbone, "preact_resnet18": preact_resnet18_backbone}
+
+def normalization_stats(normalization: str, dataset: str) -> tuple[tuple, tuple]:
+    """``(mean, std)`` of ``normalization`` on ``dataset`` (``cifar10-smoke`` counts as CIFAR-10)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}; choose from {', '.join(NORMALIZATIONS)}")
+    if normalization == "dbd":
+        return CIFAR10_MEAN, CIFAR10_STD_DBD
+    family = next((k for k in ("cifar100", "cifar10", "gtsrb") if dataset.startswith(k)), None)
+    if family is None:
+        raise ValueError(f"BackdoorBench has no normalisation for dataset {dataset!r}")
+    return _BACKDOORBENCH[family]
+
+BACKBONES = {"resnet18": resnet18_backbone, "resnet18_maxpool": resnet18_maxpool_backbone,
+             "preact_resnet18": preact_resnet18_backbone}
 MODELS = (*BACKBONES, "wrn16")
 
 
@@ -55,5 +75,5 @@ def build_model(name: str, num_classes: int, width: int = 64, mean=CIFAR10_MEAN,
     return Classifier(BACKBONES[name](width), num_classes, mean, std)
 
 
-__all__ = ["BACKBONES", "CIFAR10_MEAN", "CIFAR10_STD_DBD", "Classifier", "MODELS", "Normalize", "TrapNet",
-           "build_model"]
+__all__ = ["BACKBONES", "CIFAR10_MEAN", "CIFAR10_STD_DBD", "Classifier", "ContrastiveEncoder", "MODELS",
+           "NORMALIZATIONS", "Normalize", "TrapNet", "build_model", "normalization_stats"]

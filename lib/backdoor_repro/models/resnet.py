@@ -1,4 +1,7 @@
-"""CIFAR ResNet-18 (3×3 stem, no max-pool; DBD/FCT) and PreAct-ResNet-18 (BackdoorBench/FMP).
+"""CIFAR ResNet-18 (3×3 stem, no max-pool; DBD, FCT's D-ST encoder), the same with a 3×3 stride-2 max-pool after
+the stem (FCT's attacker / SD / D-BR network, huyvnphan's PyTorch_CIFAR10 ResNet-18) and PreAct-ResNet-18
+(BackdoorBench/FMP: no BN or ReLU after the stem and none before the pooling, a 1×1 shortcut conv without BN on
+the pre-activated input, which runs before ``conv1``).
 
 ``width`` is the first stage's channel count (64 in the papers); stages use width × 1, 2, 4, 8,
 so ``width=8`` gives a 64-d feature for smoke runs. Both return the pooled feature vector; the
@@ -48,11 +51,12 @@ class PreActBlock(nn.Module):
 
 
 class ResNetBackbone(nn.Module):
-    def __init__(self, block, width: int = 64, blocks=(2, 2, 2, 2), preact: bool = False):
+    def __init__(self, block, width: int = 64, blocks=(2, 2, 2, 2), preact: bool = False, maxpool: bool = False):
         super().__init__()
         self.preact = preact
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = None if preact else nn.BatchNorm2d(width)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if maxpool else None
         stages, cin = [], width
         for i, n in enumerate(blocks):
             cout = width * 2**i
@@ -62,7 +66,6 @@ class ResNetBackbone(nn.Module):
                 cin = cout
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.final_bn = nn.BatchNorm2d(cin) if preact else None
         self.out_features = cin
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -75,14 +78,18 @@ class ResNetBackbone(nn.Module):
         out = self.conv1(x)
         if self.bn1 is not None:
             out = F.relu(self.bn1(out))
+        if self.maxpool is not None:
+            out = self.maxpool(out)
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        if self.final_bn is not None:
-            out = F.relu(self.final_bn(out))
         return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
 
 
 def resnet18_backbone(width: int = 64) -> ResNetBackbone:
     return ResNetBackbone(BasicBlock, width)
+
+
+def resnet18_maxpool_backbone(width: int = 64) -> ResNetBackbone:
+    return ResNetBackbone(BasicBlock, width, maxpool=True)
 
 
 def preact_resnet18_backbone(width: int = 64) -> ResNetBackbone:

@@ -1,0 +1,158 @@
+"""FCT (D-ST, D-BR): the losses against hand-computed values, the transformation τ, the thresholds and split
+sizes, the mixed cross-entropy's guard, that unlearning ascends the D_p loss, FCT's CL trigger and PGD, and
+the three networks' shapes and parameter counts."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backdoor_repro.attacks import get_attack, pgd_adversary
+from backdoor_repro.augment import rotate_translate
+from backdoor_repro.defenses.fct import BRConfig, _pass
+from backdoor_repro.defenses.fct_sd import SDConfig, SDObjective, split_quality, split_samples
+from backdoor_repro.losses import (FLAG_CLEAN, FLAG_POISONED, FLAG_UNCERTAIN, intra_class_separation,
+                                   mixed_cross_entropy, supcon_loss, supcon_positive_mask)
+from backdoor_repro.models import ContrastiveEncoder, build_model
+
+
+def test_intra_class_separation_by_hand():
+    features = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 2])  # class 3 of 4 is absent: 3 centres
+    # centres (2,0) (0,2) (1,1) -> normalised (1,0) (0,1) (.707,.707); off-diagonal cosines 0, .707, .707 (twice)
+    want = (2 * 0 + 4 * (1 / math.sqrt(2))) / 9
+    assert intra_class_separation(features, labels, 4).item() == pytest.approx(want, rel=1e-6)
+
+
+def _supcon_by_hand(z1, z2, positives, t=0.1, base=0.07):
+    """SupCon 'all' mode written out sample by sample: anchors are all 2B views."""
+    views = torch.cat([z1, z2])
+    b, losses = z1.shape[0], []
+    for i in range(2 * b):
+        others = [j for j in range(2 * b) if j != i]
+        denominator = sum(math.exp(float(views[i] @ views[j]) / t) for j in others)
+        pos = [j for j in others if positives[i % b][j % b]]
+        losses.append(-sum(float(views[i] @ views[j]) / t - math.log(denominator) for j in pos) / len(pos))
+    return t / base * sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("mode", ["simclr", "supervised", "code", "symmetric"])
+def test_supcon_loss_matches_the_formula_for_each_mask(mode):
+    gen = torch.Generator().manual_seed(0)
+    z1, z2 = (F.normalize(torch.randn(5, 4, generator=gen), dim=1) for _ in range(2))
+    labels = torch.tensor([0, 0, 1, 1, 0])
+    flags = torch.tensor([FLAG_CLEAN, FLAG_POISONED, FLAG_CLEAN, FLAG_UNCERTAIN, FLAG_CLEAN])
+    mask = supcon_positive_mask(labels, flags, mode)
+    assert supcon_loss(z1, z2, mask).item() == pytest.approx(_supcon_by_hand(z1, z2, mask.bool().tolist()), rel=1e-5)
+
+
+def test_ssctl_masks_follow_the_official_asymmetry():
+    labels = torch.tensor([0, 0, 1])
+    flags = torch.tensor([FLAG_CLEAN, FLAG_POISONED, FLAG_CLEAN])
+    code = supcon_positive_mask(labels, flags, "code")
+    assert code.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]  # the clean anchor 0 still attracts poisoned 1
+    assert supcon_positive_mask(labels, flags, "symmetric").tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert supcon_positive_mask(labels, flags, "supervised").tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    with pytest.raises(ValueError, match="mask"):
+        supcon_positive_mask(labels, flags, "cosine")
+
+
+def test_mixed_cross_entropy_and_its_guard():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 0])
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    flags = torch.tensor([FLAG_CLEAN, FLAG_CLEAN, FLAG_POISONED])
+    assert mixed_cross_entropy(logits, labels, flags, 0.001).item() == pytest.approx(ce[:2].mean() - 0.001 * ce[2])
+    no_poisoned = torch.tensor([FLAG_CLEAN, FLAG_UNCERTAIN, FLAG_CLEAN])  # the official code gives NaN here
+    value = mixed_cross_entropy(logits, labels, no_poisoned, 0.001)
+    assert torch.isfinite(value) and value.item() == pytest.approx(ce[[0, 2]].mean())
+
+
+def test_fct_transformation_rotates_and_shifts_by_whole_pixels():
+    x = torch.rand(6, 3, 32, 32)
+    assert torch.equal(rotate_translate(x, torch.Generator().manual_seed(0), degrees=0.0, translate=0.0), x)
+    dot = torch.zeros(1, 3, 32, 32)
+    dot[..., 16, 16] = 1
+    for seed in range(20):
+        moved = rotate_translate(dot, torch.Generator().manual_seed(seed), degrees=0.0, translate=0.2)
+        (r, c), = torch.nonzero(moved[0, 0]).tolist()
+        assert abs(r - 16) <= 6 and abs(c - 16) <= 6  # round(U(-6.4, 6.4)) pixels
+    turned = rotate_translate(torch.rand(64, 3, 32, 32), torch.Generator().manual_seed(1))
+    assert 0.05 < (turned == 0).float().mean() < 0.6  # rotated corners and shifted edges are filled with 0
+
+
+def test_thresholds_and_split_sizes():
+    scores = torch.arange(100, dtype=torch.float32)[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    cfg = SDConfig(alpha_c=0.2, alpha_p=0.05)
+    flags, gamma_c, gamma_p = split_samples(scores, scores, cfg)
+    assert (gamma_c, gamma_p) == (20.0, 95.0)  # sorted[int(0.2 N)], sorted[N - int(0.05 N)]
+    assert int((flags == FLAG_CLEAN).sum()) == 21 and int((flags == FLAG_POISONED).sum()) == 5  # <= and >=
+    ranked, _, _ = split_samples(scores, torch.zeros(100), SDConfig(split="rank"))
+    assert int((ranked == FLAG_CLEAN).sum()) == 20 and int((ranked == FLAG_POISONED).sum()) == 5
+    second = scores.flip(0)  # the two-pass split takes membership from the second pass
+    moved, _, _ = split_samples(scores, second, cfg)
+    assert torch.equal(moved == FLAG_CLEAN, second <= 20)
+    quality = split_quality(flags, scores >= 95)
+    assert quality["D_p precision"] == 100 and quality["D_p recall"] == 100 and quality["D_c purity"] == 100
+
+
+def test_sd_objective_switches_from_cross_entropy_to_l_intra():
+    model = build_model("resnet18_maxpool", 10, 4)
+    objective = SDObjective(warmup_epochs=2, num_classes=10)
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 10
+    objective.start_epoch(1)
+    ce, _ = objective.loss(model, x, y, None, None)
+    assert ce.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-5)
+    objective.start_epoch(2)
+    intra, _ = objective.loss(model, x, y, None, None)
+    assert intra.item() == pytest.approx(intra_class_separation(model.features(x), y, 10).item(), rel=1e-5)
+
+
+def test_unlearning_steps_ascend_the_loss_of_the_poisoned_samples():
+    torch.manual_seed(0)
+    model = build_model("resnet18_maxpool", 10, 4)
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.zeros(32, dtype=torch.long)
+
+    def loss():
+        model.eval()
+        with torch.no_grad():
+            return F.cross_entropy(model(images.float() / 255), labels).item()
+
+    before = loss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    cfg = BRConfig(batch_size=16, augmentation="none")
+    for _ in range(3):
+        model.train()
+        _pass(model, opt, images, labels, cfg, torch.Generator().manual_seed(0), sign=-1.0)
+    assert loss() > before + 0.1
+
+
+def test_networks_shapes_and_parameter_counts():
+    maxpool, plain = build_model("resnet18_maxpool", 10, 64), build_model("resnet18", 100, 64)
+    assert sum(p.numel() for p in maxpool.parameters()) == 11_173_962  # huyvnphan's CIFAR-10 ResNet-18
+    assert sum(p.numel() for p in plain.parameters()) == 11_220_132  # no max-pool, 100 classes
+    x = torch.rand(2, 3, 32, 32)
+    stem = maxpool.backbone.maxpool(torch.relu(maxpool.backbone.bn1(maxpool.backbone.conv1(x))))
+    assert stem.shape == (2, 64, 16, 16) and maxpool.features(x).shape == (2, 512)
+    encoder = ContrastiveEncoder(build_model("resnet18", 10, 64).backbone, plain.normalize, 128, batch_norm=False)
+    assert sum(p.numel() for p in encoder.projector.parameters()) == 512 * 512 + 512 + 512 * 128 + 128
+    z = encoder(x)
+    assert z.shape == (2, 128) and torch.allclose(z.norm(dim=1), torch.ones(2))
+
+
+def test_cl_fct_corners_and_pgd_without_clamp_wrap_like_the_official_cast():
+    attack = get_attack("cl_fct")
+    gray = torch.full((1, 3, 32, 32), 100, dtype=torch.uint8)
+    out = attack.trigger.apply(gray)[0]
+    assert out[0, 29:32, 29:32].tolist() == [[0, 0, 255], [0, 255, 0], [255, 0, 255]]
+    assert out[1, 1:4, 1:4].tolist() == [[255, 0, 255], [0, 255, 0], [255, 0, 0]]
+    assert out[2, 29:32, 1:4].tolist() == [[255, 0, 0], [0, 255, 0], [255, 0, 255]]
+    assert out[0, 1:4, 29:32].tolist() == [[255, 0, 255], [0, 255, 0], [0, 0, 255]]
+    assert int((out != 100).any(0).sum()) == 36 and out[:, 0, :].eq(100).all()  # 1-px margin on top and left
+    model = build_model("resnet18_maxpool", 10, 4)
+    perturb = pgd_adversary(model, seed=0, **attack.pgd)
+    white = torch.full((8, 3, 32, 32), 255, dtype=torch.uint8)
+    adversarial = perturb(white, torch.zeros(8, dtype=torch.long)).int()
+    # 1 + delta (delta up to 8/255) times 255, truncated: values above 255 wrap to 0..8
+    assert ((adversarial >= 247) | (adversarial <= 8)).all() and (adversarial <= 8).any()
