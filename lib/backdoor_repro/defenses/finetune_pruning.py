@@ -1,0 +1,162 @@
+"""Two baselines of FMP's table on the same clean subset and attacked models: fine-tuning (FT) and fine-pruning
+(FP; Liu et al., RAID 2018) with BackdoorBench's defaults.
+
+FT trains every weight of the backdoored model on the clean subset. FP measures the mean activation of each
+channel of the last stage's output on the clean subset, switches channels off in increasing order of activation
+while the clean-subset accuracy stays within ``acc_ratio`` of the unpruned model's, then fine-tunes with the
+switched-off channels held at zero. In BackdoorBench's PreAct-ResNet-18 nothing but average pooling lies between
+``layer4`` and the linear layer, so switching channel c off is exactly zeroing column c of the linear weight;
+a gradient hook keeps it zero during fine-tuning.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..cache import ArtifactCache
+from ..pipeline import RunData, supervised_model
+from ..stages import StageOutput, cached_stage
+from ..train import TrainConfig, batched_outputs, predict
+from .base import DefenseResult, register_defense
+from .fmp import PROTOCOL_DEVIATIONS, FMPProtocolDefense, finetune_on_holdout
+
+VERSIONS = {"ft": 1, "fp": 2}
+
+# BackdoorBench v1 FT defaults (config/defense/ft/cifar10.yaml): 100 epochs, SGD 0.01, momentum 0.9, wd 5e-4,
+# cosine, batch 256, crop + flip
+BACKDOORBENCH_FT = TrainConfig(epochs=100, batch_size=256, lr=0.01, weight_decay=5e-4, schedule="cosine_epoch",
+                               augmentation="crop_flip")
+
+
+@dataclass(frozen=True)
+class FTConfig:
+    finetune: TrainConfig = BACKDOORBENCH_FT
+
+
+@dataclass(frozen=True)
+class FPConfig:
+    acc_ratio: float = 0.1  # stop before the clean-subset accuracy falls below (1 - acc_ratio) of the unpruned one
+    finetune: TrainConfig = BACKDOORBENCH_FT
+
+    def __post_init__(self):
+        if not 0 <= self.acc_ratio < 1:
+            raise ValueError(f"acc_ratio must be in [0, 1), got {self.acc_ratio}")
+
+
+def _no_defense(spec, data, cache, progress):
+    return supervised_model(spec, None, cache, progress, data=data)
+
+
+class FineTuning(FMPProtocolDefense):
+    key = "ft"
+    title = "FT: fine-tune the backdoored model on the clean subset"
+    configs = {"paper": FTConfig(), "fast": FTConfig(BACKDOORBENCH_FT.with_(epochs=30)),
+               "smoke": FTConfig(BACKDOORBENCH_FT.with_(epochs=20))}
+    deviations = {"paper": PROTOCOL_DEVIATIONS["paper"],
+                  "fast": PROTOCOL_DEVIATIONS["fast"] + ("FT 30 epochs (BackdoorBench: 100)",),
+                  "smoke": PROTOCOL_DEVIATIONS["smoke"] + ("FT 20 epochs (BackdoorBench: 100)",)}
+
+    def shortened(self, cfg: FTConfig) -> FTConfig:
+        return FTConfig(cfg.finetune.with_(epochs=1, batch_size=8))
+
+    def run(self, spec, data: RunData, cfg: FTConfig, cache=None, progress=False) -> DefenseResult:
+        self.check(spec, data)
+        cache = cache or ArtifactCache()
+        _, nd = _no_defense(spec, data, cache, progress)
+
+        def build(partial):
+            model, _ = _no_defense(spec, data, cache, progress)
+            torch.manual_seed(spec.seed)
+            result = finetune_on_holdout(model, data, cfg.finetune, spec.seed, progress, "ft", partial)
+            return StageOutput(model, result.history)
+
+        key = {"data": spec.training_key(), "supervised": spec.supervised, "cfg": cfg}
+        model, record = cached_stage(cache, "ft", key, VERSIONS["ft"], build, spec.new_model, data.train.images.device)
+        return DefenseResult(model, {"no_defense": nd, "ft": record})
+
+
+@torch.no_grad()
+def last_stage_activation(model, images) -> torch.Tensor:
+    """Mean over images and positions of each channel of ``backbone.layer4``'s output (eval mode)."""
+    model.eval()
+    captured = []
+    handle = model.backbone.layer4.register_forward_hook(lambda m, i, out: captured.append(out.float().mean(dim=(0, 2, 3))
+                                                                                          * out.shape[0]))
+    try:
+        batched_outputs(model, images, images.device, batch_size=500)
+    finally:
+        handle.remove()
+    return (torch.stack(captured).sum(0) / images.shape[0]).cpu()
+
+
+@torch.no_grad()
+def prune_until_accuracy_drops(model, images, labels, acc_ratio: float) -> tuple[list[int], list[dict]]:
+    """Switch off last-stage channels (zero the linear weight's columns) in increasing order of mean activation
+    while the accuracy on ``images`` stays >= (1 - acc_ratio) x the unpruned accuracy. Returns the channels
+    switched off and the path (channels off, accuracy)."""
+    order = torch.argsort(last_stage_activation(model, images), stable=True).tolist()
+    weight = model.head.weight
+    original = weight.detach().clone()
+    base = (predict(model, images) == labels).float().mean().item()
+    path, kept = [{"pruned": 0, "accuracy": 100 * base}], 0
+    for k in range(1, len(order)):
+        weight[:, order[k - 1]] = 0
+        acc = (predict(model, images) == labels).float().mean().item()
+        path.append({"pruned": k, "accuracy": 100 * acc})
+        if acc < (1 - acc_ratio) * base:
+            break
+        kept = k
+    weight.copy_(original)
+    weight[:, order[:kept]] = 0
+    return order[:kept], path
+
+
+_FP_COMMON = (
+    "the pruning stops on the clean subset's accuracy (BackdoorBench stops on the clean test set's) and keeps the "
+    "last count that passed (BackdoorBench v2.0, the copy in FMP's repository, keeps one channel more)",
+    "activations measured on the clean subset without augmentation (BackdoorBench: its train transform); fine-tuning "
+    "trains every weight with the switched-off channels held at zero (as v2.0; v1 trains layer4[1].conv2 and the "
+    "linear layer only)",
+)
+
+
+class FinePruning(FMPProtocolDefense):
+    key = "fp"
+    title = "FP: prune the last stage's least active channels on the clean subset, then fine-tune"
+    configs = {"paper": FPConfig(), "fast": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=30)),
+               "smoke": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=20))}
+    deviations = {"paper": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"],
+                  "fast": _FP_COMMON + PROTOCOL_DEVIATIONS["fast"] + ("FP's fine-tuning 30 epochs (BackdoorBench: 100)",),
+                  "smoke": _FP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + ("FP's fine-tuning 20 epochs (BackdoorBench: 100)",)}
+
+    def shortened(self, cfg: FPConfig) -> FPConfig:
+        return replace(cfg, finetune=cfg.finetune.with_(epochs=1, batch_size=8))
+
+    def run(self, spec, data: RunData, cfg: FPConfig, cache=None, progress=False) -> DefenseResult:
+        self.check(spec, data)
+        cache = cache or ArtifactCache()
+        _, nd = _no_defense(spec, data, cache, progress)
+        device = data.train.images.device
+
+        def build(partial):
+            model, _ = _no_defense(spec, data, cache, progress)
+            holdout = data.holdout
+            pruned, path = prune_until_accuracy_drops(model, holdout.images, holdout.labels.to(device), cfg.acc_ratio)
+            keep = torch.ones_like(model.head.weight)
+            keep[:, pruned] = 0
+            handle = model.head.weight.register_hook(lambda g: g * keep)
+            torch.manual_seed(spec.seed)
+            try:
+                result = finetune_on_holdout(model, data, cfg.finetune, spec.seed, progress, "fp", partial)
+            finally:
+                handle.remove()
+            return StageOutput(model, result.history, {"pruned_channels": pruned, "pruning_path": path})
+
+        key = {"data": spec.training_key(), "supervised": spec.supervised, "cfg": cfg}
+        model, record = cached_stage(cache, "fp", key, VERSIONS["fp"], build, spec.new_model, device)
+        return DefenseResult(model, {"no_defense": nd, "fp": record})
+
+
+register_defense(FineTuning())
+register_defense(FinePruning())
