@@ -92,16 +92,16 @@ def test_holdout_validation():
 
 
 def torchvision_ordered(n=400):
-    """Labels interleaved like torchvision's CIFAR order (not class by class)."""
+    """CIFAR-10-like: labels interleaved as in torchvision's order (not class by class), so rule 'last' applies."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
-    return ImageSet(images, torch.arange(n) % 10, tuple(map(str, range(10))), "tv", "torchvision")
+    return ImageSet(images, torch.arange(n) % 10, tuple(map(str, range(10))), "cifar10", "torchvision")
 
 
 def test_last_holdout_is_the_tail_never_poisoned_and_rate_counts_the_whole_set(tmp_path):
     """T&R: the last 5 % is held out; the first int(rate x N_total) non-target samples of the rest are poisoned."""
     train = torchvision_ordered(400)
-    spec = RunSpec("tv", None, "resnet18", 4, 10, "white4_tr", {"rate": 0.1}, 0, 0, TINY_TRAIN,
+    spec = RunSpec("cifar10", None, "resnet18", 4, 10, "white4_tr", {"rate": 0.1}, 0, 0, TINY_TRAIN,
                    Holdout(0.05, "last")).bound_to(train)
     data = run_data(spec, train, None, ArtifactCache(tmp_path))
     assert len(data.train) == 380 and len(data.holdout) == 20

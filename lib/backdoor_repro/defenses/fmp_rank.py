@@ -33,6 +33,13 @@ def ranking_input(model: nn.Module, x: torch.Tensor, double_norm: bool) -> torch
     return model.normalize(x) if double_norm else x
 
 
+def _clean_and_start(model, x, alpha, gen, double_norm):
+    """Eval mode; the ranking's clean input and its random start (shared by both ranking loops)."""
+    model.eval()
+    z = ranking_input(model, x, double_norm).detach()
+    return z, random_start(z, alpha, gen)
+
+
 def _fgsm_scores(model, site, channels, x0, clean_maps, y, epsilon) -> torch.Tensor:
     """Accuracy (fraction) on the FGSM images of each channel in ``channels``; one forward/backward for all."""
     k, b = len(channels), x0.shape[0]
@@ -53,9 +60,7 @@ def rank_feature_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha:
                       gen: torch.Generator, double_norm: bool = True, chunk: int = 64) -> dict[str, torch.Tensor]:
     """Score of every feature map, ``{conv name: (C,) accuracies}`` in forward order. ``x``: the ranking batch
     (float in [0, 1]); one random start shared by all maps; ``chunk`` maps per forward pass."""
-    model.eval()
-    z = ranking_input(model, x, double_norm).detach()
-    x0 = random_start(z, alpha, gen)
+    z, x0 = _clean_and_start(model, x, alpha, gen, double_norm)
     scores = {}
     for layer in conv_layers(model, tuple(x.shape[1:])):
         site = feature_map_site(model, layer.name)
@@ -70,9 +75,7 @@ def rank_feature_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha:
 def rank_one_at_a_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, epsilon: float,
                        gen: torch.Generator, double_norm: bool = True) -> dict[str, torch.Tensor]:
     """The reference loop: per map, a full forward on ``x0`` with a hook, the map's loss, its own gradient."""
-    model.eval()
-    z = ranking_input(model, x, double_norm).detach()
-    x0 = random_start(z, alpha, gen)
+    z, x0 = _clean_and_start(model, x, alpha, gen, double_norm)
     scores = {}
     for layer in conv_layers(model, tuple(x.shape[1:])):
         site = feature_map_site(model, layer.name)
