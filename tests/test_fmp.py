@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from backdoor_repro.defenses.anp import ANPConfig, PerturbedBatchNorm, optimize_masks, prune_by_threshold
 from backdoor_repro.defenses.finetune_pruning import last_stage_activation, prune_until_accuracy_drops
 from backdoor_repro.defenses.fmp import FMPConfig
-from backdoor_repro.defenses.fmp_rank import (lowest_maps, prune_plan, random_start, rank_feature_maps,
+from backdoor_repro.defenses.fmp_rank import (default_chunk, lowest_maps, prune_plan, random_start, rank_feature_maps,
                                               rank_one_at_a_time, zero_feature_maps)
 from backdoor_repro.feature_maps import capture_output, conv_layers, feature_map_site, forward_to
 from backdoor_repro.models import build_model, normalization_stats
+from backdoor_repro.train import predict
 
 
 def tiny(width=2, dtype=torch.float64, seed=0):
@@ -91,6 +92,11 @@ def test_batched_ranking_equals_the_one_at_a_time_ranking():
         b = rank_one_at_a_time(model, x, y, 0.02, 0.06, torch.Generator().manual_seed(5), double_norm)
         assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
         assert sum(v.numel() for v in a.values()) == 150
+    auto = rank_feature_maps(model, x, y, 0.02, 0.06, torch.Generator().manual_seed(5), False)  # chunk by device
+    assert all(torch.equal(auto[k], a[k]) for k in a)
+    assert default_chunk(torch.device("cpu"), 32) == 4 and default_chunk(torch.device("cpu"), 1000) == 1
+    with pytest.raises(ValueError, match="chunk"):
+        rank_feature_maps(model, x, y, 0.02, 0.06, torch.Generator(), chunk=0)
         assert all(((v * 6).round() == v * 6).all() for v in a.values())  # multiples of 1 / batch
 
 
@@ -157,10 +163,18 @@ def test_fine_pruning_switches_off_the_least_active_channels_until_accuracy_drop
     labels = torch.randint(0, 4, (40,))
     act = last_stage_activation(model, images)
     assert act.shape == (16,)
+    original = model.head.weight.detach().clone()
     pruned, path = prune_until_accuracy_drops(model, images, labels, acc_ratio=1.0 - 1e-9)
     assert pruned == torch.argsort(act, stable=True).tolist()[:len(pruned)]
     assert (model.head.weight[:, pruned] == 0).all()
     assert path[0]["pruned"] == 0 and [p["pruned"] for p in path] == list(range(len(path)))
+    # each step's accuracy is the full model's with those columns zeroed (the features are computed once)
+    for step in path[1:6]:
+        with torch.no_grad():
+            model.head.weight.copy_(original)
+            model.head.weight[:, torch.argsort(act, stable=True)[:step["pruned"]]] = 0
+        full = 100 * (predict(model, images) == labels).float().mean().item()
+        assert step["accuracy"] == pytest.approx(full, abs=1e-6)
     with pytest.raises(ValueError):
         from backdoor_repro.defenses.finetune_pruning import FPConfig
         FPConfig(acc_ratio=1.5)

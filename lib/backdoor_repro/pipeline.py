@@ -22,7 +22,7 @@ from .stages import StageOutput, cached_stage
 from .train import train_supervised
 
 SUPERVISED_VERSION = 3  # 3: keyed by RunSpec.attacker_key(); 2: RunSpec keys, no evaluation inside the build
-LC_IMAGES_VERSION = 3  # 3: RunSpec keys; 2: PGD iterates clamped to [0, 1] at every step
+LC_IMAGES_VERSION = 4  # 4: start projected, no clamp inside the loss (gradients at 0/255 kept); 3: RunSpec keys; 2: PGD iterates clamped to [0, 1] at every step
 
 
 def load_data(profile: Profile, data_root=None, download: bool = False, device="cpu") -> tuple[ImageSet, ImageSet]:

@@ -9,14 +9,15 @@ from .ops import quantize
 
 
 def pgd_adversary(model: torch.nn.Module, eps: float, step: float, steps: int, seed: int, batch_size: int = 256,
-                  clamp: bool = True, normalized_input: bool = True, rounding: str = "round"):
+                  clamp: bool = True, normalized_input: bool = True, rounding: str = "round", random_start: bool = True):
     """Untargeted ℓ∞ PGD with a uniform random start; returns the adversary callable :meth:`Attack.poison` expects.
 
     Defaults (DBD's LC, T&R's CL substitute): every iterate clamped to [0, 1], the model sees normalised input
     (its own normalisation layer), the result rounded to uint8. FCT's CL (``utils/torchattacks/attacks/pgd.py``):
     ``clamp=False`` (iterates may leave [0, 1]), ``normalized_input=False`` (the [0, 1] image is fed to a model
     trained on normalised images, skipping its normalisation layer), ``rounding="cast_wrap"`` (× 255, then the
-    float → uint8 cast, which wraps values outside [0, 255]).
+    float → uint8 cast, which wraps values outside [0, 255]). BackdoorBench's LC crafting (torchattacks' PGD):
+    ``random_start=False``, ``rounding="clip_floor"`` (× 255, then ``.type(torch.uint8)``).
     """
 
     def forward(x):
@@ -31,10 +32,13 @@ def pgd_adversary(model: torch.nn.Module, eps: float, step: float, steps: int, s
         for start in range(0, images.shape[0], batch_size):
             x = images[start:start + batch_size].to(device).float() / 255
             y = labels[start:start + batch_size].to(device)
-            delta = (torch.rand(x.shape, generator=gen, device=device) * 2 - 1) * eps
+            delta = (torch.rand(x.shape, generator=gen, device=device) * 2 - 1) * eps if random_start else \
+                torch.zeros_like(x)
+            if clamp:  # every iterate, the start included, a valid image; the loss sees it unclamped, so pixels
+                delta = (x + delta).clamp(0, 1) - x  # at 0 or 255 keep their gradient (clamp's is 0 there)
             for _ in range(steps):
                 delta.requires_grad_(True)
-                loss = F.cross_entropy(forward((x + delta).clamp(0, 1) if clamp else x + delta), y)
+                loss = F.cross_entropy(forward(x + delta), y)
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta = (delta + step * grad.sign()).clamp(-eps, eps)
                 if clamp:

@@ -74,3 +74,11 @@ def backdoorbench_white3() -> PatchTrigger:
     """BackdoorBench ``badnet`` patch: pixels where the trigger image is > 0 replace the image."""
     pattern = image_asset("backdoorbench/badnet_white_square.png")
     return PatchTrigger(pattern, (pattern > 0).any(0, keepdim=True).expand(3, -1, -1))
+
+
+def backdoorbench_grid() -> PatchTrigger:
+    """BackdoorBench ``badnet_grid.png``: a 3×3 grid at rows/cols 29–31, 255 on the corners and the centre, 1
+    elsewhere (all channels); every channel > 0 replaces the image (``AddMaskPatchTrigger``), so all nine pixels
+    are pasted. It differs from :func:`grid3` at five pixels."""
+    pattern = image_asset("backdoorbench/badnet_grid.png")
+    return PatchTrigger(pattern, pattern > 0)

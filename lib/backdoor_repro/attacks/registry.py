@@ -105,6 +105,13 @@ def _white3_bb(data_seed=0, **common):
                  official_stream="backdoorbench", source="BackdoorBench resource/badnet; FMT utils/bd_img_transform/patch.py")
 
 
+@register("grid_bb", "BadNets", "FMP", "3x3 grid, rows/cols 29-31, 255 on corners and centre, 1 elsewhere "
+          "(BackdoorBench badnet_grid.png; differs from grid3 at five pixels)")
+def _grid_bb(data_seed=0, **common):
+    return _make("grid_bb", patch.backdoorbench_grid(), common, target=0, selection="random_all", rate=0.1,
+                 official_stream="backdoorbench", source="BackdoorBench resource/badnet/grid; FMT utils/bd_img_transform/patch.py")
+
+
 # ---------------------------------------------------------------- Blended (§3.2)
 @register("blend_kitty_dbd", "Blended", "DBD", "Hello Kitty, PIL bicubic resize, alpha 0.1, PIL blend")
 def _blend_kitty_dbd(data_seed=0, alpha=0.1, **common):
@@ -227,6 +234,18 @@ def _sig_tr(data_seed=0, alpha=0.2, **common):
                  label_mode="clean_label", selection="first_n_target", rate=0.1, source="T&R datasets/cifar.py")
 
 
+# ---------------------------------------------------------------- LF (§3.9)
+@register("lf_bb", "LF", "FMP", "BackdoorBench's shipped low-frequency universal perturbation for PreAct-ResNet-18 "
+          "(0-51), added and clipped, dirty label")
+def _lf_bb(data_seed=0, variant="cifar10", **common):
+    if variant not in ("cifar10", "cifar100"):
+        raise ValueError(f"lf_bb: variant must be 'cifar10' or 'cifar100', got {variant!r}")
+    pattern = array_asset(f"backdoorbench/lf_{variant}_preactresnet18.npy").permute(2, 0, 1).double()
+    return _make("lf_bb", additive.AdditiveTrigger(pattern), common, target=0, selection="random_all", rate=0.1,
+                 official_stream="backdoorbench",
+                 source=f"BackdoorBench resource/lowFrequency/{variant}_preactresnet18_0_255.npy; SimpleAdditiveTrigger")
+
+
 # ---------------------------------------------------------------- WaNet (§3.6)
 @register("wanet", "WaNet", "DBD, FMP", "warp k=4, s=0.5, fixed poisoned indices, noise mode x2 with true labels")
 def _wanet(data_seed=0, k=4, s=0.5, grid_rescale=1.0, cross_ratio=2.0, **common):
@@ -234,6 +253,15 @@ def _wanet(data_seed=0, k=4, s=0.5, grid_rescale=1.0, cross_ratio=2.0, **common)
     return _make("wanet", wanet.WarpTrigger(grid), common, target=3, selection="bernoulli_nontarget", rate=0.05,
                  cross_ratio=cross_ratio, cross_trigger=wanet.NoisyWarpTrigger(grid, data_seed + 1),
                  source="BackdoorBench attack/wanet.py (as data poisoning)")
+
+
+@register("wanet_bb", "WaNet", "FMP", "BackdoorBench's warp (k=4, s=0.5) as fixed-index data poisoning: round(0.1 N) "
+          "from all classes, target 0, noise mode x2 with true labels (BackdoorBench re-draws both every batch)")
+def _wanet_bb(data_seed=0, k=4, s=0.5, grid_rescale=1.0, cross_ratio=2.0, **common):
+    grid = wanet.warp_grid(k, s, grid_rescale, 32, data_seed)
+    return _make("wanet_bb", wanet.WarpTrigger(grid), common, target=0, selection="random_all", rate=0.1,
+                 cross_ratio=cross_ratio, cross_trigger=wanet.NoisyWarpTrigger(grid, data_seed + 1),
+                 official_stream="backdoorbench", source="BackdoorBench attack/wanet.py (as data poisoning)")
 
 
 # ---------------------------------------------------------------- Label-consistent (§3.5)
@@ -260,3 +288,15 @@ def _cl_fct(data_seed=0, eps=8 / 255, step=2 / 255, steps=4, **common):
     return _make("cl_fct", patch.fct_four_corners(), common, target=0, label_mode="clean_label",
                  selection="target_fraction", rate=0.1, pgd=pgd, official_stream="fct",
                  source="FCT utils/dataloader_bd.py fourCornerTrigger, utils/torchattacks/attacks/pgd.py")
+
+
+@register("lc_bb", "Label-consistent", "FMP", "PGD l_inf 8/255, step 1.5/255, 100 steps, no random start, on a "
+          "clean model, then the grid3 patch at rows/cols 29-31 at full amplitude (FMT lc.py 'bottom-right': +-255, "
+          "clip); round(0.1 N) target-class images (all of them on CIFAR-10); test: clean images + the patch "
+          "(BackdoorBench tests on adversarial images)")
+def _lc_bb(data_seed=0, eps=8 / 255, step=1.5 / 255, steps=100, **common):
+    return _make("lc_bb", patch.grid3(), common, target=0, label_mode="clean_label", selection="random_target_of_all",
+                 rate=0.1, pgd={"eps": eps, "step": step, "steps": steps, "random_start": False, "rounding": "clip_floor"},
+                 official_stream="backdoorbench",
+                 source="FMT resource/label-consistent/craft_adv_dataset.py, utils/bd_img_transform/lc.py "
+                        "(adversarial images: our PGD on a standard clean model)")

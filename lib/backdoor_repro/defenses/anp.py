@@ -133,13 +133,15 @@ def prune_by_threshold(model: nn.Module, masks: dict[str, torch.Tensor], thresho
     return count
 
 
-ANP_PROFILES = {"paper": ANPConfig(), "fast": ANPConfig(), "smoke": ANPConfig(iterations=200)}
+ANP_PROFILES = {"paper": ANPConfig(), "fast": ANPConfig(), "smoke": ANPConfig(iterations=60)}
 _ANP_COMMON = ("the pruning threshold is fixed at 0.2, the value commonly cited for ANP (BackdoorBench sweeps 0 to 0.9 and "
                "keeps the threshold with the lowest test ASR, SCLBD/BackdoorBench#35); the search uses FMP's 10 % "
                "clean subset at batch 128 (ANP paper: 1 % at 128; BackdoorBench v1: 5 % at 256, mask lr 0.2; the "
                "v2.0 code in FMP's repository: mask lr 0.01)", "noise and batch draws from a seeded torch generator")
 ANP_DEVIATIONS = {"paper": _ANP_COMMON + PROTOCOL_DEVIATIONS["paper"], "fast": _ANP_COMMON + PROTOCOL_DEVIATIONS["fast"],
-                  "smoke": _ANP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + ("200 mask iterations (ANP: 2,000)",)}
+                  "smoke": _ANP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + ("60 mask iterations (ANP: 2,000); at width 8 (424 BatchNorm neurons) the perturbation eps 0.4 drives "
+                            "a large share of the masks below the threshold, so smoke ANP loses most of its clean "
+                            "accuracy: a property of the narrow network, not evidence about ANP at full width",)}
 
 
 class ANP(FMPProtocolDefense):

@@ -21,7 +21,7 @@ from ..train import TrainConfig, batched_outputs, predict
 from .base import DefenseResult, register_defense
 from .fmp import PROTOCOL_DEVIATIONS, FMPProtocolDefense, finetune_on_holdout
 
-VERSIONS = {"ft": 1, "fp": 2}
+VERSIONS = {"ft": 1, "fp": 3}
 
 # BackdoorBench v1 FT defaults (config/defense/ft/cifar10.yaml): 100 epochs, SGD 0.01, momentum 0.9, wd 5e-4,
 # cosine, batch 256, crop + flip
@@ -77,37 +77,49 @@ class FineTuning(FMPProtocolDefense):
 
 
 @torch.no_grad()
-def last_stage_activation(model, images) -> torch.Tensor:
-    """Mean over images and positions of each channel of ``backbone.layer4``'s output (eval mode)."""
+def head_inputs(model, images) -> torch.Tensor:
+    """The linear head's input for every image (eval mode, float): the spatial mean of ``backbone.layer4``'s
+    output, one forward pass over ``images``."""
     model.eval()
     captured = []
-    handle = model.backbone.layer4.register_forward_hook(lambda m, i, out: captured.append(out.float().mean(dim=(0, 2, 3))
-                                                                                          * out.shape[0]))
+    handle = model.head.register_forward_pre_hook(lambda m, args: captured.append(args[0].float()))
     try:
         batched_outputs(model, images, images.device, batch_size=500)
     finally:
         handle.remove()
-    return (torch.stack(captured).sum(0) / images.shape[0]).cpu()
+    return torch.cat(captured)
+
+
+def last_stage_activation(model, images) -> torch.Tensor:
+    """Mean over images and positions of each channel of ``backbone.layer4``'s output (eval mode)."""
+    return head_inputs(model, images).mean(0).cpu()
 
 
 @torch.no_grad()
 def prune_until_accuracy_drops(model, images, labels, acc_ratio: float) -> tuple[list[int], list[dict]]:
     """Switch off last-stage channels (zero the linear weight's columns) in increasing order of mean activation
     while the accuracy on ``images`` stays >= (1 - acc_ratio) x the unpruned accuracy. Returns the channels
-    switched off and the path (channels off, accuracy)."""
-    order = torch.argsort(last_stage_activation(model, images), stable=True).tolist()
+    switched off and the path (channels off, accuracy). Switching channels off changes only the linear layer, so
+    the features are computed once and each step re-applies the head to them (in float)."""
+    features = head_inputs(model, images)
+    order = torch.argsort(features.mean(0).cpu(), stable=True).tolist()
     weight = model.head.weight
-    original = weight.detach().clone()
-    base = (predict(model, images) == labels).float().mean().item()
+    w = weight.detach().float().clone()
+    bias = model.head.bias.detach().float() if model.head.bias is not None else 0
+    labels = labels.to(features.device)
+
+    def accuracy() -> float:
+        return ((features @ w.t() + bias).argmax(1) == labels).float().mean().item()
+
+    base = accuracy()
     path, kept = [{"pruned": 0, "accuracy": 100 * base}], 0
     for k in range(1, len(order)):
-        weight[:, order[k - 1]] = 0
-        acc = (predict(model, images) == labels).float().mean().item()
+        w[:, order[k - 1]] = 0
+        acc = accuracy()
         path.append({"pruned": k, "accuracy": 100 * acc})
         if acc < (1 - acc_ratio) * base:
             break
         kept = k
-    weight.copy_(original)
     weight[:, order[:kept]] = 0
     return order[:kept], path
 

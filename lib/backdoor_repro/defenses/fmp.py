@@ -46,12 +46,12 @@ class FMPConfig:
     double_norm: bool = True  # official bug: the ranking perturbs and clips already-normalised images
     prune_order: str = "official"  # official bug: forward-order lists zeroed in registration order; or "by_name"
     finetune: TrainConfig = FMP_FINETUNE
-    chunk: int = 64  # maps per forward pass in the ranking (speed only)
+    chunk: int | None = None  # maps per forward pass in the ranking (speed only; None: by device)
 
     def __post_init__(self):
         if self.prune_order not in PRUNE_ORDERS:
             raise ValueError(f"prune_order must be one of {PRUNE_ORDERS}, got {self.prune_order!r}")
-        if self.ranking_images < 1 or self.divisor < 1 or self.chunk < 1:
+        if self.ranking_images < 1 or self.divisor < 1 or (self.chunk is not None and self.chunk < 1):
             raise ValueError("ranking_images, divisor and chunk must be positive")
         if not (0 <= self.alpha <= 1 and 0 <= self.epsilon <= 1):
             raise ValueError("alpha and epsilon are pixel-scale steps in [0, 1]")
@@ -146,7 +146,7 @@ PROTOCOL_DEVIATIONS = {  # shared by FMP and the baselines of its table (same at
 _FMP_COMMON = (
     "the official test-set BatchNorm leakage is fixed: evaluation runs in eval mode (the official per-epoch test "
     "loop runs in train mode, so BatchNorm statistics absorb the test set)",
-    "the ranking maps are ranked many per forward pass (exactly the per-map gradients; the order of float sums "
+    "the feature maps are ranked many per forward pass (exactly the per-map gradients; the order of float sums "
     "may differ), one random start shared by all maps",
     "the 32 ranking images and the random start come from seeded torch generators (official: the loader's "
     "shuffle and torch's global stream)",

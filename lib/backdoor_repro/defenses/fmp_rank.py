@@ -56,10 +56,23 @@ def _fgsm_scores(model, site, channels, x0, clean_maps, y, epsilon) -> torch.Ten
     return correct.float().mean(1)
 
 
+def default_chunk(device: torch.device, images: int) -> int:
+    """Maps per forward pass: about 4,096 images per pass on CUDA; on a CPU about 128 (measured on 2 cores with
+    the width-8 smoke network: 4 maps x 32 images per pass ranks 2.3x faster than 64 x 32, which leaves the
+    caches)."""
+    per_pass = 4096 if torch.device(device).type == "cuda" else 128
+    return max(1, per_pass // max(1, images))
+
+
 def rank_feature_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, epsilon: float,
-                      gen: torch.Generator, double_norm: bool = True, chunk: int = 64) -> dict[str, torch.Tensor]:
+                      gen: torch.Generator, double_norm: bool = True, chunk: int | None = None
+                      ) -> dict[str, torch.Tensor]:
     """Score of every feature map, ``{conv name: (C,) accuracies}`` in forward order. ``x``: the ranking batch
-    (float in [0, 1]); one random start shared by all maps; ``chunk`` maps per forward pass."""
+    (float in [0, 1]); one random start shared by all maps; ``chunk`` maps per forward pass (None: by device,
+    :func:`default_chunk`)."""
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be a positive number of maps, got {chunk}")
+    chunk = chunk or default_chunk(x.device, x.shape[0])
     z, x0 = _clean_and_start(model, x, alpha, gen, double_norm)
     scores = {}
     for layer in conv_layers(model, tuple(x.shape[1:])):
@@ -192,5 +205,5 @@ def total_maps(model: nn.Module, image_shape=(3, 32, 32)) -> int:
     return sum(layer.channels for layer in conv_layers(model, image_shape))
 
 
-__all__ = ["ConvLayer", "PRUNE_ORDERS", "lowest_maps", "prune_plan", "rank_feature_maps",
+__all__ = ["ConvLayer", "PRUNE_ORDERS", "default_chunk", "lowest_maps", "prune_plan", "rank_feature_maps",
            "rank_one_at_a_time", "random_start", "ranking_input", "single_map_asr", "total_maps", "zero_feature_maps"]
