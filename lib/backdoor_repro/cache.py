@@ -7,6 +7,7 @@ written to a temporary name and renamed (atomic), their sha256 is recorded in a 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,6 +18,11 @@ from typing import Any, Callable
 import torch
 
 from .paths import cache_dir
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 
 def _jsonable(obj: Any):
@@ -76,6 +82,22 @@ def verified_load(path: Path, map_location="cpu"):
         return None
 
 
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """An exclusive ``flock`` on ``<artifact>.lock`` (POSIX; on a shared filesystem it needs working file locks,
+    as NFS with lockd and Lustre/GPFS provide). Without ``fcntl`` (Windows) no lock is taken."""
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class ArtifactCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "artifacts"
@@ -93,6 +115,13 @@ class ArtifactCache:
         found = verified_load(path, map_location)
         if found is not None:
             return found
+        with _build_lock(path):  # two jobs sharing the cache never build the same artifact at once
+            found = verified_load(path, map_location)  # built by another job while this one waited
+            if found is not None:
+                return found
+            return self._build(stage, config, version, build, path)
+
+    def _build(self, stage, config, version, build, path):
         partial = path.with_suffix(".partial.pt")
         result = build(partial)
         atomic_save(result, path)
