@@ -117,6 +117,8 @@ def _experiment(cell: Cell, settings: GridSettings):
 
 def compute_cell(cell: Cell, settings: GridSettings) -> dict:
     """Build (or reuse) everything the cell needs, run the defense, evaluate; the cell's record."""
+    import torch
+
     from .defenses import get_defense
     from .train import TrainConfig
     started = time.perf_counter()
@@ -131,7 +133,6 @@ def compute_cell(cell: Cell, settings: GridSettings) -> dict:
         spec = ex.spec(cell.attack, defense=cell.defense)
     result = ex.run(cell.defense, spec, cfg)
     metrics = ex.evaluate(result.model, spec)
-    import torch
     return {"cell": asdict(cell), "profile": ex.profile.name, "dataset": ex.profile.dataset,
             "plumbing": settings.plumbing, "model": spec.model, "width": spec.width, "metrics": metrics,
             "stage_seconds": {k: round(r.seconds, 2) for k, r in result.stages.items()},
@@ -225,10 +226,9 @@ def slurm_script(n_cells: int, store_root, partition: str | None, gpus_per_node:
     from submitit.slurm.slurm import _make_sbatch_string
     folder = Path(store_root) / "jobs" / "%A_%a"
     command = f"{sys.executable} -u -m submitit.core._submit {folder}"
-    text = _make_sbatch_string(command=command, folder=folder, job_name="backdoor_grid", partition=partition,
+    return _make_sbatch_string(command=command, folder=folder, job_name="backdoor_grid", partition=partition,
                                time=time_min, gpus_per_node=gpus_per_node or None, cpus_per_task=cpus_per_task,
                                array_parallelism=parallelism, map_count=n_cells)
-    return text
 
 
 def submit_slurm(cells: list[Cell], settings: GridSettings, store_root, partition: str | None, gpus_per_node: int,

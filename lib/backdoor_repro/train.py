@@ -129,6 +129,17 @@ class Objective:
         return F.cross_entropy(logits, y), logits
 
 
+class HeadOnlyObjective(Objective):
+    """Train ``model.head`` alone; everything else stays in eval mode (BatchNorm statistics frozen)."""
+
+    def parameters(self, model: torch.nn.Module):
+        return model.head.parameters()
+
+    def train_mode(self, model: torch.nn.Module) -> None:
+        model.eval()
+        model.head.train()
+
+
 def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
     """channels_last on CUDA (faster convolutions under autocast); the default layout everywhere else.
 

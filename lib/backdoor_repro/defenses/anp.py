@@ -11,14 +11,13 @@ test data (BackdoorBench picks it from a sweep by test ASR, SCLBD/BackdoorBench#
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..augment import augment, to_float
-from ..cache import ArtifactCache
 from ..pipeline import RunData, supervised_model
 from ..stages import StageOutput, cached_stage
 from .base import DefenseResult, register_defense
@@ -139,9 +138,10 @@ _ANP_COMMON = ("the pruning threshold is fixed at 0.2, the value commonly cited 
                "clean subset at batch 128 (ANP paper: 1 % at 128; BackdoorBench v1: 5 % at 256, mask lr 0.2; the "
                "v2.0 code in FMP's repository: mask lr 0.01)", "noise and batch draws from a seeded torch generator")
 ANP_DEVIATIONS = {"paper": _ANP_COMMON + PROTOCOL_DEVIATIONS["paper"], "fast": _ANP_COMMON + PROTOCOL_DEVIATIONS["fast"],
-                  "smoke": _ANP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + ("60 mask iterations (ANP: 2,000); at width 8 (424 BatchNorm neurons) the perturbation eps 0.4 drives "
-                            "a large share of the masks below the threshold, so smoke ANP loses most of its clean "
-                            "accuracy: a property of the narrow network, not evidence about ANP at full width",)}
+                  "smoke": _ANP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + (
+                      "60 mask iterations (ANP: 2,000); at width 8 (424 BatchNorm neurons) the perturbation eps 0.4 drives "
+                      "a large share of the masks below the threshold, so smoke ANP loses most of its clean "
+                      "accuracy: a property of the narrow network, not evidence about ANP at full width",)}
 
 
 class ANP(FMPProtocolDefense):
@@ -151,13 +151,10 @@ class ANP(FMPProtocolDefense):
     deviations = ANP_DEVIATIONS
 
     def shortened(self, cfg: ANPConfig) -> ANPConfig:
-        from dataclasses import replace
         return replace(cfg, iterations=2, batch_size=8)
 
     def run(self, spec, data: RunData, cfg: ANPConfig, cache=None, progress=False) -> DefenseResult:
-        self.check(spec, data)
-        cache = cache or ArtifactCache()
-        _, nd = supervised_model(spec, None, cache, progress, data=data)
+        cache, nd = self.start(spec, data, cache, progress)
         device = data.train.images.device
 
         def build(partial):

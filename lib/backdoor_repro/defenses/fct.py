@@ -26,7 +26,7 @@ from ..models import ContrastiveEncoder, build_model
 from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
-from ..train import (Objective, TrainConfig, autocast, model_input, optimizer_step, prepare_model, shuffled_batches,
+from ..train import (HeadOnlyObjective, Objective, TrainConfig, autocast, model_input, optimizer_step, prepare_model, shuffled_batches,
                      train_supervised)
 from ..views import simclr_views
 from .base import Defense, DefenseResult, register_defense
@@ -127,18 +127,11 @@ class SSCTLObjective(Objective):
         return supcon_loss(z1, z2, mask, self.cfg.temperature, self.cfg.base_temperature), None
 
 
-class MixedCEObjective(Objective):
+class MixedCEObjective(HeadOnlyObjective):
     """The linear head on the frozen encoder (eval mode: BatchNorm fixed), one SupContrast view per image."""
 
     def __init__(self, flags: torch.Tensor, lambda_p: float):
         self.flags, self.lambda_p = flags, lambda_p
-
-    def parameters(self, model):
-        return model.head.parameters()
-
-    def train_mode(self, model):
-        model.eval()
-        model.head.train()
 
     def loss(self, model, x, y, gen, idx):
         logits = model(model_input(simclr_views(x, gen, blur=False))).float()

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..cache import ArtifactCache
 from ..pipeline import RunData, supervised_model
 from ..stages import StageOutput, cached_stage
 from ..train import TrainConfig, batched_outputs, predict
@@ -44,10 +43,6 @@ class FPConfig:
             raise ValueError(f"acc_ratio must be in [0, 1), got {self.acc_ratio}")
 
 
-def _no_defense(spec, data, cache, progress):
-    return supervised_model(spec, None, cache, progress, data=data)
-
-
 class FineTuning(FMPProtocolDefense):
     key = "ft"
     title = "FT: fine-tune the backdoored model on the clean subset"
@@ -61,12 +56,10 @@ class FineTuning(FMPProtocolDefense):
         return FTConfig(cfg.finetune.with_(epochs=1, batch_size=8))
 
     def run(self, spec, data: RunData, cfg: FTConfig, cache=None, progress=False) -> DefenseResult:
-        self.check(spec, data)
-        cache = cache or ArtifactCache()
-        _, nd = _no_defense(spec, data, cache, progress)
+        cache, nd = self.start(spec, data, cache, progress)
 
         def build(partial):
-            model, _ = _no_defense(spec, data, cache, progress)
+            model, _ = supervised_model(spec, None, cache, progress, data=data)
             torch.manual_seed(spec.seed)
             result = finetune_on_holdout(model, data, cfg.finetune, spec.seed, progress, "ft", partial)
             return StageOutput(model, result.history)
@@ -146,13 +139,11 @@ class FinePruning(FMPProtocolDefense):
         return replace(cfg, finetune=cfg.finetune.with_(epochs=1, batch_size=8))
 
     def run(self, spec, data: RunData, cfg: FPConfig, cache=None, progress=False) -> DefenseResult:
-        self.check(spec, data)
-        cache = cache or ArtifactCache()
-        _, nd = _no_defense(spec, data, cache, progress)
+        cache, nd = self.start(spec, data, cache, progress)
         device = data.train.images.device
 
         def build(partial):
-            model, _ = _no_defense(spec, data, cache, progress)
+            model, _ = supervised_model(spec, None, cache, progress, data=data)
             holdout = data.holdout
             pruned, path = prune_until_accuracy_drops(model, holdout.images, holdout.labels.to(device), cfg.acc_ratio)
             keep = torch.ones_like(model.head.weight)

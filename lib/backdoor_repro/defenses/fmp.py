@@ -173,6 +173,13 @@ class FMPProtocolDefense(Defense):
         if data.holdout is None:
             raise ValueError(f"{self.key} needs the clean subset: build the spec with holdout={FMP_HOLDOUT!r}")
 
+    def start(self, spec: RunSpec, data: RunData, cache: ArtifactCache | None, progress: bool):
+        """Check the inputs; ``(cache, the No-Defense model's stage record)``, where every method of the table
+        starts."""
+        self.check(spec, data)
+        cache = cache or ArtifactCache()
+        return cache, supervised_model(spec, None, cache, progress, data=data)[1]
+
 
 class FMP(FMPProtocolDefense):
     key = "fmp"
@@ -184,9 +191,7 @@ class FMP(FMPProtocolDefense):
         return cfg.with_(finetune={"epochs": 1, "batch_size": 8}, ranking_images=2, chunk=512)
 
     def run(self, spec, data, cfg: FMPConfig, cache=None, progress=False) -> DefenseResult:
-        self.check(spec, data)
-        cache = cache or ArtifactCache()
-        _, nd = supervised_model(spec, None, cache, progress, data=data)
+        cache, nd = self.start(spec, data, cache, progress)
         model, record = fmp_stage(spec, data, cfg, cache, progress)
         return DefenseResult(model, {"no_defense": nd, "fmp": record})
 

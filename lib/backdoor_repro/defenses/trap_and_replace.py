@@ -26,7 +26,7 @@ from ..models.wrn import STEM_END_BLOCKS
 from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import Holdout, RunSpec
 from ..stages import StageOutput, cached_stage
-from ..train import Objective, TrainConfig, train_supervised
+from ..train import HeadOnlyObjective, Objective, TrainConfig, train_supervised
 from .base import Defense, DefenseResult, register_defense
 
 VERSIONS = {"trap": 1, "patch": 1}
@@ -149,18 +149,11 @@ class TrapObjective(Objective):
         return loss, logits
 
 
-class PatchObjective(Objective):
+class PatchObjective(HeadOnlyObjective):
     """Stage 2: only the head's parameters; the stem stays in eval mode (BatchNorm statistics frozen)."""
 
     def __init__(self, cfg: PatchConfig):
         self.cfg = cfg
-
-    def parameters(self, model):
-        return model.head.parameters()
-
-    def train_mode(self, model):
-        model.eval()
-        model.head.train()
 
     def loss(self, model, x, y, gen, idx):
         if not self.cfg.cutmix:
