@@ -7,7 +7,7 @@ set -euo pipefail
 caller_dir="$PWD"
 cd "$(dirname "$0")"
 
-ORDER=(attacks dbd trap_and_replace fct fmp)  # the order notebooks run in; missing ones are skipped
+ORDER=(attacks dbd trap_and_replace fct fmp grid)  # the order notebooks run in; missing ones are skipped
 profile=smoke; only=""; data_root=""; download=False; device=auto; dataset=""; attacks=""
 
 usage() {

@@ -37,6 +37,14 @@ def test_two_by_two_grid_through_submitit_local_with_two_workers(tmp_path):
     assert len(records) == 4
     for r in records:
         assert set(r["metrics"]) >= {"ACC", "ASR", "RA", "CTR"} and r["plumbing"] and r["width"] == 4
+        nd, m = r["no_defense"], r["metrics"]
+        der = (max(0.0, nd["ASR"] - m["ASR"]) - max(0.0, nd["ACC"] - m["ACC"]) + 100) / 2
+        assert r["DER"] == pytest.approx(der, abs=0.01) and r["protocol"] == "common"
+        assert r["attack_settings"]["rate"] == 0.1 and r["attack_settings"]["target"] == 0
+    by_attack = {}
+    for r in records:  # every defense of an attack is judged against the same No-Defense model
+        by_attack.setdefault(r["cell"]["attack"], set()).add(json.dumps(r["no_defense"], sort_keys=True))
+    assert all(len(v) == 1 for v in by_attack.values())
     again = run_grid(cells, settings(tmp_path), tmp_path / "grid", "local", workers=2, log=lambda *_: None)
     assert again.ran == [] and len(again.skipped) == 4
 
@@ -81,15 +89,15 @@ def test_a_failing_cell_is_recorded_and_the_others_finish(tmp_path, monkeypatch)
 
     monkeypatch.setattr(grid, "compute_cell", fake)
     report = run_grid(cells, settings(tmp_path), tmp_path / "g", "inline", log=lambda *_: None)
-    assert report.failed == {"ft__grid3__default__seed0": "RuntimeError: out of memory (simulated)"}
-    assert sorted(report.ran) == ["fp__grid3__default__seed0", "none__grid3__default__seed0"]
+    assert report.failed == {"common__ft__grid3__default__seed0": "RuntimeError: out of memory (simulated)"}
+    assert sorted(report.ran) == ["common__fp__grid3__default__seed0", "common__none__grid3__default__seed0"]
     store = GridStore(tmp_path / "g")
     failure, = store.failures()
     assert "out of memory" in failure["error"] and "Traceback" in failure["traceback"]
-    assert "FAILED ft__grid3" in report.summary()
+    assert "FAILED common__ft__grid3" in report.summary()
     monkeypatch.setattr(grid, "compute_cell", lambda cell, s: {"cell": cell.id, "metrics": {}, "finished": "later"})
     rerun = run_grid(cells, settings(tmp_path), tmp_path / "g", "inline", log=lambda *_: None)
-    assert rerun.ran == ["ft__grid3__default__seed0"] and store.failures() == []
+    assert rerun.ran == ["common__ft__grid3__default__seed0"] and store.failures() == []
 
 
 def test_slurm_dry_run_prints_the_jobs_and_a_script_with_the_requested_resources(tmp_path, capsys):
@@ -98,7 +106,7 @@ def test_slurm_dry_run_prints_the_jobs_and_a_script_with_the_requested_resources
                       "--partition", "gpu", "--gpus-per-node", "2", "--time-min", "90", "--cpus-per-task", "8",
                       "--array-parallelism", "3", "--out", str(tmp_path / "g"), "--dry-run"])
     out = capsys.readouterr().out
-    assert code == 0 and "would run 4" in out and "ft__white3_bb__default__seed0" in out
+    assert code == 0 and "would run 4" in out and "common__ft__white3_bb__default__seed0" in out
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --time=90",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --array=0-3%3", "-m submitit.core._submit"):
         assert line in out, line

@@ -98,9 +98,17 @@ def _build_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class NotCached(LookupError):
+    """Raised by a read-only cache (``build=False``) for an artifact it does not hold."""
+
+
 class ArtifactCache:
-    def __init__(self, root: str | os.PathLike | None = None):
+    """``build=False``: a read-only view that returns what is stored and raises :class:`NotCached` instead of
+    building (the grid notebook reads the paper notebooks' runs this way, never training)."""
+
+    def __init__(self, root: str | os.PathLike | None = None, build: bool = True):
         self.root = Path(root) if root is not None else cache_dir() / "artifacts"
+        self.build = build
 
     def path(self, stage: str, config: Any, version: int) -> Path:
         return self.root / stage / f"{artifact_key(stage, config, version)}.pt"
@@ -115,6 +123,8 @@ class ArtifactCache:
         found = verified_load(path, map_location)
         if found is not None:
             return found
+        if not self.build:
+            raise NotCached(f"{stage} artifact {path.stem} is not in the cache (read-only: nothing is trained)")
         with _build_lock(path):  # two jobs sharing the cache never build the same artifact at once
             found = verified_load(path, map_location)  # built by another job while this one waited
             if found is not None:

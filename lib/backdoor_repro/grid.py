@@ -9,10 +9,14 @@ submission script) without running anything::
     python -m backdoor_repro.grid --profile fast --defenses none,ft,fmp --attacks white3_bb,blend_kitty_bb \\
         --executor local --cells-per-gpu 2
     python -m backdoor_repro.grid --profile paper --executor slurm --partition gpu --time-min 240 --dry-run
+    python -m backdoor_repro.grid --defenses dbd --attacks badnets_dbd_2x2 --protocols own --reuse-only
 
-Cells run under each defense's own protocol (its paper's model and schedule); the common protocol (one
-architecture, rate and target for every cell) is not built yet. ``plumbing=True`` checks the machinery on a
-20-image-per-class subset, a width-4 network and each defense's shortened config: its numbers mean nothing.
+A cell runs under the ``common`` protocol (one architecture, rate, target and holdout rule for every cell; see
+:mod:`backdoor_repro.protocol`) or its defense's ``own`` (exactly what that paper's notebook runs, so it reuses that
+notebook's cached artifacts). Each record holds the defended model's metrics, the No-Defense model's metrics of the
+same spec and the DER between them. ``reuse_only=True`` never trains: a cell whose artifacts are not cached fails
+with ``NotCached``. ``plumbing=True`` checks the machinery on a 20-image-per-class subset, a width-4 network and
+each defense's shortened config: its numbers mean nothing.
 """
 from __future__ import annotations
 
@@ -26,6 +30,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 EXECUTORS = ("inline", "local", "slurm")
+GRID_VERSION = 2  # 2: protocol in the cell, No-Defense reference and DER in the record
+ALL_DEFENSES = ("none", "dbd", "trap_and_replace", "fct_dst", "fct_dbr", "fmp", "ft", "fp", "anp")
+# one attack per trigger family of the four papers (BadNets patches of three shapes, blends, Trojan, SIG, LF, WaNet,
+# label-consistent)
+PAPER_GRID_ATTACKS = ("badnets_dbd_2x2", "grid3", "white3_bb", "blend_kitty_dbd", "blend_strip_fct", "trojan3_fct",
+                      "sig_fct", "lf_bb", "wanet", "lc_dbd")
+# smoke: the CPU budget (5 minutes on 2 cores) allows the defenses that start from the No-Defense model; DBD, FCT and
+# T&R train for minutes each on 2 cores and run on fast / paper
+GRID_DEFENSES = {"smoke": ("none", "ft", "fp", "fmp", "anp"), "fast": ALL_DEFENSES, "paper": ALL_DEFENSES}
+GRID_ATTACKS = {"smoke": ("grid3", "blend_kitty_dbd"), "fast": PAPER_GRID_ATTACKS, "paper": PAPER_GRID_ATTACKS}
 
 
 @dataclass(frozen=True)
@@ -34,10 +48,11 @@ class Cell:
     attack: str
     dataset: str = "default"  # the profile's dataset; or "cifar100", "gtsrb" on fast / paper
     seed: int = 0
+    protocol: str = "common"  # or "own": the defense's paper's protocol (protocol.PROTOCOLS)
 
     @property
     def id(self) -> str:
-        return f"{self.defense}__{self.attack}__{self.dataset}__seed{self.seed}"
+        return f"{self.protocol}__{self.defense}__{self.attack}__{self.dataset}__seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -48,12 +63,25 @@ class GridSettings:
     data_seed: int = 0
     plumbing: bool = False  # tiny subset, width 4, shortened configs: checks the machinery, not the numbers
     cache_root: str | None = None  # the artifact cache (default: BACKDOOR_REPRO_CACHE or <repo>/.cache)
+    reuse_only: bool = False  # read the cache, never train (a missing artifact fails the cell with NotCached)
+    download: bool = False  # let torchvision download the dataset
 
 
-def make_cells(defenses, attacks, datasets=("default",), seeds=(0,)) -> list[Cell]:
+def default_store(profile: str, data_seed: int = 0, plumbing: bool = False) -> Path:
+    """``<cache>/grid/<profile>[-plumbing][-data<k>]``: where the CLI and the grid notebook keep the cells (the
+    data seed and plumbing runs get their own folder, since a cell's id names neither)."""
+    from .paths import cache_dir
+    return cache_dir() / "grid" / (profile + ("-plumbing" if plumbing else "") + (f"-data{data_seed}" if data_seed else ""))
+
+
+def make_cells(defenses, attacks, datasets=("default",), seeds=(0,), protocols=("common",)) -> list[Cell]:
     """The cross product, every key checked before any compute."""
     from .attacks import ATTACKS
     from .defenses import DEFENSES
+    from .protocol import PROTOCOLS
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad or not protocols:
+        raise ValueError(f"unknown protocol(s) {bad}; choose from {', '.join(PROTOCOLS)}")
     unknown = [d for d in defenses if d not in DEFENSES] + [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown defense or attack: {', '.join(unknown)}")
@@ -62,7 +90,8 @@ def make_cells(defenses, attacks, datasets=("default",), seeds=(0,)) -> list[Cel
     bad_seeds = [s for s in seeds if not isinstance(s, int) or s < 0]
     if bad_seeds:
         raise ValueError(f"seeds must be non-negative integers, got {bad_seeds}")
-    return [Cell(d, a, ds, s) for ds in datasets for s in seeds for a in attacks for d in defenses]
+    return [Cell(d, a, ds, s, p) for p in protocols for ds in datasets for s in seeds for a in attacks
+            for d in defenses]
 
 
 class GridStore:
@@ -102,42 +131,65 @@ class GridStore:
         return [json.loads(p.read_text()) for p in sorted((self.root / "failed").glob("*.json"))]
 
 
+_EXPERIMENTS: dict = {}  # one loaded experiment per (settings, dataset, seed) in this process
+
+
 def _experiment(cell: Cell, settings: GridSettings):
     from .cache import ArtifactCache
     from .data import class_balanced_subset
     from .experiment import setup
-    ex = setup(settings.profile, settings.data_root, False, settings.device, settings.data_seed, cell.seed,
-               defenses=(cell.defense,), quiet=True, dataset=None if cell.dataset == "default" else cell.dataset)
-    if settings.cache_root is not None:
-        ex.cache = ArtifactCache(settings.cache_root)
+    memo = (settings, cell.dataset, cell.seed)
+    if memo in _EXPERIMENTS:
+        return _EXPERIMENTS[memo]
+    ex = setup(settings.profile, settings.data_root, settings.download, settings.device, settings.data_seed, cell.seed,
+               quiet=True, dataset=None if cell.dataset == "default" else cell.dataset)
+    ex.cache = ArtifactCache(settings.cache_root, build=not settings.reuse_only)
     if settings.plumbing:
         ex.train, ex.test = class_balanced_subset(ex.train, 20), class_balanced_subset(ex.test, 5)
+    _EXPERIMENTS.clear()  # keep one: a process runs the cells of one dataset and seed in a row
+    _EXPERIMENTS[memo] = ex
     return ex
 
 
-def compute_cell(cell: Cell, settings: GridSettings) -> dict:
-    """Build (or reuse) everything the cell needs, run the defense, evaluate; the cell's record."""
-    import torch
-
+def cell_spec(cell: Cell, settings: GridSettings, ex=None):
+    """``(experiment, spec, defense config)`` of ``cell``: builds nothing but the loaded data."""
     from .defenses import get_defense
+    from .protocol import protocol_spec
     from .train import TrainConfig
-    started = time.perf_counter()
-    ex = _experiment(cell, settings)
+    ex = ex or _experiment(cell, settings)
     defense = get_defense(cell.defense)
+    spec = protocol_spec(ex, cell.protocol, cell.defense, cell.attack, cell.seed)
     cfg = defense.config(ex.profile.name)
     if settings.plumbing:
-        spec = ex.spec(cell.attack, defense=cell.defense, rate=0.2).with_(
-            width=4, supervised=TrainConfig(epochs=1, batch_size=50, lr=0.05, schedule="cosine", augmentation="none"))
+        spec = spec.with_(width=4, supervised=TrainConfig(epochs=1, batch_size=50, lr=0.05, schedule="cosine",
+                                                          augmentation="none"))
         cfg = defense.shortened(cfg)
-    else:
-        spec = ex.spec(cell.attack, defense=cell.defense)
+    return ex, spec, cfg
+
+
+def compute_cell(cell: Cell, settings: GridSettings) -> dict:
+    """Build (or reuse) everything the cell needs, run the defense, evaluate it and its No-Defense model."""
+    import torch
+
+    from .cache import artifact_key
+    from .metrics import defense_effectiveness_rating
+    started = time.perf_counter()
+    ex, spec, cfg = cell_spec(cell, settings)
     result = ex.run(cell.defense, spec, cfg)
     metrics = ex.evaluate(result.model, spec)
-    return {"cell": asdict(cell), "profile": ex.profile.name, "dataset": ex.profile.dataset,
-            "plumbing": settings.plumbing, "model": spec.model, "width": spec.width, "metrics": metrics,
+    no_defense = metrics if cell.defense == "none" else ex.evaluate(ex.run("none", spec).model, spec)
+    attack = spec.make_attack()
+    return {"cell": asdict(cell), "protocol": cell.protocol, "profile": ex.profile.name, "dataset": ex.profile.dataset,
+            "plumbing": settings.plumbing, "model": spec.model, "width": spec.width,
+            "attack_settings": {"rate": attack.rate, "target": attack.target, "label_mode": attack.label_mode},
+            "holdout": asdict(spec.holdout) if spec.holdout is not None else None,
+            "metrics": metrics, "no_defense": no_defense,
+            "DER": round(defense_effectiveness_rating(no_defense["ACC"], no_defense["ASR"], metrics["ACC"],
+                                                      metrics["ASR"]), 2),
+            "key": artifact_key("grid_cell", {"spec": spec, "cfg": cfg}, GRID_VERSION),
             "stage_seconds": {k: round(r.seconds, 2) for k, r in result.stages.items()},
             "seconds": round(time.perf_counter() - started, 2), "device": str(ex.device), "torch": torch.__version__,
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def run_cell(cell: Cell, settings: GridSettings, store_root: str, gpu: int | None = None) -> dict:
@@ -255,10 +307,12 @@ def main(argv=None) -> int:
     ap.add_argument("--attacks", required=True, help="comma-separated attack keys")
     ap.add_argument("--datasets", default="default", help="comma-separated; 'default' = the profile's dataset")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--protocols", default="common",
+                    help="common (one protocol for every cell), own (each defense's paper's), or both: common,own")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="the grid's folder (default: <cache>/grid/<profile>)")
+    ap.add_argument("--out", default=None, help="the grid's folder (default: <cache>/grid/<profile>, as the notebook)")
     ap.add_argument("--executor", default="inline", choices=EXECUTORS)
     ap.add_argument("--workers", type=int, default=None, help="local: processes at once (default: GPUs x cells)")
     ap.add_argument("--cells-per-gpu", type=int, default=1)
@@ -268,18 +322,20 @@ def main(argv=None) -> int:
     ap.add_argument("--time-min", type=int, default=240)
     ap.add_argument("--array-parallelism", type=int, default=64)
     ap.add_argument("--plumbing", action="store_true", help="tiny subset, width 4, shortened configs")
+    ap.add_argument("--reuse-only", action="store_true", help="never train: cells whose artifacts are not cached fail")
     ap.add_argument("--dry-run", action="store_true", help="print the jobs (and the SLURM script); run nothing")
     args = ap.parse_args(argv)
     try:
         seeds = [int(s) for s in _split(args.seeds)]
-        cells = make_cells(_split(args.defenses), _split(args.attacks), _split(args.datasets), seeds)
+        cells = make_cells(_split(args.defenses), _split(args.attacks), _split(args.datasets), seeds,
+                           _split(args.protocols))
     except ValueError as error:
         ap.error(str(error))
     if args.cells_per_gpu < 1:
         ap.error("--cells-per-gpu must be >= 1")
-    from .paths import cache_dir
-    out = Path(args.out) if args.out else cache_dir() / "grid" / args.profile
-    settings = GridSettings(args.profile, args.data_root, args.device, args.data_seed, args.plumbing)
+    out = Path(args.out) if args.out else default_store(args.profile, args.data_seed, args.plumbing)
+    settings = GridSettings(args.profile, args.data_root, args.device, args.data_seed, args.plumbing,
+                            reuse_only=args.reuse_only)
     store = GridStore(out)
     todo = [c for c in cells if not store.done(c)]
     if args.dry_run:

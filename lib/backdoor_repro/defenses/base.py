@@ -70,6 +70,10 @@ class Defense:
         """The holdout rule for ``profile`` (and ``dataset``, where a defense's code treats datasets differently)."""
         return self.holdouts.get(profile, self.holdout)
 
+    def attack_overrides(self, attack: str, dataset: str) -> dict:
+        """The attack parameters its own paper's protocol sets on ``dataset`` (T&R: target 1 on GTSRB)."""
+        return {}
+
     def __repr__(self) -> str:
         return f"<defense {self.key}: {self.title}>"
 

@@ -173,6 +173,10 @@ class FMPProtocolDefense(Defense):
         if data.holdout is None:
             raise ValueError(f"{self.key} needs the clean subset: build the spec with holdout={FMP_HOLDOUT!r}")
 
+    def attack_overrides(self, attack: str, dataset: str) -> dict:
+        """BackdoorBench ships the LF perturbation per dataset (CIFAR-10 and CIFAR-100)."""
+        return {"variant": "cifar100"} if attack == "lf_bb" and dataset.startswith("cifar100") else {}
+
     def start(self, spec: RunSpec, data: RunData, cache: ArtifactCache | None, progress: bool):
         """Check the inputs; ``(cache, the No-Defense model's stage record)``, where every method of the table
         starts."""

@@ -272,6 +272,9 @@ class TrapAndReplace(Defense):
         rule = super().holdout_for(profile, dataset)
         return Holdout(rule.fraction, "shuffled") if dataset is not None and dataset.startswith("gtsrb") else rule
 
+    def attack_overrides(self, attack: str, dataset: str) -> dict:
+        return tr_attack_overrides(attack, dataset)
+
     def shortened(self, cfg: TRConfig) -> TRConfig:
         return cfg.with_(trap={"epochs": 1, "batch_size": 32}, patch={"epochs": 1, "batch_size": 8})
 
@@ -279,8 +282,8 @@ class TrapAndReplace(Defense):
         super().check(spec, data)
         if spec.model != "wrn16":
             raise ValueError(f"trap_and_replace trains T&R's WRN-16 (spec.model 'wrn16'), not {spec.model!r}")
-        if data.holdout is not None and not data.holdout_disjoint:
-            raise ValueError("trap_and_replace needs a holdout split off before poisoning (rule 'last' or 'shuffled')")
+        # a holdout drawn from the training set (rule 'clean_subset', the grid's common protocol) is allowed: the
+        # official ImageNet-12 run also trains stage 1 on its holdout; on CIFAR / GTSRB the official split is disjoint
 
     def run(self, spec: RunSpec, data: RunData, cfg: TRConfig, cache: ArtifactCache | None = None,
             progress: bool = False) -> DefenseResult:

@@ -1,0 +1,106 @@
+"""What the grid notebook shows: the cells' records as tidy rows, defense x attack heatmaps, a ranking per attack,
+and the cross-paper table (each paper's claimed number, our run in that paper's setting, our run under the common
+protocol)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .attacks import ATTACKS
+from .defenses import DEFENSES
+from .reported import load_reported
+
+HEATMAP_METRICS = ("ASR", "ACC", "DER")
+CLAIM_METRICS = ("ACC", "ASR")
+
+
+def records_frame(records: list[dict], protocol: str, profile: str, dataset: str) -> pd.DataFrame:
+    """Tidy rows (``attack, defense, seed, model, metric, value``) of the non-plumbing cells of ``protocol`` run on
+    ``profile`` / ``dataset``; the metrics, the DER and the No-Defense reference (``ND ACC``, ``ND ASR``)."""
+    rows = []
+    for r in records:
+        if r.get("protocol") != protocol or r["profile"] != profile or r["dataset"] != dataset or r["plumbing"]:
+            continue
+        c = r["cell"]
+        values = {**r["metrics"], "DER": r["DER"], "ND ACC": r["no_defense"]["ACC"], "ND ASR": r["no_defense"]["ASR"]}
+        for metric, value in values.items():
+            rows.append({"attack": c["attack"], "defense": c["defense"], "seed": c["seed"], "model": r["model"],
+                         "metric": metric, "value": round(float(value), 2)})
+    return pd.DataFrame(rows, columns=["attack", "defense", "seed", "model", "metric", "value"])
+
+
+def seed_mean(frame: pd.DataFrame) -> pd.DataFrame:
+    """``(defense, attack)`` x metric, averaged over seeds."""
+    return frame.groupby(["defense", "attack", "metric"], sort=False)["value"].mean().unstack("metric")
+
+
+def _order(keys, registry) -> list[str]:
+    known = [k for k in registry if k in set(keys)]
+    return known + sorted(set(keys) - set(known))
+
+
+def heatmaps(frame: pd.DataFrame, metrics=HEATMAP_METRICS, title: str = ""):
+    """One defense x attack panel per metric (seed means), each cell annotated with its value."""
+    table = seed_mean(frame)
+    defenses = _order(table.index.get_level_values("defense"), DEFENSES)
+    attacks = _order(table.index.get_level_values("attack"), ATTACKS)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(1.1 * len(attacks) * len(metrics) + 2.5,
+                                                       0.45 * len(defenses) + 1.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        grid = table[metric].unstack("attack").reindex(index=defenses, columns=attacks)
+        cmap = "RdYlGn_r" if metric == "ASR" else "RdYlGn"
+        ax.imshow(grid.to_numpy(dtype=float), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(attacks)), attacks, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(defenses)), defenses, fontsize=8)
+        ax.set_title(metric)
+        for i, j in np.ndindex(grid.shape):
+            value = grid.iat[i, j]
+            ax.text(j, i, "--" if np.isnan(value) else f"{value:.0f}", ha="center", va="center", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def ranking(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per attack, the defenses ranked by DER (then by ACC): rank 1 = the best trade-off of ASR removed against
+    accuracy lost. No Defense is left out (its DER is 50 by definition)."""
+    table = seed_mean(frame).reset_index()
+    table = table[table["defense"] != "none"]
+    table = table.sort_values(["attack", "DER", "ACC"], ascending=[True, False, False])
+    table["rank"] = table.groupby("attack").cumcount() + 1
+    return table[["attack", "rank", "defense", "DER", "ACC", "ASR", "ND ACC", "ND ASR"]].reset_index(drop=True)
+
+
+def claimed_cells(defenses, datasets=("CIFAR-10",)) -> list[tuple[str, str]]:
+    """``(defense, attack)`` pairs with a per-attack ACC or ASR claim in ``tables/reported`` (registry keys only)."""
+    claims = _claims(defenses, datasets)
+    return list(dict.fromkeys(zip(claims["defense"], claims["attack"])))
+
+
+def _claims(defenses, datasets) -> pd.DataFrame:
+    df = load_reported()
+    keep = (df["defense"].isin(list(defenses)) & df["attack"].isin(list(ATTACKS)) & df["metric"].isin(CLAIM_METRICS)
+            & df["dataset"].isin(list(datasets)))
+    return df[keep]
+
+
+def cross_paper(defenses, own: pd.DataFrame, common: pd.DataFrame, datasets=("CIFAR-10",)) -> pd.DataFrame:
+    """One row per claimed number: the claim (paper, table, its setting), our run in that defense's own paper's
+    protocol and under the common protocol (seed means; empty where that cell has not run)."""
+    own_means, common_means = seed_mean(own) if len(own) else None, seed_mean(common) if len(common) else None
+
+    def lookup(means, defense, attack, metric):
+        if means is None or (defense, attack) not in means.index or metric not in means.columns:
+            return np.nan
+        return round(float(means.loc[(defense, attack), metric]), 2)
+
+    rows = []
+    for _, c in _claims(defenses, datasets).iterrows():
+        rows.append({"defense": c["defense"], "attack": c["attack"], "metric": c["metric"], "claimed": c["value"],
+                     "claim": f"{c['paper']}:{c['table']} ({c['defense_name']} on {c['attack_name']}, {c['model']})",
+                     "ours, own protocol": lookup(own_means, c["defense"], c["attack"], c["metric"]),
+                     "ours, common protocol": lookup(common_means, c["defense"], c["attack"], c["metric"])})
+    return pd.DataFrame(rows, columns=["defense", "attack", "metric", "claimed", "ours, own protocol",
+                                       "ours, common protocol", "claim"])

@@ -1,0 +1,105 @@
+"""The grid's common protocol (one network, rate, target and holdout for every cell), the own-protocol cells that
+equal the paper notebooks' specs, the read-only cache, and the notebook's tables computed from hand-made records."""
+import pytest
+
+from backdoor_repro import grid, grid_report
+from backdoor_repro.cache import ArtifactCache, NotCached
+from backdoor_repro.experiment import setup
+from backdoor_repro.grid import Cell, GridSettings, run_grid
+from backdoor_repro.protocol import COMMON_HOLDOUT, common_overrides, protocol_spec
+
+
+@pytest.fixture(scope="module")
+def ex():
+    return setup("smoke", device="cpu", quiet=True)
+
+
+def test_common_protocol_gives_every_defense_the_same_data_network_and_attacker(ex):
+    specs = {d: protocol_spec(ex, "common", d, "badnets_dbd_2x2") for d in grid.ALL_DEFENSES}
+    for d, spec in specs.items():
+        attack = spec.make_attack()
+        assert (attack.rate, attack.target) == (0.1, 0), d  # DBD's own BadNets: 5 %, class 3
+        assert spec.holdout == COMMON_HOLDOUT["smoke"] and not spec.holdout.disjoint, d
+    others = {d: s for d, s in specs.items() if d != "trap_and_replace"}
+    assert {(s.model, s.width, s.normalization, s.supervised) for s in others.values()} == {
+        (ex.profile.model, ex.profile.width, "dbd", ex.profile.supervised)}
+    assert len({repr(s.poisoning_key()) for s in specs.values()}) == 1  # one poisoned set
+    assert len({repr(s.attacker_key()) for s in others.values()}) == 1  # one No-Defense model
+    assert specs["trap_and_replace"].model == "wrn16"  # the listed exception
+    # the holdout does not change the attacker's model: it is the attacks notebook's one where settings match
+    assert protocol_spec(ex, "common", "fmp", "grid3").attacker_key() == ex.spec("grid3").attacker_key()
+
+
+def test_own_protocol_is_exactly_what_each_paper_notebook_runs(ex):
+    assert protocol_spec(ex, "own", "fmp", "white3_bb") == ex.spec("white3_bb", defense="fmp")
+    assert protocol_spec(ex, "own", "dbd", "badnets_dbd_2x2") == ex.spec("badnets_dbd_2x2", defense="dbd")
+    assert protocol_spec(ex, "own", "fct_dbr", "grid3") == ex.spec("grid3", defense="fct_dst")
+    tr = protocol_spec(ex, "own", "trap_and_replace", "grid3_tr")
+    assert tr == ex.spec("grid3_tr", defense="trap_and_replace") and tr.holdout.disjoint
+    with pytest.raises(ValueError, match="unknown protocol"):
+        protocol_spec(ex, "mine", "fmp", "grid3")
+
+
+def test_common_overrides_respect_clean_label_and_all_to_all_attacks():
+    assert common_overrides("grid3") == {"target": 0, "rate": 0.1}
+    assert common_overrides("lc_dbd") == {"target": 0}  # its rate is a fraction of the target class
+    assert common_overrides("white3_fct") == {"rate": 0.1}  # all-to-all: no target
+
+
+def test_a_read_only_cache_never_builds(tmp_path):
+    calls = []
+    ArtifactCache(tmp_path).get_or_build("s", {"k": 1}, 1, lambda _p: calls.append(1) or {"x": 1})
+    read_only = ArtifactCache(tmp_path, build=False)
+    assert read_only.get_or_build("s", {"k": 1}, 1, lambda _p: calls.append(1)) == {"x": 1}
+    with pytest.raises(NotCached, match="not in the cache"):
+        read_only.get_or_build("s", {"k": 2}, 1, lambda _p: calls.append(1))
+    assert calls == [1] and len(list((tmp_path / "s").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "s").glob("*.lock"))) == 1  # the first build's; the miss takes no lock
+
+
+def test_own_cells_read_only_report_not_cached_without_training(tmp_path):
+    cells = [Cell("ft", "white3_bb", protocol="own")]
+    settings = GridSettings("smoke", device="cpu", plumbing=True, cache_root=str(tmp_path / "c"), reuse_only=True)
+    report = run_grid(cells, settings, tmp_path / "g", "inline", log=lambda *_: None)
+    assert list(report.failed.values())[0].startswith("NotCached")
+    assert not list((tmp_path / "c").rglob("*.pt"))
+
+
+def _record(defense, attack, acc, asr, nd_acc, nd_asr, protocol="common", seed=0, model="resnet18"):
+    der = (max(0.0, nd_asr - asr) - max(0.0, nd_acc - acc) + 100) / 2
+    return {"cell": {"defense": defense, "attack": attack, "dataset": "default", "seed": seed, "protocol": protocol},
+            "protocol": protocol, "profile": "smoke", "dataset": "cifar10-smoke", "plumbing": False, "model": model,
+            "metrics": {"ACC": acc, "ASR": asr}, "no_defense": {"ACC": nd_acc, "ASR": nd_asr}, "DER": der}
+
+
+def test_tables_from_hand_made_records():
+    records = [_record("none", "grid3", 90, 100, 90, 100), _record("ft", "grid3", 88, 40, 90, 100),
+               _record("fmp", "grid3", 80, 2, 90, 100), _record("fmp", "grid3", 82, 4, 90, 100, seed=1),
+               _record("dbd", "badnets_dbd_2x2", 85, 1, 90, 100, protocol="own"),
+               {**_record("ft", "grid3", 0, 0, 0, 0), "plumbing": True}]
+    common = grid_report.records_frame(records, "common", "smoke", "cifar10-smoke")
+    means = grid_report.seed_mean(common)
+    # DER (98 - 10 + 100) / 2 = 94 and (96 - 8 + 100) / 2 = 94 over the two seeds; ft: (60 - 2 + 100) / 2 = 79
+    assert means.loc[("fmp", "grid3"), "ASR"] == 3 and means.loc[("fmp", "grid3"), "DER"] == 94
+    assert means.loc[("ft", "grid3"), "DER"] == 79 and means.loc[("ft", "grid3"), "ND ASR"] == 100
+    ranks = grid_report.ranking(common)
+    assert list(ranks["defense"]) == ["fmp", "ft"] and list(ranks["rank"]) == [1, 2]
+    own = grid_report.records_frame(records, "own", "smoke", "cifar10-smoke")
+    cross = grid_report.cross_paper(["dbd", "ft", "fmp"], own, common)
+    dbd_asr = cross[(cross["defense"] == "dbd") & (cross["attack"] == "badnets_dbd_2x2") & (cross["metric"] == "ASR")]
+    assert len(dbd_asr) >= 1 and (dbd_asr["ours, own protocol"] == 1).all()
+    assert dbd_asr["ours, common protocol"].isna().all() and dbd_asr["claimed"].notna().all()
+    assert set(cross["defense"]) <= {"dbd", "ft", "fmp"}
+    fig = grid_report.heatmaps(common)
+    assert len(fig.axes) == 3
+
+
+@pytest.mark.slow
+def test_every_registered_defense_runs_under_the_common_protocol(tmp_path):
+    from backdoor_repro.defenses import DEFENSES
+    cells = grid.make_cells(sorted(DEFENSES), ["grid3"])
+    settings = GridSettings("smoke", device="cpu", plumbing=True, cache_root=str(tmp_path / "c"))
+    report = run_grid(cells, settings, tmp_path / "g", "inline", log=lambda *_: None)
+    assert not report.failed and len(report.ran) == len(DEFENSES)
+    models = {r["cell"]["defense"]: r["model"] for r in grid.GridStore(tmp_path / "g").records()}
+    assert models.pop("trap_and_replace") == "wrn16" and set(models.values()) == {"resnet18"}
