@@ -134,3 +134,21 @@ def test_two_jobs_never_build_the_same_artifact_at_once(tmp_path):
         t.join()
     assert len(calls) == 1 and cache.get_or_build("stage", {"k": 1}, 1, build) == {"x": 1}
     assert json.loads(cache.path("stage", {"k": 1}, 1).with_suffix(".json").read_text())["stage"] == "stage"
+
+
+def test_refresh_replaces_a_record_of_older_code_and_withdraws_one_that_cannot_be_recomputed(tmp_path, monkeypatch):
+    cells = [Cell("none", "grid3"), Cell("ft", "grid3")]
+    monkeypatch.setattr(grid, "compute_cell", lambda cell, s: {"cell": cell.id, "metrics": {"ASR": 9.0}})
+    run_grid(cells, settings(tmp_path), tmp_path / "g", "inline", log=lambda *_: None)
+    store = GridStore(tmp_path / "g")
+
+    def newer(cell, s):
+        if cell.defense == "ft":
+            raise RuntimeError("its artifacts are gone")
+        return {"cell": cell.id, "metrics": {"ASR": 1.0}}
+
+    monkeypatch.setattr(grid, "compute_cell", newer)
+    assert run_grid(cells, settings(tmp_path), tmp_path / "g", "inline", log=lambda *_: None).ran == []  # skipped
+    report = run_grid(cells, settings(tmp_path), tmp_path / "g", "inline", log=lambda *_: None, refresh=True)
+    assert report.ran == ["common__none__grid3__default__seed0"] and list(report.failed) == ["common__ft__grid3__default__seed0"]
+    assert store.read(cells[0])["metrics"] == {"ASR": 1.0} and not store.done(cells[1])

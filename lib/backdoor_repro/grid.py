@@ -120,6 +120,10 @@ class GridStore:
         self._write("cells", cell, record)
         self._path("failed", cell).unlink(missing_ok=True)
 
+    def withdraw(self, cell: Cell) -> None:
+        """Remove a done record that could not be recomputed (it no longer describes the current code)."""
+        self._path("cells", cell).unlink(missing_ok=True)
+
     def write_failed(self, cell: Cell, error: BaseException) -> None:
         self._write("failed", cell, {"cell": asdict(cell), "error": f"{type(error).__name__}: {error}",
                                      "traceback": traceback.format_exc(), "when": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -192,17 +196,21 @@ def compute_cell(cell: Cell, settings: GridSettings) -> dict:
             "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def run_cell(cell: Cell, settings: GridSettings, store_root: str, gpu: int | None = None) -> dict:
-    """One job: skip if done; else compute and record, or record the failure and re-raise."""
+def run_cell(cell: Cell, settings: GridSettings, store_root: str, gpu: int | None = None,
+             refresh: bool = False) -> dict:
+    """One job: skip if done (unless ``refresh``); else compute and record, or record the failure and re-raise.
+    ``refresh`` recomputes a done cell from the cache (seconds when its artifacts are cached), so that a record
+    made by older code or another config is replaced, or, if it can no longer be recomputed, withdrawn."""
     if gpu is not None:  # before CUDA is initialised in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     store = GridStore(store_root)
-    if store.done(cell):
+    if store.done(cell) and not refresh:
         return store.read(cell)
     try:
         record = compute_cell(cell, settings)
     except Exception as error:
         store.write_failed(cell, error)
+        store.withdraw(cell)
         raise
     store.write_done(cell, record)
     return record
@@ -228,22 +236,23 @@ def _submitit_local(store_root: Path, timeout_min: int):
 
 
 def run_grid(cells: list[Cell], settings: GridSettings, store_root, executor: str = "inline", workers: int = 1,
-             gpus: int = 0, timeout_min: int = 600, log=print) -> GridReport:
-    """Run the cells that are not done yet. ``local``: at most ``workers`` processes at once; with ``gpus`` > 0
-    job slot i gets GPU i mod ``gpus`` (``workers`` = GPUs x cells per GPU)."""
+             gpus: int = 0, timeout_min: int = 600, log=print, refresh: bool = False) -> GridReport:
+    """Run the cells that are not done yet (``refresh``: every cell, see :func:`run_cell`). ``local``: at most
+    ``workers`` processes at once; with ``gpus`` > 0 job slot i gets GPU i mod ``gpus`` (``workers`` = GPUs x cells
+    per GPU)."""
     if executor not in ("inline", "local"):
         raise ValueError(f"run_grid runs 'inline' or 'local'; use submit_slurm for SLURM (got {executor!r})")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     store_root = Path(store_root)
     store = GridStore(store_root)
-    todo = [c for c in cells if not store.done(c)]
-    report = GridReport([], [c.id for c in cells if store.done(c)], {})
+    todo = list(cells) if refresh else [c for c in cells if not store.done(c)]
+    report = GridReport([], [c.id for c in cells if c not in todo], {})
     log(f"grid: {len(cells)} cells, {len(report.skipped)} done, {len(todo)} to run ({executor}, {workers} worker(s))")
     if executor == "inline":
         for cell in todo:
             try:
-                run_cell(cell, settings, str(store_root))
+                run_cell(cell, settings, str(store_root), refresh=refresh)
                 report.ran.append(cell.id)
             except Exception as error:
                 report.failed[cell.id] = f"{type(error).__name__}: {error}"
@@ -255,7 +264,7 @@ def run_grid(cells: list[Cell], settings: GridSettings, store_root, executor: st
         while queue and free_slots:
             cell, slot = queue.pop(0), free_slots.pop(0)
             gpu = slot % gpus if gpus > 0 else None
-            running[cell] = (pool.submit(run_cell, cell, settings, str(store_root), gpu), slot)
+            running[cell] = (pool.submit(run_cell, cell, settings, str(store_root), gpu, refresh), slot)
         finished = [c for c, (job, _) in running.items() if job.done()]
         for cell in finished:
             job, slot = running.pop(cell)
@@ -284,16 +293,16 @@ def slurm_script(n_cells: int, store_root, partition: str | None, gpus_per_node:
 
 
 def submit_slurm(cells: list[Cell], settings: GridSettings, store_root, partition: str | None, gpus_per_node: int,
-                 time_min: int, parallelism: int, cpus_per_task: int | None = None):
-    """Submit the cells that are not done as one SLURM job array; returns the submitit jobs."""
+                 time_min: int, parallelism: int, cpus_per_task: int | None = None, refresh: bool = False):
+    """Submit the cells that are not done (``refresh``: all) as one SLURM job array; returns the submitit jobs."""
     import submitit
     store = GridStore(store_root)
-    todo = [c for c in cells if not store.done(c)]
+    todo = list(cells) if refresh else [c for c in cells if not store.done(c)]
     executor = submitit.AutoExecutor(folder=str(Path(store_root) / "jobs" / "%A_%a"), cluster="slurm")
     executor.update_parameters(slurm_partition=partition, gpus_per_node=gpus_per_node, timeout_min=time_min,
                                slurm_array_parallelism=parallelism, cpus_per_task=cpus_per_task)
     n = len(todo)
-    return executor.map_array(run_cell, todo, [settings] * n, [str(store_root)] * n)
+    return executor.map_array(run_cell, todo, [settings] * n, [str(store_root)] * n, [None] * n, [refresh] * n)
 
 
 def _split(text: str) -> list[str]:
@@ -323,6 +332,8 @@ def main(argv=None) -> int:
     ap.add_argument("--array-parallelism", type=int, default=64)
     ap.add_argument("--plumbing", action="store_true", help="tiny subset, width 4, shortened configs")
     ap.add_argument("--reuse-only", action="store_true", help="never train: cells whose artifacts are not cached fail")
+    ap.add_argument("--refresh", action="store_true",
+                    help="recompute done cells too (from the cache: seconds each), replacing records of older code")
     ap.add_argument("--dry-run", action="store_true", help="print the jobs (and the SLURM script); run nothing")
     args = ap.parse_args(argv)
     try:
@@ -337,7 +348,7 @@ def main(argv=None) -> int:
     settings = GridSettings(args.profile, args.data_root, args.device, args.data_seed, args.plumbing,
                             reuse_only=args.reuse_only)
     store = GridStore(out)
-    todo = [c for c in cells if not store.done(c)]
+    todo = list(cells) if args.refresh else [c for c in cells if not store.done(c)]
     if args.dry_run:
         print(f"{len(cells)} cells, {len(cells) - len(todo)} done; would run {len(todo)} ({args.executor}):")
         for cell in todo:
@@ -348,13 +359,13 @@ def main(argv=None) -> int:
         return 0
     if args.executor == "slurm":
         jobs = submit_slurm(cells, settings, out, args.partition, args.gpus_per_node, args.time_min,
-                            args.array_parallelism, args.cpus_per_task)
+                            args.array_parallelism, args.cpus_per_task, args.refresh)
         print(f"submitted {len(jobs)} jobs; rerun the same command when they finish to pick up failures")
         return 0
     import torch
     gpus = torch.cuda.device_count() if args.executor == "local" and args.device != "cpu" else 0
     workers = args.workers or max(1, gpus * args.cells_per_gpu)
-    report = run_grid(cells, settings, out, args.executor, workers, gpus)
+    report = run_grid(cells, settings, out, args.executor, workers, gpus, refresh=args.refresh)
     print(report.summary())
     return 1 if report.failed else 0
 
