@@ -48,15 +48,18 @@ done
 mapfile -t notebooks < <(available)
 if [[ -n "$only" ]]; then
   IFS=',' read -r -a wanted <<<"$only"
+  chosen=()
   for n in "${wanted[@]}"; do
     [[ " ${notebooks[*]} " == *" $n "* ]] || { echo "error: unknown notebook '$n'; available: ${notebooks[*]}" >&2; exit 2; }
+    [[ " ${chosen[*]-} " == *" $n "* ]] || chosen+=("$n")  # a notebook named twice runs once
   done
-  notebooks=("${wanted[@]}")
+  notebooks=("${chosen[@]}")
 fi
 if [[ -n "$data_root" && ! -d "$data_root" ]]; then
   echo "error: --data-root $data_root is not a directory" >&2; exit 2
 fi
 
+echo "notebooks: ${notebooks[*]} ($profile)"
 source scripts/ensure_env.sh
 preflight=(--profile "$profile" --device "$device")
 [[ -n "$data_root" ]] && preflight+=(--data-root "$data_root")

@@ -43,13 +43,13 @@ class Interrupt(Exception):
     pass
 
 
-def _tiny_run(checkpoint=None, fail_at=None):
+def _tiny_run(checkpoint=None, fail_at=None, epochs=4):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, 3, 32, 32), generator=gen, dtype=torch.uint8)
     labels = torch.randint(0, 10, (64,), generator=gen)
     model = build_model("resnet18", 10, width=2)
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, augmentation="crop_flip", checkpoint_every=1)
+    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, augmentation="crop_flip", checkpoint_every=1)
 
     def evaluate(_model):
         return {}
@@ -64,6 +64,16 @@ def _tiny_run(checkpoint=None, fail_at=None):
     result = train_supervised(model, images, labels, cfg, evaluate=maybe_fail, eval_every=1,
                               checkpoint=checkpoint, progress=False)
     return model, result
+
+
+def test_a_checkpoint_written_under_another_config_is_ignored_with_a_message(tmp_path):
+    ckpt = tmp_path / "run.partial.pt"
+    with pytest.raises(Interrupt):
+        _tiny_run(ckpt, fail_at=4, epochs=5)  # a 5-epoch run leaves its epoch-3 checkpoint
+    assert verified_load(ckpt)["epoch"] == 3
+    with pytest.warns(UserWarning, match="another config"):
+        _, result = _tiny_run(ckpt, epochs=2)  # must not resume the 5-epoch run's epoch 3
+    assert [h["epoch"] for h in result.history] == [1, 2]
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
@@ -107,3 +117,24 @@ def test_resume_continues_the_dropout_stream(tmp_path):
     resumed, straight = _dropout_run(ckpt), _dropout_run(None)
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_no_temp_file_outlives_an_error_and_a_leftover_partial_is_cleaned(tmp_path, monkeypatch):
+    from backdoor_repro import cache as cache_module
+    from backdoor_repro.cache import ArtifactCache, atomic_save, atomic_write_text
+
+    target = tmp_path / "a.txt"
+    monkeypatch.setattr(cache_module.os, "replace", lambda *_: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        atomic_write_text(target, "x")
+    with pytest.raises(OSError):
+        atomic_save({"x": torch.zeros(1)}, tmp_path / "b.pt")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp, no sidecar temp, nothing half-written
+    cache = ArtifactCache(tmp_path / "c")
+    cache.get_or_build("s", {"k": 1}, 1, lambda _p: {"x": 1})
+    partial = cache.path("s", {"k": 1}, 1).with_suffix(".partial.pt")
+    atomic_save({"epoch": 3}, partial)  # as if killed after the artifact was stored, before the clean-up
+    assert cache.get_or_build("s", {"k": 1}, 1, lambda _p: {"x": 2}) == {"x": 1}
+    assert not partial.exists() and not partial.with_name(partial.name + ".sha256").exists()
+    assert not list((tmp_path / "c").rglob("*.tmp"))

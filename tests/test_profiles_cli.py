@@ -86,3 +86,39 @@ def test_a_hung_test_fails_in_seconds_with_its_name(tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode != 0
     assert "Timeout" in out.stdout + out.stderr and "test_stuck_forever" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "mps"], "device must be auto, cpu or cuda"),
+    (["--device", "gpu0"], "device must be auto, cpu or cuda"),
+    (["--data-root", "/tmp"], "not used by the smoke profile"),
+    (["--download"], "not used by the smoke profile"),
+])
+def test_preflight_refuses_what_the_run_would_ignore_or_fail_on_later(args, message):
+    out = run([sys.executable, "-m", "backdoor_repro.preflight", "--profile", "smoke", *args])
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_preflight_refuses_a_cache_it_cannot_write(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        out = run([sys.executable, "-m", "backdoor_repro.preflight"], BACKDOOR_REPRO_CACHE=str(locked / "cache"))
+    finally:
+        locked.chmod(0o700)
+    assert out.returncode == 2 and "cannot be written" in out.stderr and "BACKDOOR_REPRO_CACHE" in out.stderr
+
+
+def test_preflight_refuses_a_cache_path_that_is_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = run([sys.executable, "-m", "backdoor_repro.preflight"], BACKDOOR_REPRO_CACHE=str(blocker))
+    assert out.returncode == 2 and "cannot be written" in out.stderr and "BACKDOOR_REPRO_CACHE" in out.stderr
+
+
+def test_run_all_runs_a_notebook_named_twice_once():
+    out = run(["bash", "run_all.sh", "--only", "attacks,attacks,dbd,attacks", "--device", "mps"])
+    assert "notebooks: attacks dbd (smoke)" in out.stdout, out.stdout
+    assert out.returncode != 0 and "device must be" in out.stderr  # stops at the preflight, before any notebook

@@ -50,21 +50,34 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file unique to this process and rename it into place; no temp file is left
+    behind on error, and two processes writing the same path never share a temp file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_save(obj: Any, path: Path) -> str:
     """``torch.save`` to a temporary file, record its sha256 beside it, rename into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sidecar = path.with_name(path.name + ".sha256")
+    sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
     try:
         torch.save(obj, tmp)
         digest = _sha256(tmp)
-        sidecar = path.with_name(path.name + ".sha256")
-        sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
         sidecar_tmp.write_text(digest)
         os.replace(tmp, path)
         os.replace(sidecar_tmp, sidecar)
     finally:
         tmp.unlink(missing_ok=True)
+        sidecar_tmp.unlink(missing_ok=True)
     return digest
 
 
@@ -122,6 +135,7 @@ class ArtifactCache:
         path = self.path(stage, config, version)
         found = verified_load(path, map_location)
         if found is not None:
+            self._remove_partial(path)  # left by a kill between storing the artifact and cleaning up
             return found
         if not self.build:
             raise NotCached(f"{stage} artifact {path.stem} is not in the cache (read-only: nothing is trained)")
@@ -136,7 +150,13 @@ class ArtifactCache:
         result = build(partial)
         atomic_save(result, path)
         meta = {"stage": stage, "version": version, "config": _jsonable(config)}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        for leftover in (partial, partial.with_name(partial.name + ".sha256")):
-            leftover.unlink(missing_ok=True)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True))
+        self._remove_partial(path)
         return result
+
+    @staticmethod
+    def _remove_partial(path: Path) -> None:
+        partial = path.with_suffix(".partial.pt")
+        for leftover in (partial, partial.with_name(partial.name + ".sha256")):
+            if leftover.exists():
+                leftover.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,8 @@ def _load_full(name, split, root, download, image_size):
     if folder is not None:
         return (*_cached(("folder", name, split, str(folder.resolve()), image_size, _tree_signature(folder / split)),
                          lambda: _read_image_folder(folder / split, image_size)), "folder")
-    return (*_cached(("torchvision", name, split, str(root.resolve()), image_size),
+    signature = _tree_signature(root / _TORCHVISION_MARKERS[name], recursive=True) if (root / _TORCHVISION_MARKERS[name]).is_dir() else None
+    return (*_cached(("torchvision", name, split, str(root.resolve()), image_size, signature),
                      lambda: _read_torchvision(name, split, root, download, image_size)), "torchvision")
 
 
@@ -161,31 +163,41 @@ def _find_image_folder(name: str, root: Path) -> Path | None:
     return None
 
 
+_TORCHVISION_MARKERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "gtsrb": "gtsrb"}
+
+
 def _torchvision_present(name: str, root: Path) -> bool:
-    marker = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "gtsrb": "gtsrb"}[name]
-    return (root / marker).is_dir()
+    return (root / _TORCHVISION_MARKERS[name]).is_dir()
 
 
-def _tree_signature(split_dir: Path) -> tuple:
+def _tree_signature(split_dir: Path, recursive: bool = False) -> tuple:
+    """(file count, total size, newest mtime, hash of the names and sizes) of the class folders' files (or of every
+    file under ``split_dir``): any added, removed, renamed or rewritten file changes the decoded-data cache key."""
+    names = hashlib.sha256()
     count, size, mtime = 0, 0, 0.0
-    for cls in sorted(os.scandir(split_dir), key=lambda e: e.name):
-        if cls.is_dir():
-            for f in os.scandir(cls.path):
-                st = f.stat()
-                count, size, mtime = count + 1, size + st.st_size, max(mtime, st.st_mtime)
-    return count, size, mtime
+    paths = sorted(p for p in split_dir.rglob("*") if p.is_file()) if recursive else sorted(
+        p for cls in split_dir.iterdir() if cls.is_dir() for p in cls.iterdir())
+    for f in paths:
+        st = f.stat()
+        count, size, mtime = count + 1, size + st.st_size, max(mtime, st.st_mtime)
+        names.update(f"{f.relative_to(split_dir)}:{st.st_size}\n".encode())
+    return count, size, mtime, names.hexdigest()[:16]
 
 
 def _read_image_folder(split_dir: Path, image_size: int):
     classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
     if not classes:
         raise DatasetUnavailable(f"{split_dir} has no class folders")
-    files, labels = [], []
+    files, labels, empty = [], [], []
     for label, cls in enumerate(classes):
-        for f in sorted((split_dir / cls).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(label)
+        found = [f for f in sorted((split_dir / cls).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files += found
+        labels += [label] * len(found)
+        if not found:
+            empty.append(cls)
+    if empty:
+        raise DatasetUnavailable(f"{split_dir}: class folder(s) {', '.join(empty)} hold no images "
+                                 f"({', '.join(sorted(IMAGE_SUFFIXES))}); remove them or add the images")
     return _decode_all(files, image_size), np.asarray(labels, dtype=np.int64), classes
 
 
@@ -211,12 +223,21 @@ def _read_torchvision(name, split, root, download, image_size):
 
 def _decode_all(sources, image_size: int | None) -> np.ndarray:
     def decode(src):
+        try:
+            return _decode_one(src)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL: truncated or not an image
+            name = "a bundled image" if callable(src) else str(src)
+            raise ValueError(f"cannot decode {name}: {error}") from error
+
+    def _decode_one(src):
         with Image.open(src() if callable(src) else src) as im:
             im = im.convert("RGB")
             if image_size is not None and im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
 
+    if not sources:
+        raise ValueError("no images to decode")
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(decode, sources, chunksize=256))
     shapes = {a.shape for a in arrays}
@@ -232,11 +253,15 @@ def _cached(key: tuple, build):
         try:
             with np.load(path) as z:
                 return z["images"], z["labels"], [str(c) for c in z["classes"]]
-        except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # corrupt: rebuild below
+        except Exception:  # truncated, bit-flipped (zip CRC) or empty: rebuild below
+            warnings.warn(f"the decoded-data cache {path.name} is damaged; rebuilding it")
+            path.unlink(missing_ok=True)
     images, labels, classes = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, images=images, labels=labels, classes=np.asarray(classes))
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, images=images, labels=labels, classes=np.asarray(classes))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return images, labels, classes

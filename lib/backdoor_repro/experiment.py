@@ -19,7 +19,7 @@ from .data import ImageSet, check_dataset_available
 from .defenses import DefenseResult, get_defense
 from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
-from .profiles import Profile, check_device, profile_for
+from .profiles import Profile, check_data_arguments, check_device, profile_for
 from .spec import Holdout, RunSpec
 from .train import resolve_device
 
@@ -114,6 +114,7 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
     p = profile_for(profile, dataset)
     dev = resolve_device(device)
     check_device(p, dev)
+    check_data_arguments(p, data_root, download)
     check_dataset_available(p.dataset, data_root, download)
     for name in defenses:
         get_defense(name)

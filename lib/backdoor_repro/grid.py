@@ -110,11 +110,10 @@ class GridStore:
         return json.loads(self._path("cells", cell).read_text())
 
     def _write(self, kind: str, cell: Cell, record: dict) -> None:
+        from .cache import atomic_write_text
         path = self._path(kind, cell)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True))
 
     def write_done(self, cell: Cell, record: dict) -> None:
         self._write("cells", cell, record)

@@ -1,17 +1,33 @@
 """Check a run's settings before any compute: ``python -m backdoor_repro.preflight --profile smoke``.
 
-Exits non-zero with a clear message for an unknown profile, a GPU profile on a machine without one,
-a dataset that is neither on disk nor allowed to download, or an unknown attack in ``--attacks``.
+Exits non-zero with a clear message for an unknown profile, a device other than CPU / CUDA, a GPU profile on a
+machine without one, a dataset that is neither on disk nor allowed to download, a data root or download request
+that the profile would ignore, an unknown attack in ``--attacks``, or an output or cache folder that cannot be
+written.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
 from .data import DatasetUnavailable, check_dataset_available
 from .experiment import parse_attack_subset
-from .profiles import check_device, profile_for
+from .paths import cache_dir, output_root
+from .profiles import check_data_arguments, check_device, profile_for
 from .train import resolve_device
+
+
+def check_writable(folder: Path, variable: str) -> None:
+    """Create ``folder`` if needed and write and remove a file in it; a clear error naming it otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".preflight-"):
+            pass
+    except OSError as error:
+        raise RuntimeError(f"{folder} cannot be written ({error.strerror}): make it writable, or point {variable} "
+                           "at a folder that is") from error
 
 
 def main(argv=None) -> int:
@@ -28,7 +44,10 @@ def main(argv=None) -> int:
         parse_attack_subset(args.attacks)
         device = resolve_device(args.device)
         check_device(profile, device)
+        check_data_arguments(profile, args.data_root, args.download)
         check_dataset_available(profile.dataset, args.data_root, args.download)
+        for folder, variable in ((output_root(), "BACKDOOR_REPRO_OUTPUT"), (cache_dir(), "BACKDOOR_REPRO_CACHE")):
+            check_writable(folder, variable)
     except (ValueError, RuntimeError, DatasetUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -149,6 +149,15 @@ def profile_for(name: str, dataset: str | None = None) -> Profile:
     return get_profile(name, dataset=dataset, run_name=f"{name}-{dataset}")
 
 
+def check_data_arguments(profile: Profile, data_root, download: bool) -> None:
+    """The smoke profile runs on the bundled subset: a data root or a download request would be ignored, so they
+    are errors rather than silently unused."""
+    if profile.dataset == "cifar10-smoke" and (data_root is not None or download):
+        given = "--data-root / data_root" if data_root is not None else "--download / download"
+        raise ValueError(f"{given} is not used by the smoke profile, which runs on the bundled CIFAR-10 subset: drop "
+                         "it, or choose --profile fast / paper to run on that data")
+
+
 def check_device(profile: Profile, device: torch.device) -> None:
     """A GPU profile on a machine without a GPU is an error before any compute."""
     if profile.requires_gpu and device.type != "cuda":

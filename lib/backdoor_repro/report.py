@@ -7,6 +7,7 @@ the Markdown and LaTeX files are wide views of the same rows.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .cache import atomic_write_text
 from .paths import output_root
 from .reported import COLUMNS
 
@@ -69,9 +71,9 @@ def write_table(df: pd.DataFrame, name: str, profile: str, index, columns) -> di
     out = output_dir("tables", profile)
     paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
     view = wide(df, index, columns)
-    _atomic_write_text(paths["csv"], df.to_csv(index=False))
-    _atomic_write_text(paths["md"], view.to_markdown(floatfmt=".2f") + "\n")
-    _atomic_write_text(paths["tex"], view.to_latex(float_format="%.2f", na_rep="--"))
+    atomic_write_text(paths["csv"], df.to_csv(index=False))
+    atomic_write_text(paths["md"], view.to_markdown(floatfmt=".2f") + "\n")
+    atomic_write_text(paths["tex"], view.to_latex(float_format="%.2f", na_rep="--"))
     return paths
 
 
@@ -95,9 +97,9 @@ def write_frame(df: pd.DataFrame, name: str, profile: str) -> dict[str, Path]:
     """Write an already-shaped table (e.g. a comparison) as CSV, Markdown and LaTeX."""
     out = output_dir("tables", profile)
     paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
-    _atomic_write_text(paths["csv"], df.to_csv(index=False))
-    _atomic_write_text(paths["md"], df.to_markdown(index=False, floatfmt=".2f") + "\n")
-    _atomic_write_text(paths["tex"], df.to_latex(index=False, float_format="%.2f", na_rep="--"))
+    atomic_write_text(paths["csv"], df.to_csv(index=False))
+    atomic_write_text(paths["md"], df.to_markdown(index=False, floatfmt=".2f") + "\n")
+    atomic_write_text(paths["tex"], df.to_latex(index=False, float_format="%.2f", na_rep="--"))
     return paths
 
 
@@ -105,7 +107,7 @@ def write_run_record(notebook: str, profile: str, wall_seconds: float, **details
     """``tables/<profile>/<notebook>_run.json``: machine, device, torch version, wall time, per-stage details."""
     path = output_dir("tables", profile) / f"{notebook}_run.json"
     record = provenance(notebook=notebook, profile=profile, wall_seconds=round(wall_seconds, 1), **details)
-    _atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
     return path
 
 
@@ -122,14 +124,12 @@ def save_figure(fig, name: str, profile: str, **meta) -> dict[str, Path]:
     out = output_dir("figures", profile)
     paths = {"png": out / f"{name}.png", "pdf": out / f"{name}.pdf", "json": out / f"{name}.json"}
     for kind in ("png", "pdf"):
-        tmp = paths[kind].with_name(f".{paths[kind].name}.tmp")
-        fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight", metadata={"Creator": "backdoor_repro"} if kind == "pdf" else None)
-        tmp.replace(paths[kind])
-    _atomic_write_text(paths["json"], json.dumps(provenance(profile=profile, **meta), indent=1, default=str))
+        tmp = paths[kind].with_name(f".{paths[kind].name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight",
+                        metadata={"Creator": "backdoor_repro"} if kind == "pdf" else None)
+            tmp.replace(paths[kind])
+        finally:
+            tmp.unlink(missing_ok=True)
+    atomic_write_text(paths["json"], json.dumps(provenance(profile=profile, **meta), indent=1, default=str))
     return paths
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import AUGMENTATIONS, augment, to_float
-from .cache import atomic_save, verified_load
+from .cache import artifact_key, atomic_save, verified_load
 
 SCHEDULES = ("multistep", "cosine", "cosine_epoch", "warmup_cosine_epoch", "constant")
 OPTIMIZERS = ("sgd", "adam")
@@ -50,10 +51,18 @@ class TrainConfig:
     checkpoint_every: int = 5  # epochs, when a checkpoint path is given
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("warmup_epochs", "seed"):
+            _check_int(name, getattr(self, name), minimum=0)
+        if self.schedule_epochs is not None:
+            _check_int("schedule_epochs", self.schedule_epochs, minimum=1)
+        for m in self.milestones:
+            _check_int("milestones", m, minimum=1)
+        for name, low, high in (("lr", 0, None), ("warmup_from", 0, None), ("gamma", 0, None)):
+            _check_number(name, getattr(self, name), low, high, open_low=True)
+        for name, low, high in (("momentum", 0, 1), ("weight_decay", 0, None), ("min_lr_ratio", 0, 1)):
+            _check_number(name, getattr(self, name), low, high)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -65,6 +74,20 @@ class TrainConfig:
         return replace(self, **changes)
 
 
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value, low: float, high: float | None, open_low: bool = False) -> None:
+    """A finite real in [low, high] (``open_low``: low excluded); NaN, infinities, strings and booleans are errors."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and (high is None or value <= high)
+    if not ok:
+        bound = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
@@ -73,9 +96,17 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` (CUDA if visible, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; any other device is an error here,
+    before any compute (the loops are tested on CPU and CUDA only)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {str(device)!r}: this package's training loops "
+                         "run on CPU and CUDA only")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible")
     return device
@@ -203,7 +234,13 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
     if steps_per_epoch == 0:
         raise ValueError(f"{n} samples cannot fill one batch of {cfg.batch_size} with drop_last")
     result, start_epoch = TrainResult(), 0
+    # what a checkpoint must have been written under to be resumed: the config, the data size, the objective
+    config_key = artifact_key("train_checkpoint", {"cfg": cfg, "n": n, "objective": type(objective).__name__}, 1)
     saved = verified_load(checkpoint, map_location=device) if checkpoint else None
+    if saved is not None and saved.get("config_key") != config_key:
+        warnings.warn(f"ignoring the checkpoint {Path(checkpoint).name}: it was written under another config "
+                      "(or by an older version); training starts from epoch 0")
+        saved = None
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
@@ -240,7 +277,8 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.1f}")
         if checkpoint and (epoch + 1) % max(cfg.checkpoint_every, 1) == 0 and epoch + 1 < cfg.epochs:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                     "global_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": result.history}
+                     "global_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": result.history,
+                     "config_key": config_key}
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(device)
             atomic_save(state, Path(checkpoint))
