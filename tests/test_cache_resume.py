@@ -81,8 +81,10 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     with pytest.raises(Interrupt):
         _tiny_run(ckpt, fail_at=3)  # dies during epoch 3's evaluation, after epoch 2's checkpoint
     assert verified_load(ckpt)["epoch"] == 2
+    earlier = verified_load(ckpt)["elapsed"]
     resumed, result = _tiny_run(ckpt)
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert earlier > 0 and result.seconds > earlier  # the time of the killed attempt counts
     straight, _ = _tiny_run(None)
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
@@ -138,3 +140,14 @@ def test_no_temp_file_outlives_an_error_and_a_leftover_partial_is_cleaned(tmp_pa
     assert cache.get_or_build("s", {"k": 1}, 1, lambda _p: {"x": 2}) == {"x": 1}
     assert not partial.exists() and not partial.with_name(partial.name + ".sha256").exists()
     assert not list((tmp_path / "c").rglob("*.tmp"))
+
+
+def test_a_resumed_stage_records_its_training_time_across_attempts(tmp_path):
+    from backdoor_repro.cache import ArtifactCache, atomic_save
+    from backdoor_repro.stages import StageOutput, cached_stage
+
+    cache = ArtifactCache(tmp_path)
+    atomic_save({"elapsed": 189.0, "epoch": 3}, cache.path("stage", {"k": 1}, 1).with_suffix(".partial.pt"))
+    make = lambda: torch.nn.Linear(2, 2)  # noqa: E731
+    _, record = cached_stage(cache, "stage", {"k": 1}, 1, lambda _p: StageOutput(make()), make, "cpu")
+    assert 189.0 <= record.seconds < 189.0 + 60

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from .cache import ArtifactCache, artifact_key
+from .cache import ArtifactCache, artifact_key, verified_load
 from .data import ImageSet, fingerprint
 
 
@@ -29,7 +29,7 @@ class StageOutput:
 @dataclass
 class StageRecord:
     stage: str
-    seconds: float  # wall time of the build (0 would mean it was never timed)
+    seconds: float  # wall time of the build, summed over attempts when it resumed a killed one (0: never timed)
     history: list[dict]
     extras: dict
     key: str = ""  # the artifact key, for provenance
@@ -45,10 +45,12 @@ def cached_stage(cache: ArtifactCache, stage: str, key: Any, version: int, build
         key = {"stage_key": key, "evaluated_on": fingerprint(evaluated_on)}
 
     def timed_build(partial: Path) -> dict:
+        resumed = verified_load(partial) if partial.exists() else None  # a killed attempt's training time counts
+        earlier = float(resumed.get("elapsed", 0.0)) if isinstance(resumed, dict) else 0.0
         started = time.perf_counter()
         out = build(partial)
         return {"model": out.model.state_dict(), "history": out.history, "extras": out.extras,
-                "seconds": time.perf_counter() - started}
+                "seconds": earlier + time.perf_counter() - started}
 
     stored = cache.get_or_build(stage, key, version, timed_build)
     model = make_model()

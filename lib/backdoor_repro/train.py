@@ -249,6 +249,7 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         if device.type == "cuda" and "cuda_rng" in saved:
             torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
         start_epoch, result.history = saved["epoch"], list(saved["history"])
+    earlier = float(saved.get("elapsed", 0.0)) if saved is not None else 0.0  # training time of earlier attempts
     started, seen = time.perf_counter(), 0
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
@@ -278,12 +279,13 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         if checkpoint and (epoch + 1) % max(cfg.checkpoint_every, 1) == 0 and epoch + 1 < cfg.epochs:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                      "global_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": result.history,
-                     "config_key": config_key}
+                     "config_key": config_key, "elapsed": earlier + time.perf_counter() - started}
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(device)
             atomic_save(state, Path(checkpoint))
-    result.seconds = time.perf_counter() - started
-    result.images_per_second = seen / result.seconds if result.seconds > 0 else 0.0
+    this_attempt = time.perf_counter() - started
+    result.images_per_second = seen / this_attempt if this_attempt > 0 else 0.0
+    result.seconds = earlier + this_attempt  # across attempts: a resumed run reports its whole training time
     model.eval()
     return result
 
