@@ -76,16 +76,34 @@ params=(-p profile "$profile" -p device "$device" -p download "$download")
 [[ -n "$dataset" ]] && params+=(-p dataset "$dataset")
 [[ -n "$attacks" ]] && params+=(-p attacks "$attacks")
 export MPLBACKEND=Agg
+final_root="${BACKDOOR_REPRO_OUTPUT:-$PWD}"
+mkdir -p "$final_root"
+# a notebook writes its tables and figures into a staging folder; they replace the previous ones only once the
+# notebook has passed, so a failed or killed run never leaves new outputs beside old ones
+publish() {
+  local kind f
+  for kind in figures tables; do
+    [[ -d "$1/$kind" ]] || continue
+    while IFS= read -r f; do
+      mkdir -p "$final_root/$(dirname "$f")"; mv -f "$1/$f" "$final_root/$f"
+    done < <(cd "$1" && find "$kind" -type f)
+  done
+}
 for n in "${notebooks[@]}"; do
   echo "== $n ($profile)"
   start=$SECONDS
   tmp="$out/.$n.running.ipynb"
-  if "$PYTHON" -m papermill "notebooks/$n.ipynb" "$tmp" "${params[@]}" --cwd notebooks -k python3 --log-level WARNING; then
+  staging="$(mktemp -d "$final_root/.staging-$n-XXXXXX")"
+  if BACKDOOR_REPRO_OUTPUT="$staging" "$PYTHON" -m papermill "notebooks/$n.ipynb" "$tmp" "${params[@]}" --cwd notebooks \
+       -k python3 --log-level WARNING; then
+    publish "$staging"; rm -rf "$staging"
     mv "$tmp" "$out/$n.ipynb"
     echo "   done in $((SECONDS - start)) s -> $out/$n.ipynb"
   else
+    rm -rf "$staging"
     mkdir -p "$out/failed"; mv "$tmp" "$out/failed/$n.ipynb" 2>/dev/null || true
-    echo "error: notebook '$n' failed (profile $profile); the executed copy with the traceback is $out/failed/$n.ipynb" >&2
+    echo "error: notebook '$n' failed (profile $profile); the executed copy with the traceback is $out/failed/$n.ipynb;" \
+         "its tables and figures were not published" >&2
     exit 1
   fi
 done

@@ -28,3 +28,5 @@ else
   PYTHON="$venv/bin/python"
 fi
 export PYTHON
+# the same CPU kernels on every x86-64 machine with AVX2 (lib/backdoor_repro/numerics.py); values already set win
+eval "$("$PYTHON" -c 'from backdoor_repro.numerics import export_lines; print("\n".join(export_lines()))')"

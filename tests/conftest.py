@@ -16,6 +16,10 @@ os.environ.setdefault("BACKDOOR_REPRO_CACHE", os.path.join(_session_dir, "cache"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+from backdoor_repro.numerics import pin_cpu_threads  # noqa: E402  (after the environment above)
+
+pin_cpu_threads()  # the same thread count as every smoke run, whatever the machine's core count
+
 UNIT_TIMEOUT, SLOW_TIMEOUT, NOTEBOOK_CELL_TIMEOUT = 120, 300, 900
 
 

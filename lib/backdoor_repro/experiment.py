@@ -19,6 +19,7 @@ from .data import ImageSet, check_dataset_available
 from .defenses import DefenseResult, get_defense
 from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
+from .numerics import pin_cpu_threads
 from .profiles import Profile, check_data_arguments, check_device, profile_for
 from .spec import Holdout, RunSpec
 from .train import resolve_device
@@ -131,6 +132,8 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
             print(" -", d)
         if subset is not None:
             print(f"slice: attacks {', '.join(subset)} only; sections that need other attacks are skipped")
+    if dev.type == "cpu":
+        pin_cpu_threads()  # CPU results depend on the thread count (numerics.py)
     train, test = load_data(p, data_root, download, dev)
     return Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started, attack_subset=subset)
 

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .cache import atomic_write_text
+from .numerics import cpu_numerics
 from .paths import output_root
 from .reported import COLUMNS
 
@@ -111,10 +112,23 @@ def write_run_record(notebook: str, profile: str, wall_seconds: float, **details
     return path
 
 
+def _commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside a git checkout."""
+    import subprocess
+    from .paths import project_root
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=project_root(), capture_output=True, text=True,  # noqa: E731
+                                        timeout=10, check=True).stdout.strip()
+        return run("rev-parse", "--short=12", "HEAD") + ("+dirty" if run("status", "--porcelain", "--", "lib") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def provenance(**extra) -> dict:
     info = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
             "torch": torch.__version__, "machine": platform.machine(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"}
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)",
+            "threads": torch.get_num_threads(), "cpu_numerics": cpu_numerics(), "commit": _commit()}
     info.update(extra)
     return info
 

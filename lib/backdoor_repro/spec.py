@@ -14,6 +14,7 @@ import torch
 from .attacks import POISONING_VERSION, Attack, canonical_overrides, get_attack
 from .data import ImageSet, fingerprint
 from .models import NORMALIZATIONS, build_model, normalization_stats
+from .numerics import cpu_numerics
 from .train import TrainConfig
 
 HOLDOUT_RULES = {
@@ -64,6 +65,7 @@ class RunSpec:
     data_fingerprint: str = ""  # data.fingerprint() of the training set actually loaded
     device_type: str = "cpu"  # CUDA runs train in bf16: their artifacts are kept apart from CPU ones
     normalization: str = "dbd"  # the models' first layer (models.NORMALIZATIONS); FMP's protocol: "backdoorbench"
+    numerics: str = ""  # CPU: kernel family and thread count (numerics.cpu_numerics); "" on CUDA
 
     def __post_init__(self):
         for name in ("data_seed", "seed"):
@@ -85,15 +87,19 @@ class RunSpec:
         from .pipeline import attack_overrides
 
         overrides = attack_overrides(profile, attack, **attack_extra) if attack else {}
+        device_type = train.images.device.type
         return cls(profile.dataset, profile.train_per_class, profile.model, profile.width, train.num_classes, attack,
-                   overrides, data_seed, seed, profile.supervised, holdout, fingerprint(train), train.images.device.type)
+                   overrides, data_seed, seed, profile.supervised, holdout, fingerprint(train), device_type,
+                   numerics=cpu_numerics() if device_type == "cpu" else "")
 
     def with_(self, **changes) -> "RunSpec":
         return replace(self, **changes)
 
     def bound_to(self, train: ImageSet) -> "RunSpec":
         """This spec with the fingerprint and device type of the loaded ``train`` (what ``for_profile`` records)."""
-        return replace(self, data_fingerprint=fingerprint(train), device_type=train.images.device.type)
+        device_type = train.images.device.type
+        return replace(self, data_fingerprint=fingerprint(train), device_type=device_type,
+                       numerics=cpu_numerics() if device_type == "cpu" else "")
 
     def with_attack(self, attack: str | None, **overrides) -> "RunSpec":
         return replace(self, attack=attack, attack_overrides=overrides if attack else {})
@@ -127,6 +133,8 @@ class RunSpec:
         if self.attack is not None and self.make_attack().needs_adversary:
             clean = self.clean_model_for_poisoning()
             key["poisoning_clean_model"] = {"model": clean.model, "width": clean.width, "train": clean.supervised}
+            if self.numerics:
+                key["poisoning_clean_model"]["numerics"] = self.numerics
         return key
 
     def training_key(self) -> dict:
@@ -136,6 +144,8 @@ class RunSpec:
                "seed": self.seed}
         if self.normalization != "dbd":  # absent at the default, so keys made before the field existed still hold
             key["normalization"] = self.normalization
+        if self.numerics:
+            key["numerics"] = self.numerics
         return key
 
     def attacker_key(self) -> dict:
@@ -144,6 +154,8 @@ class RunSpec:
         key = dataclasses.asdict(self)
         if self.normalization == "dbd":
             del key["normalization"]
+        if not self.numerics:
+            del key["numerics"]
         if self.holdout is not None and not self.holdout.disjoint:
             key["holdout"] = None
         if self.attack is None:

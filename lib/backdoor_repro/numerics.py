@@ -1,0 +1,64 @@
+"""What decides CPU numerics, pinned and recorded.
+
+On CPU, torch's results depend on the number of intra-op threads (how reductions are split) and on the kernels the
+CPU selects. Measured on one smoke training (ResNet-18 at width 8, 2 epochs on 500 images, AMD EPYC with AVX2):
+1, 2 and 4 threads gave three different sets of weights; so did ATen's scalar kernels against its AVX2 ones, and
+MKL's default dispatch against its AVX2 reproducibility branch (``MKL_CBWR=AVX2``), which means an Intel and an AMD
+machine with the same instruction set can differ; repeats at fixed settings were bit-identical. So:
+
+* CPU runs pin the thread count (:data:`CPU_THREADS`, the CI machines' two cores; ``BACKDOOR_REPRO_THREADS``
+  overrides it);
+* ``run_all.sh`` and ``run_tests.sh`` cap the kernels at AVX2 on machines that have it (:data:`KERNEL_CAPS`:
+  MKL's AVX2 branch, oneDNN and ATen at most AVX2; a value already set in the environment wins), so that machines of
+  either vendor, with or without AVX-512, pick the same kernels (not yet verified on a second machine);
+* the kernel family, the caps and the thread count join the key of every trained CPU artifact
+  (:func:`cpu_numerics`), so that a cache shared between machines never mixes results computed differently.
+
+CUDA runs are not bit-reproducible (atomics in cuDNN / cuBLAS); they carry no such key.
+``export_lines()`` gives the shell exports of the caps for this machine (``scripts/ensure_env.sh`` evaluates them).
+"""
+from __future__ import annotations
+
+import os
+
+CPU_THREADS = 2
+KERNEL_CAPS = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def pinned_threads() -> int:
+    value = os.environ.get("BACKDOOR_REPRO_THREADS", str(CPU_THREADS))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"BACKDOOR_REPRO_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def pin_cpu_threads() -> int:
+    """Set torch's intra-op thread count to the pinned value; returns it."""
+    import torch
+    threads = pinned_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx2" in line for line in f)
+    except OSError:
+        return False
+
+
+def cpu_numerics() -> str:
+    """``<ATen kernels>-<threads>t[-mkl<branch>]``, e.g. ``AVX2-2t-mklAVX2``: what a CPU artifact's numbers depend
+    on besides its config and the torch version."""
+    import torch
+    mkl = os.environ.get("MKL_CBWR")
+    return f"{torch.backends.cpu.get_cpu_capability()}-{torch.get_num_threads()}t" + (f"-mkl{mkl}" if mkl else "")
+
+
+def export_lines() -> list[str]:
+    """The caps as shell ``export`` lines (none on a machine without AVX2; a value already set is kept)."""
+    if not has_avx2():
+        return []
+    return [f"export {name}={os.environ.get(name, value)}" for name, value in KERNEL_CAPS.items()]

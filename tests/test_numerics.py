@@ -1,0 +1,49 @@
+"""CPU numerics: the thread count is pinned for every CPU run, and thread count and kernel family key every trained
+artifact, so that a cache shared between machines never mixes results they compute differently."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from backdoor_repro import load_dataset
+from backdoor_repro.numerics import CPU_THREADS, cpu_numerics, pinned_threads
+from backdoor_repro.profiles import get_profile
+from backdoor_repro.spec import RunSpec
+
+
+def test_setup_pins_the_thread_count_whatever_it_was():
+    code = ("import torch; torch.set_num_threads(1); from backdoor_repro.experiment import setup; "
+            "ex = setup('smoke', device='cpu', quiet=True); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == str(CPU_THREADS)
+
+
+def test_thread_count_and_kernel_family_key_every_cpu_artifact(smoke_train):
+    spec = RunSpec.for_profile(get_profile("smoke"), smoke_train, "grid3")
+    assert spec.numerics == cpu_numerics() == f"{torch.backends.cpu.get_cpu_capability()}-{torch.get_num_threads()}t"
+    other = spec.with_(numerics="AVX512-4t")
+    assert spec.training_key() != other.training_key() and spec.attacker_key() != other.attacker_key()
+    assert spec.poisoning_key() == other.poisoning_key()  # poison selection does not depend on numerics
+    lc = RunSpec.for_profile(get_profile("smoke"), smoke_train, "lc_dbd")  # its PGD images come from a trained model
+    assert lc.poisoning_key() != lc.with_(numerics="AVX512-4t").poisoning_key()
+    assert spec.with_(numerics="").attacker_key().get("numerics") is None  # CUDA specs carry none
+
+
+def test_a_bad_thread_override_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("BACKDOOR_REPRO_THREADS", "two")
+    with pytest.raises(ValueError, match="BACKDOOR_REPRO_THREADS"):
+        pinned_threads()
+
+
+def test_the_kernel_caps_are_exported_on_avx2_machines_and_a_user_value_wins(monkeypatch):
+    from backdoor_repro import numerics
+    monkeypatch.setattr(numerics, "has_avx2", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    assert numerics.export_lines() == ["export MKL_CBWR=AVX2", "export ONEDNN_MAX_CPU_ISA=SSE41",
+                                       "export ATEN_CPU_CAPABILITY=avx2"]
+    monkeypatch.setattr(numerics, "has_avx2", lambda: False)
+    assert numerics.export_lines() == []
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    assert numerics.cpu_numerics().endswith("-mklAVX2")
