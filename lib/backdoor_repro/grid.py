@@ -29,9 +29,10 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .defenses import DEFENSES
+
 EXECUTORS = ("inline", "local", "slurm")
-GRID_VERSION = 2  # 2: protocol in the cell, No-Defense reference and DER in the record
-ALL_DEFENSES = ("none", "dbd", "trap_and_replace", "fct_dst", "fct_dbr", "fmp", "ft", "fp", "anp")
+ALL_DEFENSES = tuple(DEFENSES)  # the registry, in registration order
 # one attack per trigger family of the four papers (BadNets patches of three shapes, blends, Trojan, SIG, LF, WaNet,
 # label-consistent)
 PAPER_GRID_ATTACKS = ("badnets_dbd_2x2", "grid3", "white3_bb", "blend_kitty_dbd", "blend_strip_fct", "trojan3_fct",
@@ -77,7 +78,6 @@ def default_store(profile: str, data_seed: int = 0, plumbing: bool = False) -> P
 def make_cells(defenses, attacks, datasets=("default",), seeds=(0,), protocols=("common",)) -> list[Cell]:
     """The cross product, every key checked before any compute."""
     from .attacks import ATTACKS
-    from .defenses import DEFENSES
     from .protocol import PROTOCOLS
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad or not protocols:
@@ -105,6 +105,10 @@ class GridStore:
 
     def done(self, cell: Cell) -> bool:
         return self._path("cells", cell).exists()
+
+    def todo(self, cells: list[Cell], refresh: bool = False) -> list[Cell]:
+        """The cells a run computes: those not done, or every one with ``refresh``."""
+        return list(cells) if refresh else [c for c in cells if not self.done(c)]
 
     def read(self, cell: Cell) -> dict:
         return json.loads(self._path("cells", cell).read_text())
@@ -174,7 +178,6 @@ def compute_cell(cell: Cell, settings: GridSettings) -> dict:
     """Build (or reuse) everything the cell needs, run the defense, evaluate it and its No-Defense model."""
     import torch
 
-    from .cache import artifact_key
     from .metrics import defense_effectiveness_rating
     started = time.perf_counter()
     ex, spec, cfg = cell_spec(cell, settings)
@@ -189,7 +192,6 @@ def compute_cell(cell: Cell, settings: GridSettings) -> dict:
             "metrics": metrics, "no_defense": no_defense,
             "DER": round(defense_effectiveness_rating(no_defense["ACC"], no_defense["ASR"], metrics["ACC"],
                                                       metrics["ASR"]), 2),
-            "key": artifact_key("grid_cell", {"spec": spec, "cfg": cfg}, GRID_VERSION),
             "stage_seconds": {k: round(r.seconds, 2) for k, r in result.stages.items()},
             "seconds": round(time.perf_counter() - started, 2), "device": str(ex.device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -245,8 +247,9 @@ def run_grid(cells: list[Cell], settings: GridSettings, store_root, executor: st
         raise ValueError(f"workers must be >= 1, got {workers}")
     store_root = Path(store_root)
     store = GridStore(store_root)
-    todo = list(cells) if refresh else [c for c in cells if not store.done(c)]
-    report = GridReport([], [c.id for c in cells if c not in todo], {})
+    todo = store.todo(cells, refresh)
+    skipped = set(cells) - set(todo)
+    report = GridReport([], [c.id for c in cells if c in skipped], {})
     log(f"grid: {len(cells)} cells, {len(report.skipped)} done, {len(todo)} to run ({executor}, {workers} worker(s))")
     if executor == "inline":
         for cell in todo:
@@ -295,8 +298,7 @@ def submit_slurm(cells: list[Cell], settings: GridSettings, store_root, partitio
                  time_min: int, parallelism: int, cpus_per_task: int | None = None, refresh: bool = False):
     """Submit the cells that are not done (``refresh``: all) as one SLURM job array; returns the submitit jobs."""
     import submitit
-    store = GridStore(store_root)
-    todo = list(cells) if refresh else [c for c in cells if not store.done(c)]
+    todo = GridStore(store_root).todo(cells, refresh)
     executor = submitit.AutoExecutor(folder=str(Path(store_root) / "jobs" / "%A_%a"), cluster="slurm")
     executor.update_parameters(slurm_partition=partition, gpus_per_node=gpus_per_node, timeout_min=time_min,
                                slurm_array_parallelism=parallelism, cpus_per_task=cpus_per_task)
@@ -347,7 +349,7 @@ def main(argv=None) -> int:
     settings = GridSettings(args.profile, args.data_root, args.device, args.data_seed, args.plumbing,
                             reuse_only=args.reuse_only)
     store = GridStore(out)
-    todo = list(cells) if args.refresh else [c for c in cells if not store.done(c)]
+    todo = store.todo(cells, args.refresh)
     if args.dry_run:
         print(f"{len(cells)} cells, {len(cells) - len(todo)} done; would run {len(todo)} ({args.executor}):")
         for cell in todo:

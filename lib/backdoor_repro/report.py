@@ -6,6 +6,7 @@ the Markdown and LaTeX files are wide views of the same rows.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -112,6 +113,7 @@ def write_run_record(notebook: str, profile: str, wall_seconds: float, **details
     return path
 
 
+@functools.lru_cache(maxsize=1)
 def _commit() -> str:
     """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside a git checkout."""
     import subprocess
