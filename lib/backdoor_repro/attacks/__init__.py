@@ -3,6 +3,8 @@ from .base import Attack, PoisonedSet, Trigger
 from .label_consistent import pgd_adversary
 from .registry import ATTACKS, POISONING_VERSION, canonical_overrides, get_attack, register
 from .selection import SELECTIONS, select_poison
+from .sizes import SizedTrigger, check_attack_size, keys_for_size
 
-__all__ = ["ATTACKS", "POISONING_VERSION", "Attack", "PoisonedSet", "SELECTIONS", "Trigger", "canonical_overrides", "get_attack",
-           "pgd_adversary", "register", "select_poison"]
+__all__ = ["ATTACKS", "POISONING_VERSION", "Attack", "PoisonedSet", "SELECTIONS", "SizedTrigger", "Trigger",
+           "canonical_overrides", "check_attack_size", "get_attack", "keys_for_size", "pgd_adversary", "register",
+           "select_poison"]

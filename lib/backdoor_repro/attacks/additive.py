@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 from . import ops
+from .sizes import SizedTrigger
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,3 +49,18 @@ def sinusoid(delta: float, frequency: float = 6, size: int = 32) -> torch.Tensor
     c = np.arange(size)
     row = delta * np.sin(2 * np.pi * c * frequency / size)
     return torch.from_numpy(np.broadcast_to(row, (3, size, size)).copy())
+
+
+SIG_SIZE_RULE = "the sinusoid of the image's own width W, delta sin(2 pi c f / W) (FCT _sigTrigger: m = the image width)"
+
+
+def _sig_at(delta: float, delta_test: float | None, size: int) -> AdditiveTrigger:
+    test = None if delta_test is None else sinusoid(delta_test, size=size)
+    return AdditiveTrigger(sinusoid(delta, size=size), pattern_test=test)
+
+
+def sig_any_size(delta: float, delta_test: float | None = None) -> SizedTrigger:
+    """Additive SIG at any square size (:data:`SIG_SIZE_RULE`); the 32-px trigger is built at once."""
+    trigger = SizedTrigger(partial(_sig_at, delta, delta_test), None, SIG_SIZE_RULE)
+    trigger.at(trigger.default)
+    return trigger

@@ -10,6 +10,7 @@ import torch
 
 from ..data import ImageSet
 from .selection import CLEAN_LABEL_SELECTIONS, DETERMINISTIC, OFFICIAL_STREAMS, RATE_OF, SELECTIONS, select_poison
+from .sizes import attack_sizes, size_error
 
 LABEL_MODES = ("all2one", "all2all", "clean_label")
 INDEX_CHOICES = ("ours", "official")
@@ -18,7 +19,8 @@ OFFICIAL_DATASETS = ("cifar10", "cifar100")  # the official streams index these 
 
 class Trigger(Protocol):
     def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
-        """uint8 ``(N, 3, H, W)`` in, uint8 out; ``train=False`` gives the test-time variant."""
+        """uint8 ``(N, 3, H, W)`` in, uint8 out; ``train=False`` gives the test-time variant. The sizes a
+        trigger is defined at come from its pattern or its ``sizes`` (``sizes.trigger_sizes``)."""
 
 
 @dataclass
@@ -89,6 +91,18 @@ class Attack:
         return self.pgd is not None
 
     @property
+    def sizes(self) -> tuple[int, ...] | None:
+        """The square image sizes (side lengths) this attack is defined at; ``None``: any."""
+        return attack_sizes(self)
+
+    def check_size(self, image_size) -> None:
+        """``ValueError`` naming this attack, the size and the sizes it supports, unless it is defined at
+        ``image_size`` (an int side, ``(H, W)`` or a batch shape)."""
+        message = size_error(self, image_size)
+        if message:
+            raise ValueError(message)
+
+    @property
     def rate_of(self) -> str:
         """What ``rate`` is a fraction of for this attack's selection rule."""
         return RATE_OF[self.selection]
@@ -130,6 +144,7 @@ class Attack:
                reference_size: int | None = None) -> PoisonedSet:
         """Poison ``data`` (trigger applied once to the stored uint8 images, before any augmentation).
         ``reference_size``: the size of the whole training set when ``data`` is a split of it."""
+        self.check_size(data.images.shape)
         if self.target >= data.num_classes:
             raise ValueError(f"{self.key}: target {self.target} is not a class of {data.name}")
         if self.needs_adversary and adversary is None:
@@ -160,6 +175,7 @@ class Attack:
     def test_population(self, test: ImageSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(triggered images, attack labels, true labels)`` of the ASR population: non-target test
         images (all2one, clean-label) or every test image with label (y + 1) mod K (all2all)."""
+        self.check_size(test.images.shape)
         keep = torch.ones_like(test.labels, dtype=torch.bool) if self.label_mode == "all2all" else test.labels != self.target
         true = test.labels[keep]
         attacked = (true + 1) % test.num_classes if self.label_mode == "all2all" else torch.full_like(true, self.target)

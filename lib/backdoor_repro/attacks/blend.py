@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from PIL import Image
 from . import ops
 from .assets import image_asset
 from .resize import skimage_resize_uint8
+from .sizes import SizedTrigger
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,6 +34,18 @@ class BlendTrigger:
     def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
         alpha = self.alpha if train or self.alpha_test is None else self.alpha_test
         return ops.blend(images, self.pattern, alpha, self.rounding, self.arithmetic)
+
+
+def at_any_size(pattern_at, rule: str, **blend) -> SizedTrigger:
+    """A blend whose pattern at side ``s`` is ``pattern_at(s)`` (e.g. the blend image resized to the image), for
+    any square size; the 32-px trigger is built at once, so bad arguments fail when the attack is made."""
+    trigger = SizedTrigger(partial(_blend_at, pattern_at, blend), None, rule)
+    trigger.at(trigger.default)
+    return trigger
+
+
+def _blend_at(pattern_at, blend: dict, size: int) -> BlendTrigger:
+    return BlendTrigger(pattern_at(size), **blend)
 
 
 def kitty_dbd(size: int = 32) -> torch.Tensor:

@@ -1,11 +1,16 @@
 """Registry of attacks. Each key is one paper's variant with that paper's code defaults; any default
 can be overridden: ``get_attack("grid3", target=0, selection="first_n_nontarget")``.
 
+Each attack is defined at the square image sizes its trigger declares (``Attack.sizes``; ``None``: any, by a
+stated rule); ``sizes.check_attack_size`` is the preflight check. The ImageNet-scale keys are in
+``registry_imagenet``.
+
 Add your own with :func:`register` (a factory taking ``data_seed`` and keyword overrides)."""
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from . import additive, blend, patch, wanet
@@ -113,9 +118,12 @@ def _grid_bb(data_seed=0, **common):
 
 
 # ---------------------------------------------------------------- Blended (§3.2)
-@register("blend_kitty_dbd", "Blended", "DBD", "Hello Kitty, PIL bicubic resize, alpha 0.1, PIL blend")
+@register("blend_kitty_dbd", "Blended", "DBD", "Hello Kitty, PIL bicubic resize to the image (any size), alpha 0.1, "
+          "PIL blend")
 def _blend_kitty_dbd(data_seed=0, alpha=0.1, **common):
-    return _make("blend_kitty_dbd", blend.BlendTrigger(blend.kitty_dbd(), alpha), common, target=3,
+    trigger = blend.at_any_size(blend.kitty_dbd, "DBD data/backdoor.py Blend: the Hello Kitty PNG resized to the "
+                                "image's size with PIL's default filter (bicubic), then Image.blend", alpha=alpha)
+    return _make("blend_kitty_dbd", trigger, common, target=3,
                  selection="bernoulli_nontarget", rate=0.05, official_stream="dbd", source="SCLBD/DBD data/backdoor.py")
 
 
@@ -130,7 +138,9 @@ def _blend_kitty_fct(data_seed=0, alpha=0.2, **common):
 @register("blend_kitty_bb", "Blended", "FMP", "BackdoorBench hello_kitty.jpeg, PIL bilinear resize, alpha 0.2, "
           "float64 + float32 terms cast to float32")
 def _blend_kitty_bb(data_seed=0, alpha=0.2, **common):
-    trigger = blend.BlendTrigger(blend.kitty_backdoorbench(), alpha, arithmetic="float64_plus_float32_as_float32")
+    trigger = blend.at_any_size(blend.kitty_backdoorbench, "BackdoorBench blended: hello_kitty.jpeg resized to the "
+                                "image size (torchvision Resize, PIL bilinear)", alpha=alpha,
+                                arithmetic="float64_plus_float32_as_float32")
     return _make("blend_kitty_bb", trigger, common, target=0, selection="random_all", rate=0.1,
                  official_stream="backdoorbench", source="FMT utils/aggregate_block/bd_attack_generate.py")
 
@@ -150,9 +160,13 @@ def _blend_strip_fct(data_seed=0, alpha=0.2, **common):
                  official_stream="fct", source="FCT utils/dataloader_bd.py signalTrigger")
 
 
-@register("blend_noise", "Blended", "DBD (ImageNet, unverified)", "uniform random-noise pattern from data_seed, alpha 0.1")
+@register("blend_noise", "Blended", "DBD (ImageNet, unverified)", "uniform random-noise pattern from data_seed, "
+          "drawn at the image size, alpha 0.1")
 def _blend_noise(data_seed=0, alpha=0.1, **common):
-    return _make("blend_noise", blend.BlendTrigger(blend.uniform_noise(data_seed), alpha), common, target=3,
+    trigger = blend.at_any_size(partial(blend.uniform_noise, data_seed), "ours: a uniform noise image of the image's "
+                                "size drawn from data_seed (the DBD paper's ImageNet pattern is not in its code)",
+                                alpha=alpha)
+    return _make("blend_noise", trigger, common, target=3,
                  selection="bernoulli_nontarget", rate=0.05, source="DBD paper (not in official code)")
 
 
@@ -214,7 +228,7 @@ def _smooth_tr(data_seed=0, variant="cifar10", **common):
 # ---------------------------------------------------------------- SIG (§3.4)
 @register("sig_fct", "SIG", "FCT", "additive sinusoid f=6, delta 40 train / 60 test, clean label, 10% of the target class")
 def _sig_fct(data_seed=0, delta=40.0, delta_test=60.0, **common):
-    trigger = additive.AdditiveTrigger(additive.sinusoid(delta), pattern_test=additive.sinusoid(delta_test))
+    trigger = additive.sig_any_size(delta, delta_test)
     return _make("sig_fct", trigger, common, target=0, label_mode="clean_label", selection="target_fraction",
                  rate=0.1, official_stream="fct", source="FCT utils/dataloader_bd.py _sigTrigger")
 
@@ -247,20 +261,21 @@ def _lf_bb(data_seed=0, variant="cifar10", **common):
 
 
 # ---------------------------------------------------------------- WaNet (§3.6)
-@register("wanet", "WaNet", "DBD, FMP", "warp k=4, s=0.5, fixed poisoned indices, noise mode x2 with true labels")
+@register("wanet", "WaNet", "DBD, FMP", "warp k=4, s=0.5 at the image size, fixed poisoned indices, noise mode x2 "
+          "with true labels (DBD's ImageNet k, s are not in its code: unverified)")
 def _wanet(data_seed=0, k=4, s=0.5, grid_rescale=1.0, cross_ratio=2.0, **common):
-    grid = wanet.warp_grid(k, s, grid_rescale, 32, data_seed)
-    return _make("wanet", wanet.WarpTrigger(grid), common, target=3, selection="bernoulli_nontarget", rate=0.05,
-                 cross_ratio=cross_ratio, cross_trigger=wanet.NoisyWarpTrigger(grid, data_seed + 1),
+    trigger, noisy = wanet.sized_triggers(k, s, grid_rescale, data_seed)
+    return _make("wanet", trigger, common, target=3, selection="bernoulli_nontarget", rate=0.05,
+                 cross_ratio=cross_ratio, cross_trigger=noisy,
                  source="BackdoorBench attack/wanet.py (as data poisoning)")
 
 
 @register("wanet_bb", "WaNet", "FMP", "BackdoorBench's warp (k=4, s=0.5) as fixed-index data poisoning: round(0.1 N) "
           "from all classes, target 0, noise mode x2 with true labels (BackdoorBench re-draws both every batch)")
 def _wanet_bb(data_seed=0, k=4, s=0.5, grid_rescale=1.0, cross_ratio=2.0, **common):
-    grid = wanet.warp_grid(k, s, grid_rescale, 32, data_seed)
-    return _make("wanet_bb", wanet.WarpTrigger(grid), common, target=0, selection="random_all", rate=0.1,
-                 cross_ratio=cross_ratio, cross_trigger=wanet.NoisyWarpTrigger(grid, data_seed + 1),
+    trigger, noisy = wanet.sized_triggers(k, s, grid_rescale, data_seed)
+    return _make("wanet_bb", trigger, common, target=0, selection="random_all", rate=0.1,
+                 cross_ratio=cross_ratio, cross_trigger=noisy,
                  official_stream="backdoorbench", source="BackdoorBench attack/wanet.py (as data poisoning)")
 
 
@@ -300,3 +315,6 @@ def _lc_bb(data_seed=0, eps=8 / 255, step=1.5 / 255, steps=100, **common):
                  official_stream="backdoorbench",
                  source="FMT resource/label-consistent/craft_adv_dataset.py, utils/bd_img_transform/lc.py "
                         "(adversarial images: our PGD on a standard clean model)")
+
+
+from . import registry_imagenet  # noqa: E402,F401  (registers the ImageNet-scale keys)

@@ -3,11 +3,16 @@ drawn once from ``data_seed``; poisoned and noise-mode ("cross") images are stor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from . import ops
+from .sizes import SizedTrigger
+
+SIZE_RULE = ("the warp field drawn at the image's side H with the same k and s (the field is s / H in grid units, "
+             "as BackdoorBench builds it at its input size); the k x k draw is the same at every size")
 
 
 def warp_grid(k: int, s: float, grid_rescale: float, size: int, data_seed: int) -> torch.Tensor:
@@ -42,3 +47,18 @@ class NoisyWarpTrigger:
         gen = torch.Generator().manual_seed(self.seed)
         jitter = (torch.rand(images.shape[0], size, size, 2, generator=gen) * 2 - 1) / size
         return ops.warp(images, torch.clamp(self.grid.unsqueeze(0) + jitter, -1, 1))
+
+
+def _warp_at(k, s, grid_rescale, data_seed, size):
+    return WarpTrigger(warp_grid(k, s, grid_rescale, size, data_seed))
+
+
+def _noisy_at(k, s, grid_rescale, data_seed, size):
+    return NoisyWarpTrigger(warp_grid(k, s, grid_rescale, size, data_seed), data_seed + 1)
+
+
+def sized_triggers(k: int, s: float, grid_rescale: float, data_seed: int) -> tuple[SizedTrigger, SizedTrigger]:
+    """The warp trigger and its noise-mode trigger at any square size (:data:`SIZE_RULE`)."""
+    args = (k, s, grid_rescale, data_seed)
+    return (SizedTrigger(partial(_warp_at, *args), None, SIZE_RULE),
+            SizedTrigger(partial(_noisy_at, *args), None, SIZE_RULE))
