@@ -1,11 +1,15 @@
 """The decoded-data cache follows the files it was built from and survives damage; bad image trees are clear
 errors naming the folder or file."""
+import os
+import pickle
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from backdoor_repro.data import DatasetUnavailable, load_dataset
 
+from test_data_fixtures import CIFAR_LAYOUT, WNIDS, write_cifar_pickles, write_image_tree, write_imagenet_tree
 from test_data_gtsrb import write_torchvision_gtsrb
 
 
@@ -74,3 +78,41 @@ def test_a_truncated_image_is_named(tmp_path, cache):
     broken.write_bytes(broken.read_bytes()[:40])
     with pytest.raises(ValueError, match="cannot decode .*cat/1.png"):
         load_dataset("cifar10", "train", root)
+
+
+def _rewrite_later(path, data: bytes):
+    """Rewrite ``path`` (same size) and move its mtime on, as an edit a second later would."""
+    st = path.stat()
+    path.write_bytes(data)
+    os.utime(path, (st.st_atime + 5, st.st_mtime + 5))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_a_cifar_pickle_cache_follows_its_files(tmp_path, cache, name):
+    write_cifar_pickles(tmp_path / "data", name)
+    with pytest.warns(UserWarning):
+        before = load_dataset(name, "test", tmp_path / "data")
+    folder, files = CIFAR_LAYOUT[name][:2]
+    path = tmp_path / "data" / folder / files["test"][0]
+    entry = pickle.loads(path.read_bytes())
+    entry["data"][0, 0] ^= 0xFF  # one pixel of the first image, same file size
+    _rewrite_later(path, pickle.dumps(entry))
+    with pytest.warns(UserWarning):
+        after = load_dataset(name, "test", tmp_path / "data")
+    assert int(after.images[0, 0, 0, 0]) == int(before.images[0, 0, 0, 0]) ^ 0xFF
+
+
+def test_a_gtsrb_image_folder_cache_follows_an_added_file(tmp_path, cache):
+    root = write_image_tree(tmp_path / "data" / "gtsrb", [f"{c:05d}" for c in range(3)])
+    assert len(load_dataset("gtsrb", "train", tmp_path / "data")) == 6
+    (root / "train" / "00001" / "0000.png").rename(root / "train" / "00001" / "0007.png")
+    write_image_tree(root, ["00002"], per_class=3, splits=("train",), seed=5)  # overwrites 2, adds 0002.png
+    assert load_dataset("gtsrb", "train", tmp_path / "data").labels.tolist() == [0, 0, 1, 1, 2, 2, 2]
+
+
+def test_an_imagenet12_cache_follows_a_new_first_wnid(tmp_path, cache):
+    base = write_imagenet_tree(tmp_path / "data")
+    assert load_dataset("imagenet12", "test", tmp_path / "data").classes[0] == WNIDS[0]
+    write_image_tree(base, ["n00000001"], per_class=1, splits=("train", "val"))  # sorts first: the 12 shift by one
+    ds = load_dataset("imagenet12", "test", tmp_path / "data")
+    assert list(ds.classes) == ["n00000001", *WNIDS[:11]] and len(ds) == 12

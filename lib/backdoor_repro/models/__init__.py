@@ -6,30 +6,33 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..datasets import CIFAR10_MEAN, CIFAR10_STD_DBD, TABLE
 from .contrastive import ContrastiveEncoder
 from .resnet import preact_resnet18_backbone, resnet18_backbone, resnet18_maxpool_backbone
 from .wrn import TrapNet
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD_DBD = (0.2023, 0.1994, 0.2010)  # the std DBD, T&R's and FCT's CIFAR code use
-# the normalisation a model's first layer applies: "dbd" (the default above) or BackdoorBench's (FMP), which
-# depends on the dataset: its own CIFAR-10 std, CIFAR-100 statistics, and none at all on GTSRB
-NORMALIZATIONS = ("dbd", "backdoorbench")
-_BACKDOORBENCH = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
-                  "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-                  "gtsrb": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))}
+# the normalisation a model's first layer applies, per dataset (the statistics and their sources: datasets.py):
+# "dbd" (the default: DBD's CIFAR-10 statistics, applied to every 32-px set), BackdoorBench's (FMP), FCT's, T&R's
+NORMALIZATIONS = ("dbd", "backdoorbench", "fct", "tr")
 
 
 def normalization_stats(normalization: str, dataset: str) -> tuple[tuple, tuple]:
-    """``(mean, std)`` of ``normalization`` on ``dataset`` (``cifar10-smoke`` counts as CIFAR-10)."""
+    """``(mean, std)`` of ``normalization`` on ``dataset``, read from :data:`backdoor_repro.datasets.TABLE`.
+
+    A dataset outside the table (a test's ad-hoc set) gets the CIFAR-10 statistics of "dbd" (as before the
+    table existed); the other schemes need a table entry."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown normalization {normalization!r}; choose from {', '.join(NORMALIZATIONS)}")
-    if normalization == "dbd":
-        return CIFAR10_MEAN, CIFAR10_STD_DBD
-    family = next((k for k in ("cifar100", "cifar10", "gtsrb") if dataset.startswith(k)), None)
-    if family is None:
-        raise ValueError(f"BackdoorBench has no normalisation for dataset {dataset!r}")
-    return _BACKDOORBENCH[family]
+    if dataset not in TABLE:
+        if normalization == "dbd":
+            return CIFAR10_MEAN, CIFAR10_STD_DBD
+        raise ValueError(f"no {normalization} normalisation for dataset {dataset!r}; known: {', '.join(TABLE)}")
+    stats = TABLE[dataset].stats(normalization)
+    if stats is None:
+        known = ", ".join(k for k, _ in TABLE[dataset].normalizations)
+        raise ValueError(f"the {normalization} code has no normalisation for dataset {dataset!r}; choose from {known}")
+    return stats
+
 
 BACKBONES = {"resnet18": resnet18_backbone, "resnet18_maxpool": resnet18_maxpool_backbone,
              "preact_resnet18": preact_resnet18_backbone}
