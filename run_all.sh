@@ -3,15 +3,16 @@
 #   ./run_all.sh                          smoke profile (CPU, bundled data), every notebook
 #   ./run_all.sh --profile fast --data-root /data/cifar10-jpeg
 #   ./run_all.sh --profile paper --download --only attacks,dbd
+#   ./run_all.sh --profile fast --dry-run  every fast-profile code path, a couple of steps per stage, outputs in a temp folder
 set -euo pipefail
 caller_dir="$PWD"
 cd "$(dirname "$0")"
 
 ORDER=(attacks dbd trap_and_replace fct fmp grid)  # the order notebooks run in; missing ones are skipped
-profile=smoke; only=""; data_root=""; download=False; device=auto; dataset=""; attacks=""
+profile=smoke; only=""; data_root=""; download=False; device=auto; dataset=""; attacks=""; dry_run=False; max_minutes=""
 
 usage() {
-  sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
   cat <<'TXT'
 Options:
   --profile smoke|fast|paper   run profile (default smoke; fast and paper need a CUDA GPU)
@@ -22,6 +23,12 @@ Options:
   --attacks a,b                a slice: only these of each notebook's attacks (and the sections that use them);
                                partial tables, marked in each notebook's <name>_run.json
   --device auto|cpu|cuda       default auto
+  --max-minutes N              stop cleanly after about N minutes (right after a checkpoint, or between stages and
+                               notebooks) and exit with status 75; rerun the same command to continue from there
+  --dry-run                    fast / paper: every notebook with that profile's configs and code paths, each stage cut
+                               to a couple of steps on 100 bundled images (CPU is fine); checks that everything runs and
+                               every output is written. Outputs, executed notebooks and the cache go to a temporary
+                               folder ($BACKDOOR_REPRO_OUTPUT if set), never into tables/<profile>
   --list                       list the notebooks and exit
 Executed notebooks go to notebooks/executed/<profile>[-<dataset>]/, figures to figures/<profile>[-<dataset>]/,
 tables to tables/<profile>[-<dataset>]/.
@@ -39,6 +46,8 @@ while [[ $# -gt 0 ]]; do
     --dataset) dataset="${2:?--dataset needs a value}"; shift 2 ;;
     --attacks) attacks="${2:?--attacks needs a value}"; shift 2 ;;
     --device) device="${2:?--device needs a value}"; shift 2 ;;
+    --dry-run) dry_run=True; shift ;;
+    --max-minutes) max_minutes="${2:?--max-minutes needs a value}"; shift 2 ;;
     --list) available; exit 0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -59,6 +68,17 @@ if [[ -n "$data_root" && ! -d "$data_root" ]]; then
   echo "error: --data-root $data_root is not a directory" >&2; exit 2
 fi
 
+if [[ -n "$max_minutes" ]]; then
+  [[ "$max_minutes" =~ ^[0-9]+$ && "$max_minutes" -gt 0 ]] || { echo "error: --max-minutes must be a positive whole number of minutes, got '$max_minutes'" >&2; exit 2; }
+  export BACKDOOR_REPRO_DEADLINE=$(( $(date +%s) + 60 * max_minutes ))
+fi
+TIME_BUDGET_EXIT=75  # resume.TIME_BUDGET_EXIT: stopped at the --max-minutes budget, progress saved; rerun to continue
+stopped_at_budget() {
+  echo "stopped: the --max-minutes budget is spent $1; finished stages and checkpoints are in the cache." \
+       "Rerun the same command to continue." >&2
+  exit "$TIME_BUDGET_EXIT"
+}
+
 echo "notebooks: ${notebooks[*]} ($profile)"
 source scripts/ensure_env.sh
 preflight=(--profile "$profile" --device "$device")
@@ -66,18 +86,26 @@ preflight=(--profile "$profile" --device "$device")
 [[ "$download" == True ]] && preflight+=(--download)
 [[ -n "$dataset" ]] && preflight+=(--dataset "$dataset")
 [[ -n "$attacks" ]] && preflight+=(--attacks "$attacks")
+[[ "$dry_run" == True ]] && preflight+=(--dry-run)
 "$PYTHON" -m backdoor_repro.preflight "${preflight[@]}"
 
 run_name="$profile${dataset:+-$dataset}"
-out="notebooks/executed/$run_name"
-mkdir -p "$out"
+final_root="${BACKDOOR_REPRO_OUTPUT:-$PWD}"
+if [[ "$dry_run" == True ]]; then  # nothing of a dry run lands in the repository or the real cache
+  [[ -n "${BACKDOOR_REPRO_OUTPUT:-}" ]] || final_root="$(mktemp -d "${TMPDIR:-/tmp}/backdoor-repro-dry-run-XXXXXX")"
+  export BACKDOOR_REPRO_CACHE="$final_root/.cache"
+  out="$final_root/notebooks/executed/$run_name"
+  echo "dry run: outputs, executed notebooks and cache under $final_root"
+else
+  out="notebooks/executed/$run_name"
+fi
+mkdir -p "$out" "$final_root"
 params=(-p profile "$profile" -p device "$device" -p download "$download")
 [[ -n "$data_root" ]] && params+=(-p data_root "$(cd "$data_root" && pwd)")
 [[ -n "$dataset" ]] && params+=(-p dataset "$dataset")
 [[ -n "$attacks" ]] && params+=(-p attacks "$attacks")
+[[ "$dry_run" == True ]] && params+=(-p dry_run True)
 export MPLBACKEND=Agg
-final_root="${BACKDOOR_REPRO_OUTPUT:-$PWD}"
-mkdir -p "$final_root"
 # a notebook writes its tables and figures into a staging folder; they replace the previous ones only once the
 # notebook has passed, so a failed or killed run never leaves new outputs beside old ones
 publish() {
@@ -90,6 +118,9 @@ publish() {
   done
 }
 for n in "${notebooks[@]}"; do
+  if [[ -n "${BACKDOOR_REPRO_DEADLINE:-}" && $(date +%s) -ge $BACKDOOR_REPRO_DEADLINE ]]; then
+    stopped_at_budget "before notebook '$n'"
+  fi
   echo "== $n ($profile)"
   start=$SECONDS
   tmp="$out/.$n.running.ipynb"
@@ -101,10 +132,14 @@ for n in "${notebooks[@]}"; do
     echo "   done in $((SECONDS - start)) s -> $out/$n.ipynb"
   else
     rm -rf "$staging"
+    if grep -q '"ename": "TimeBudgetExhausted"' "$tmp" 2>/dev/null; then
+      rm -f "$tmp"
+      stopped_at_budget "in notebook '$n' (its tables and figures were not published)"
+    fi
     mkdir -p "$out/failed"; mv "$tmp" "$out/failed/$n.ipynb" 2>/dev/null || true
     echo "error: notebook '$n' failed (profile $profile); the executed copy with the traceback is $out/failed/$n.ipynb;" \
          "its tables and figures were not published" >&2
     exit 1
   fi
 done
-echo "All done: ${notebooks[*]} ($profile)."
+echo "All done: ${notebooks[*]} ($profile$([[ "$dry_run" == True ]] && echo ", dry run: $final_root"))."

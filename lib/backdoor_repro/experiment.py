@@ -14,15 +14,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .attacks import check_attack_size
 from .cache import ArtifactCache, artifact_key
-from .data import ImageSet, check_dataset_available
+from .data import ImageSet, check_dataset_available, class_balanced_subset, load_dataset
 from .defenses import DefenseResult, get_defense
 from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
 from .numerics import pin_cpu_threads
-from .profiles import Profile, check_data_arguments, check_device, profile_for
+from .profiles import (DRY_RUN_CPU_WIDTH, DRY_RUN_TEST_PER_CLASS, DRY_RUN_TRAIN_PER_CLASS, Profile, check_data_arguments, check_device,
+                       check_dry_run, dry_run_schedule, profile_for)
 from .spec import Holdout, RunSpec
-from .train import resolve_device
+from .train import enable_cpu_autocast, resolve_device
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Experiment:
     progress: bool = False
     started: float = field(default_factory=time.perf_counter)
     attack_subset: tuple[str, ...] | None = None  # the notebook's ``attacks`` parameter; None: all
+    dry_run: bool = False  # every stage cut to a couple of steps (profiles.DRY_RUN_*): code paths, not numbers
     _data: dict = field(default_factory=dict, repr=False)
     _evaluators: dict = field(default_factory=dict, repr=False)
 
@@ -49,9 +52,19 @@ class Experiment:
             d = get_defense(defense)
             holdout = holdout if holdout is not None else d.holdout_for(self.profile.name, self.profile.dataset)
             changes = dict(d.spec_changes.get(self.profile.name, {}))
+        if attack is not None:  # a trigger defined at another image size: a clear error before any compute
+            check_attack_size(attack, tuple(self.train.images.shape), self.data_seed, **attack_overrides)
         spec = RunSpec.for_profile(self.profile, self.train, attack, self.data_seed,
                                    self.seed if seed is None else seed, holdout, **attack_overrides)
-        return spec.with_(**changes) if changes else spec
+        return self.shortened(spec.with_(**changes) if changes else spec)
+
+    def shortened(self, spec: RunSpec) -> RunSpec:
+        """In a dry run, ``spec`` with its No-Defense schedule cut to one short epoch (and, on the CPU, its network
+        narrowed to ``DRY_RUN_CPU_WIDTH``); otherwise ``spec``."""
+        if not self.dry_run:
+            return spec
+        width = min(spec.width, DRY_RUN_CPU_WIDTH) if self.device.type == "cpu" else spec.width
+        return spec.with_(supervised=dry_run_schedule(spec.supervised), width=width)
 
     def data(self, spec: RunSpec) -> RunData:
         """The run data of ``spec`` (built once). Fallback warnings (official indices or a holdout rule that the
@@ -66,12 +79,15 @@ class Experiment:
         return self._data[key]
 
     def config(self, defense: str, **changes):
-        return get_defense(defense).config(self.profile.name, **changes)
+        """The profile's config of ``defense`` with ``changes``; in a dry run, cut to a couple of steps per stage."""
+        d = get_defense(defense)
+        cfg = d.config(self.profile.name, **changes)
+        return d.shortened(cfg) if self.dry_run else cfg
 
     def run(self, defense: str, spec: RunSpec, cfg=None) -> DefenseResult:
         """Run ``defense`` (the profile's config unless ``cfg`` is given) on ``spec``'s data."""
         d = get_defense(defense)
-        return d.run(spec, self.data(spec), cfg if cfg is not None else d.config(self.profile.name), self.cache,
+        return d.run(spec, self.data(spec), cfg if cfg is not None else self.config(defense), self.cache,
                      self.progress)
 
     def evaluate(self, model: torch.nn.Module, spec: RunSpec) -> dict:
@@ -107,16 +123,23 @@ class Experiment:
 
 def setup(profile: str = "smoke", data_root=None, download: bool = False, device: str = "auto", data_seed: int = 0,
           seed: int = 0, progress: bool = False, defenses: tuple[str, ...] = (), quiet: bool = False,
-          dataset: str | None = None, attacks=None) -> Experiment:
+          dataset: str | None = None, attacks=None, dry_run: bool = False) -> Experiment:
     """Check the settings (before any compute), load the profile's data (or ``dataset``'s, on ``fast`` / ``paper``),
     print the profile and every deviation of the profile and of ``defenses``. ``attacks`` ("a,b" or a list) runs
-    a slice: only those of the notebook's attacks, and only the sections that use them."""
+    a slice: only those of the notebook's attacks, and only the sections that use them. ``dry_run`` (fast / paper):
+    the profile's configs and code paths with every stage cut to a couple of steps, on a slice of the bundled data,
+    on any device (see ``profiles.DRY_RUN_*``)."""
     started = time.perf_counter()
     p = profile_for(profile, dataset)
     dev = resolve_device(device)
-    check_device(p, dev)
-    check_data_arguments(p, data_root, download)
-    check_dataset_available(p.dataset, data_root, download)
+    if not isinstance(dry_run, bool):
+        raise ValueError(f"dry_run must be True or False, got {dry_run!r}")
+    if dry_run:
+        check_dry_run(p, data_root, download)
+    else:
+        check_device(p, dev)
+        check_data_arguments(p, data_root, download)
+        check_dataset_available(p.dataset, data_root, download)
     for name in defenses:
         get_defense(name)
     subset = parse_attack_subset(attacks)
@@ -132,10 +155,26 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
             print(" -", d)
         if subset is not None:
             print(f"slice: attacks {', '.join(subset)} only; sections that need other attacks are skipped")
+        if dry_run:
+            narrowed = f", networks at width <= {DRY_RUN_CPU_WIDTH} on the CPU" if dev.type == "cpu" else ""
+            print(f"DRY RUN: the {p.name} configs with every stage cut to a couple of steps, on {DRY_RUN_TRAIN_PER_CLASS} "
+                  f"training / {DRY_RUN_TEST_PER_CLASS} test images per class of the bundled subset{narrowed}; the "
+                  "numbers mean nothing and the result checks are skipped")
     if dev.type == "cpu":
         pin_cpu_threads()  # CPU results depend on the thread count (numerics.py)
-    train, test = load_data(p, data_root, download, dev)
-    return Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started, attack_subset=subset)
+    # a dry run on the CPU runs under bf16 autocast as the GPU profiles do, where the CPU has native bf16; every
+    # other CPU run stays in fp32 (reset here, so one process never carries a dry run's setting into another run)
+    cpu_bf16 = enable_cpu_autocast(dry_run and dev.type == "cpu")
+    if dry_run and dev.type == "cpu" and not quiet:
+        print("dry run precision: " + ("bf16 autocast, as on the GPU" if cpu_bf16 else
+                                       "fp32 (this CPU has no native bf16 kernels; the GPU profiles run bf16)"))
+    if dry_run:
+        train = class_balanced_subset(load_dataset("cifar10-smoke", "train", device=dev), DRY_RUN_TRAIN_PER_CLASS)
+        test = class_balanced_subset(load_dataset("cifar10-smoke", "test", device=dev), DRY_RUN_TEST_PER_CLASS)
+    else:
+        train, test = load_data(p, data_root, download, dev)
+    return Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started, attack_subset=subset,
+                      dry_run=dry_run)
 
 
 def parse_attack_subset(attacks) -> tuple[str, ...] | None:

@@ -41,6 +41,7 @@ PAPER_GRID_ATTACKS = ("badnets_dbd_2x2", "grid3", "white3_bb", "blend_kitty_dbd"
 # T&R train for minutes each on 2 cores and run on fast / paper
 GRID_DEFENSES = {"smoke": ("none", "ft", "fp", "fmp", "anp"), "fast": ALL_DEFENSES, "paper": ALL_DEFENSES}
 GRID_ATTACKS = {"smoke": ("grid3", "blend_kitty_dbd"), "fast": PAPER_GRID_ATTACKS, "paper": PAPER_GRID_ATTACKS}
+DRY_RUN_ATTACKS = ("grid3", "blend_kitty_dbd")  # the grid notebook's dry run: every defense, two attacks (CI's budget)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class GridSettings:
     cache_root: str | None = None  # the artifact cache (default: BACKDOOR_REPRO_CACHE or <repo>/.cache)
     reuse_only: bool = False  # read the cache, never train (a missing artifact fails the cell with NotCached)
     download: bool = False  # let torchvision download the dataset
+    dry_run: bool = False  # the profile's configs cut to a couple of steps on bundled data (experiment.setup)
 
 
 def default_store(profile: str, data_seed: int = 0, plumbing: bool = False) -> Path:
@@ -149,7 +151,7 @@ def _experiment(cell: Cell, settings: GridSettings):
     if memo in _EXPERIMENTS:
         return _EXPERIMENTS[memo]
     ex = setup(settings.profile, settings.data_root, settings.download, settings.device, settings.data_seed, cell.seed,
-               quiet=True, dataset=None if cell.dataset == "default" else cell.dataset)
+               quiet=True, dataset=None if cell.dataset == "default" else cell.dataset, dry_run=settings.dry_run)
     ex.cache = ArtifactCache(settings.cache_root, build=not settings.reuse_only)
     if settings.plumbing:
         ex.train, ex.test = class_balanced_subset(ex.train, 20), class_balanced_subset(ex.test, 5)
@@ -166,7 +168,7 @@ def cell_spec(cell: Cell, settings: GridSettings, ex=None):
     ex = ex or _experiment(cell, settings)
     defense = get_defense(cell.defense)
     spec = protocol_spec(ex, cell.protocol, cell.defense, cell.attack, cell.seed)
-    cfg = defense.config(ex.profile.name)
+    cfg = ex.config(cell.defense)
     if settings.plumbing:
         spec = spec.with_(width=4, supervised=TrainConfig(epochs=1, batch_size=50, lr=0.05, schedule="cosine",
                                                           augmentation="none"))

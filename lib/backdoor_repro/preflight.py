@@ -2,8 +2,8 @@
 
 Exits non-zero with a clear message for an unknown profile, a device other than CPU / CUDA, a GPU profile on a
 machine without one, a dataset that is neither on disk nor allowed to download, a data root or download request
-that the profile would ignore, an unknown attack in ``--attacks``, or an output or cache folder that cannot be
-written.
+that the profile would ignore, an unknown attack in ``--attacks``, a ``--dry-run`` of the smoke profile or with a
+data root, or an output or cache folder that cannot be written.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from .data import DatasetUnavailable, check_dataset_available
 from .experiment import parse_attack_subset
 from .paths import cache_dir, output_root
-from .profiles import check_data_arguments, check_device, profile_for
+from .profiles import check_data_arguments, check_device, check_dry_run, profile_for
 from .train import resolve_device
 
 
@@ -38,20 +38,25 @@ def main(argv=None) -> int:
     ap.add_argument("--download", action="store_true")
     ap.add_argument("--dataset", default=None)
     ap.add_argument("--attacks", default=None, help="a slice: comma-separated attack keys")
+    ap.add_argument("--dry-run", action="store_true", help="a GPU profile cut to a couple of steps, on bundled data")
     args = ap.parse_args(argv)
     try:
         profile = profile_for(args.profile, args.dataset)
         parse_attack_subset(args.attacks)
         device = resolve_device(args.device)
-        check_device(profile, device)
-        check_data_arguments(profile, args.data_root, args.download)
-        check_dataset_available(profile.dataset, args.data_root, args.download)
+        if args.dry_run:
+            check_dry_run(profile, args.data_root, args.download)
+        else:
+            check_device(profile, device)
+            check_data_arguments(profile, args.data_root, args.download)
+            check_dataset_available(profile.dataset, args.data_root, args.download)
         for folder, variable in ((output_root(), "BACKDOOR_REPRO_OUTPUT"), (cache_dir(), "BACKDOOR_REPRO_CACHE")):
             check_writable(folder, variable)
     except (ValueError, RuntimeError, DatasetUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"preflight ok: profile {profile.name}, device {device}, dataset {profile.dataset}")
+    what = "dry run on the bundled subset" if args.dry_run else f"dataset {profile.dataset}"
+    print(f"preflight ok: profile {profile.name}, device {device}, {what}")
     return 0
 
 

@@ -71,5 +71,6 @@ def protocol_spec(ex, protocol: str, defense: str, attack: str, seed: int | None
     spec = ex.spec(attack, holdout=COMMON_HOLDOUT[ex.profile.name], seed=seed, **common_overrides(attack))
     if defense in OWN_ARCHITECTURE:
         own = d.spec_changes.get(ex.profile.name, {})
-        spec = spec.with_(**{k: v for k, v in own.items() if k in ("model", "width", "supervised", "normalization")})
+        spec = ex.shortened(spec.with_(**{k: v for k, v in own.items()
+                                           if k in ("model", "width", "supervised", "normalization")}))
     return spec

@@ -95,11 +95,11 @@ def _classifier(spec: RunSpec):
 def simclr_stage(spec: RunSpec, data: RunData, cfg: SimCLRConfig, cache: ArtifactCache):
     """Stage 1 on the poisoned training images (labels unused). Returns ``(backbone, StageRecord)``."""
     check_run_data(spec, data)
-    def build(_partial):
+    def build(partial):
         torch.manual_seed(spec.seed)
         clf = spec.new_model()
         model = SelfSupervised(clf.backbone, clf.normalize, cfg.projection_dim)
-        return StageOutput(clf.backbone, train_simclr(model, data.train.images, cfg, spec.seed))
+        return StageOutput(clf.backbone, train_simclr(model, data.train.images, cfg, spec.seed, partial))
 
     return cached_stage(cache, "dbd_simclr", {"data": spec.training_key(), "simclr": cfg}, VERSIONS["simclr"],
                         build, lambda: _classifier(spec)().backbone, data.train.images.device)
@@ -143,14 +143,15 @@ def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: Artifact
     """Stage 3 (full DBD with ``cfg.finetune.mode == "mixmatch"``), evaluated on ``data.test`` after every
     epoch. Returns ``(model, StageRecord)``; the extras hold the last ranking's per-sample losses and credible half."""
     check_run_data(spec, data)
-    def build(_partial):
+    def build(partial):
         model, head = head_stage(spec, data, cfg, cache)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.head.lr)
         opt.load_state_dict(head.extras["optimizer"])
         evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
         p = data.train
         history, losses, credible = finetune(model, opt, p.images, p.labels, p.poison_mask, cfg.head, cfg.finetune,
-                                             spec.seed, warmup_epochs=cfg.head.epochs, evaluate=evaluate)
+                                             spec.seed, warmup_epochs=cfg.head.epochs, evaluate=evaluate,
+                                             checkpoint=partial)
         return StageOutput(model, history, {"losses": losses.float().cpu(), "credible": credible.cpu()})
 
     return cached_stage(cache, "dbd_finetune", _stage_key(spec, cfg, "finetune"), VERSIONS["finetune"], build,

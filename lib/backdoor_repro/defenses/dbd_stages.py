@@ -19,12 +19,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..augment import AUGMENTATIONS, augment, to_float
+from ..cache import artifact_key
 from ..metrics import auroc
 from ..models import ContrastiveEncoder
 from ..losses import (linear_rampup, mixmatch_losses, mixmatch_mix, one_hot, sharpen, simclr_loss_dbd,
                       symmetric_cross_entropy)
+from ..resume import EpochCheckpoint
 from ..train import autocast, batched_outputs, model_input, optimizer_step, prepare_model, shuffled_batches
 from ..views import simclr_views
+
+SIMCLR_CHECKPOINT_EVERY = 5  # epochs (a paper-profile SimCLR epoch is ~100 steps of 512)
+FINETUNE_CHECKPOINT_EVERY = 1  # epochs (one MixMatch epoch is ``iterations`` steps)
 
 
 @dataclass(frozen=True)
@@ -83,16 +88,26 @@ def SelfSupervised(backbone: nn.Module, normalize: nn.Module, projection_dim: in
     return ContrastiveEncoder(backbone, normalize, projection_dim, batch_norm=True)
 
 
-def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRConfig, seed: int) -> list[dict]:
+def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRConfig, seed: int,
+                 checkpoint=None) -> list[dict]:
     """Stage 1. Both views of a batch go through the network in one forward of 2b images, as the official
-    code runs them, so BatchNorm normalises over both views together."""
+    code runs them, so BatchNorm normalises over both views together. With ``checkpoint`` (a path) it saves its
+    state every ``SIMCLR_CHECKPOINT_EVERY`` epochs and resumes from it with the same random streams."""
     device = images.device
     model, _ = prepare_model(model, device)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(seed)
-    n, history = images.shape[0], []
-    for epoch in range(cfg.epochs):
+    n, history, start = images.shape[0], [], 0
+    ckpt = EpochCheckpoint(checkpoint, artifact_key("simclr_checkpoint", {"cfg": cfg, "n": n, "seed": seed}, 1),
+                           SIMCLR_CHECKPOINT_EVERY, cfg.epochs, device)
+    saved = ckpt.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"].cpu())
+        start, history = saved["epoch"], list(saved["history"])
+    for epoch in range(start, cfg.epochs):
         for group in opt.param_groups:  # CosineAnnealingLR stepped per epoch
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.schedule_epochs))
         total = torch.zeros((), device=device)
@@ -105,6 +120,8 @@ def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRCon
             optimizer_step(opt, loss)
             total += loss.detach() * idx.shape[0]
         history.append({"epoch": epoch + 1, "simclr_loss": total.item() / n, "lr": opt.param_groups[0]["lr"]})
+        ckpt.after_epoch(epoch + 1, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                             "generator": gen.get_state(), "history": history})
     return history
 
 
@@ -170,18 +187,30 @@ def _batches(pool: torch.Tensor, count: int, batch: int, gen) -> torch.Tensor:
 
 
 def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg: FinetuneConfig, seed: int,
-             warmup_epochs: int, evaluate=None):
+             warmup_epochs: int, evaluate=None, checkpoint=None):
     """Stage 3. Every epoch (or once): rank by per-sample loss, keep the lowest ``credible_fraction``
     labeled; then ``iterations`` MixMatch steps of ``batch_size`` labeled + ``batch_size`` unlabeled.
     Returns ``(history, losses, credible)``: the per-sample losses of the last ranking and the indices of
-    the last credible half (``poison_mask`` only feeds the diagnostics in the history)."""
+    the last credible half (``poison_mask`` only feeds the diagnostics in the history). With ``checkpoint``
+    (a path) it saves its state every ``FINETUNE_CHECKPOINT_EVERY`` epochs and resumes from it."""
     device = images.device
     model, _ = prepare_model(model, device)
     gen = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)
     k = int(cfg.credible_fraction * images.shape[0])
-    history, credible, last_losses = [], None, None
-    for epoch in range(cfg.epochs):
+    history, credible, rest, last_losses, start = [], None, None, None, 0
+    key = {"head": head_cfg, "cfg": cfg, "n": images.shape[0], "seed": seed, "warmup": warmup_epochs}
+    ckpt = EpochCheckpoint(checkpoint, artifact_key("finetune_checkpoint", key, 1), FINETUNE_CHECKPOINT_EVERY,
+                           cfg.epochs, device)
+    saved = ckpt.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"].cpu())
+        rng.bit_generator.state = saved["numpy_rng"]
+        start, history = saved["epoch"], list(saved["history"])
+        credible, rest, last_losses = saved["credible"], saved["rest"], saved["losses"]
+    for epoch in range(start, cfg.epochs):
         losses = None
         if credible is None or cfg.reselect == "every_epoch":
             losses = last_losses = per_sample_loss(model, images, labels, head_cfg, cfg.augmentation, gen)
@@ -199,6 +228,10 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
         if evaluate is not None:
             record.update(evaluate(model))
         history.append(record)
+        ckpt.after_epoch(epoch + 1, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                             "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state,
+                                             "history": history, "credible": credible, "rest": rest,
+                                             "losses": last_losses})
     model.eval()
     return history, last_losses, credible
 

@@ -276,7 +276,7 @@ class TrapAndReplace(Defense):
         return tr_attack_overrides(attack, dataset)
 
     def shortened(self, cfg: TRConfig) -> TRConfig:
-        return cfg.with_(trap={"epochs": 1, "batch_size": 32}, patch={"epochs": 1, "batch_size": 8})
+        return cfg.with_(trap={"epochs": 1, "batch_size": 32}, patch={"epochs": 1, "batch_size": 4})
 
     def check(self, spec: RunSpec, data: RunData) -> None:
         super().check(spec, data)

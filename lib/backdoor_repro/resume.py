@@ -1,0 +1,88 @@
+"""Resumable epoch loops and the time budget of a sliced run.
+
+Every long stage writes an :class:`EpochCheckpoint` every few epochs (atomically, with the key of the config that
+wrote it and the global RNG states) and resumes from it with the same random streams, so a stage killed midway
+ends with the weights of an uninterrupted one. ``run_all.sh --max-minutes N`` sets ``BACKDOOR_REPRO_DEADLINE``;
+a stage that passes it stops right after writing a checkpoint (or before starting) with
+:class:`TimeBudgetExhausted`, and ``run_all.sh`` exits with :data:`TIME_BUDGET_EXIT` so the next slice continues.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from .cache import atomic_save, verified_load
+
+DEADLINE_ENV = "BACKDOOR_REPRO_DEADLINE"  # seconds since the epoch (what `date +%s` prints)
+TIME_BUDGET_EXIT = 75  # run_all.sh's exit status when it stopped at the deadline (EX_TEMPFAIL: rerun to continue)
+
+
+class TimeBudgetExhausted(RuntimeError):
+    """The run's time budget is spent; everything up to the last checkpoint is saved. Rerun to continue."""
+
+
+def deadline() -> float | None:
+    value = os.environ.get(DEADLINE_ENV)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError as error:
+        raise ValueError(f"{DEADLINE_ENV} must be a time in seconds since the epoch, got {value!r}") from error
+
+
+def check_time_budget(where: str) -> None:
+    """Raise :class:`TimeBudgetExhausted` if the deadline has passed (call only where stopping loses nothing)."""
+    end = deadline()
+    if end is not None and time.time() >= end:
+        raise TimeBudgetExhausted(f"time budget spent at {where}; progress up to here is saved: rerun the same "
+                                  "command to continue")
+
+
+class EpochCheckpoint:
+    """The resume state of one epoch loop at ``path`` (None: no checkpoints), written every ``every`` epochs before
+    the last one. ``config_key`` names what the loop runs under: a checkpoint written under another key is ignored
+    with a warning. The global CPU (and CUDA) RNG states travel with it (dropout and ``torch.randperm`` without a
+    generator draw from them); so does the training time of earlier attempts (``elapsed``)."""
+
+    def __init__(self, path: str | Path | None, config_key: str, every: int, epochs: int, device: torch.device):
+        self.path = Path(path) if path else None
+        self.config_key, self.every, self.epochs, self.device = config_key, max(int(every), 1), epochs, device
+        self.earlier = 0.0  # training seconds of the attempts before this one
+        self.started = time.perf_counter()
+
+    def load(self) -> dict | None:
+        """The saved state (global RNGs restored), or None when there is none or it belongs to another config."""
+        saved = verified_load(self.path, map_location=self.device) if self.path else None
+        if saved is not None and saved.get("config_key") != self.config_key:
+            warnings.warn(f"ignoring the checkpoint {self.path.name}: it was written under another config "
+                          "(or by an older version); training starts from epoch 0")
+            saved = None
+        if saved is None:
+            return None
+        torch.set_rng_state(saved["global_rng"].cpu())
+        if self.device.type == "cuda" and "cuda_rng" in saved:
+            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), self.device)
+        self.earlier = float(saved.get("elapsed", 0.0))
+        return saved
+
+    @property
+    def seconds(self) -> float:
+        """Training time across attempts, up to now."""
+        return self.earlier + time.perf_counter() - self.started
+
+    def after_epoch(self, epoch: int, state) -> None:
+        """Call after finishing ``epoch`` (1-based) with a callable returning the loop's state (model, optimizer,
+        generators, history...). Writes it when due, then stops here if the time budget is spent."""
+        if self.path is None or epoch % self.every or epoch >= self.epochs:
+            return
+        full = dict(state(), epoch=epoch, config_key=self.config_key, global_rng=torch.get_rng_state(),
+                    elapsed=self.seconds)
+        if self.device.type == "cuda":
+            full["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        atomic_save(full, self.path)
+        check_time_budget(f"epoch {epoch} of {self.epochs} ({self.path.name})")

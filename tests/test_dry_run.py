@@ -1,0 +1,84 @@
+"""The dry run of the GPU profiles on the CPU: ``run_all.sh --profile fast|paper --dry-run`` runs every notebook with
+that profile's configs, full-width models and code paths, each stage cut to a couple of steps on 100 bundled images,
+and writes every table and figure, into a temporary folder only (never tables/<profile>, never the real cache)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = [p.stem for p in sorted((REPO / "notebooks").glob("*.ipynb"))]
+# written on fast / paper only (the smoke profile skips these sections for the CPU budget)
+GPU_ONLY_TABLES = {"fct_t4_ssctl_ablation.csv", "tr_l2_inv_question.csv"}
+# tables and figures every dry run must write: the smoke run's, plus the GPU-only sections
+SMOKE_TABLES = {p.name for p in (REPO / "tables" / "smoke").glob("*.csv")}
+SMOKE_FIGURES = {p.name for p in (REPO / "figures" / "smoke").glob("*.png")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("profile", ["fast", "paper"])
+def test_dry_run_of_a_gpu_profile_writes_every_output(profile, tmp_path):
+    out = tmp_path / "dry"
+    env = {**os.environ, "BACKDOOR_REPRO_OUTPUT": str(out), "BACKDOOR_REPRO_PYTHON": sys.executable}
+    committed = {p: p.stat().st_mtime for p in (REPO / "tables").rglob("*") if p.is_file()}
+    run = subprocess.run(["bash", str(REPO / "run_all.sh"), "--profile", profile, "--dry-run", "--device", "cpu"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1450)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    tables, figures = out / "tables" / profile, out / "figures" / profile
+    written_tables = {p.name for p in tables.glob("*.csv")}
+    written_figures = {p.name for p in figures.glob("*.png")}
+    assert not (SMOKE_TABLES | GPU_ONLY_TABLES) - written_tables
+    assert not SMOKE_FIGURES - written_figures
+    for name in NOTEBOOKS:
+        assert (out / "notebooks" / "executed" / profile / f"{name}.ipynb").exists(), name
+        if name != "grid":
+            record = json.loads((tables / f"{name}_run.json").read_text())
+            assert record["profile"] == profile
+    # every table has rows, every figure has pixels
+    assert all(p.stat().st_size > 0 for p in tables.glob("*.csv"))
+    assert all(p.stat().st_size > 1000 for p in figures.glob("*.png"))
+    # nothing landed in the repository: no tables/<profile>, no committed table touched, the cache under `out`
+    assert not (REPO / "tables" / profile).exists() and not (REPO / "figures" / profile).exists()
+    assert all(p.stat().st_mtime == t for p, t in committed.items())
+    assert (out / ".cache").is_dir()
+    assert "DRY RUN" in (out / "notebooks" / "executed" / profile / "attacks.ipynb").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "smoke", "--dry-run"], "is itself the short run"),
+    (["--profile", "fast", "--dry-run", "--data-root", "."], "drop --data-root"),
+    (["--profile", "fast", "--dry-run", "--dataset", "gtsrb"], "CIFAR-10 only"),
+    (["--profile", "fast", "--max-minutes", "0"], "positive whole number"),
+    (["--profile", "fast", "--max-minutes", "ten"], "positive whole number"),
+])
+def test_bad_dry_run_and_budget_arguments_fail_before_any_compute(args, message):
+    env = {**os.environ, "BACKDOOR_REPRO_PYTHON": sys.executable}
+    run = subprocess.run(["bash", str(REPO / "run_all.sh"), *args], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=110)
+    assert run.returncode == 2 and message in run.stderr, run.stderr
+
+
+def test_a_dry_run_experiment_cuts_every_schedule_and_keeps_the_profile():
+    from backdoor_repro.defenses import get_defense
+    from backdoor_repro.experiment import setup
+    from backdoor_repro.profiles import DRY_RUN_CPU_WIDTH, DRY_RUN_MAX_BATCH
+    from backdoor_repro.train import enable_cpu_autocast
+    try:
+        ex = setup("paper", device="cpu", dry_run=True, quiet=True)
+        assert ex.profile.name == "paper" and ex.profile.dataset == "cifar10"  # the profile's branches are taken
+        assert len(ex.train) == 100 and len(ex.test) == 100
+        for spec in (ex.spec("grid3"), ex.spec("grid3", defense="fct_dbr"), ex.spec("grid3_tr", defense="trap_and_replace")):
+            assert spec.supervised.epochs == 1 and spec.supervised.batch_size <= DRY_RUN_MAX_BATCH
+            assert spec.width <= DRY_RUN_CPU_WIDTH
+        paper = get_defense("fct_dst").config("paper")
+        assert paper.encoder.epochs > 1 and ex.config("fct_dst") == get_defense("fct_dst").shortened(paper)
+    finally:
+        enable_cpu_autocast(False)  # no dry-run precision leaks into the other tests of this process
+    with pytest.raises(ValueError, match="is itself the short run"):
+        setup("smoke", dry_run=True, quiet=True)
+    with pytest.raises(ValueError, match="dry_run must be True or False"):
+        setup("fast", dry_run="yes", quiet=True)

@@ -1,0 +1,136 @@
+"""Every long stage resumes mid-stage: stopped right after a checkpoint (as a kill after that checkpoint, or the
+deadline of a ``--max-minutes`` slice, leaves it) and rerun, it ends with the weights and history of an
+uninterrupted run. One case per stage kind: the supervised loop, DBD's SimCLR, DBD's MixMatch."""
+import time
+
+import pytest
+import torch
+
+from backdoor_repro.defenses import dbd_stages
+from backdoor_repro.defenses.dbd_stages import (FinetuneConfig, HeadConfig, SelfSupervised, SimCLRConfig, finetune,
+                                                train_head, train_simclr)
+from backdoor_repro.models import build_model
+from backdoor_repro.resume import DEADLINE_ENV, EpochCheckpoint, TimeBudgetExhausted, check_time_budget
+from backdoor_repro.train import TrainConfig, train_supervised
+
+WIDTH = 4
+
+
+@pytest.fixture
+def data():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (48,), generator=gen)
+    return images, labels
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def interrupted_then_resumed(run, path, monkeypatch):
+    """``run(path)`` stopped by a passed deadline at its first checkpoint, then rerun to the end."""
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
+    with pytest.raises(TimeBudgetExhausted, match="rerun the same command"):
+        run(path)
+    assert path.exists()
+    monkeypatch.delenv(DEADLINE_ENV)
+    return run(path)
+
+
+def test_deadline_semantics(monkeypatch):
+    monkeypatch.delenv(DEADLINE_ENV, raising=False)
+    check_time_budget("no deadline")  # no budget: never stops
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() + 3600))
+    check_time_budget("an hour left")
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
+    with pytest.raises(TimeBudgetExhausted):
+        check_time_budget("past")
+    monkeypatch.setenv(DEADLINE_ENV, "soon")
+    with pytest.raises(ValueError, match=DEADLINE_ENV):
+        check_time_budget("bad value")
+
+
+def test_no_checkpoint_after_the_last_epoch_and_none_without_a_path(tmp_path, monkeypatch):
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
+    EpochCheckpoint(None, "k", 1, 3, torch.device("cpu")).after_epoch(1, lambda: {})  # no path: never stops
+    ckpt = EpochCheckpoint(tmp_path / "c.pt", "k", 2, 4, torch.device("cpu"))
+    ckpt.after_epoch(1, lambda: {})  # not due
+    ckpt.after_epoch(4, lambda: {})  # the last epoch: the stage's artifact follows, no checkpoint
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_supervised_loop_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    images, labels = data
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, schedule="cosine", augmentation="crop_flip",
+                      checkpoint_every=1)
+
+    def run(path):
+        torch.manual_seed(0)
+        model = build_model("resnet18", 10, WIDTH)
+        result = train_supervised(model, images, labels, cfg, checkpoint=path, progress=False)
+        return model.state_dict(), result.history
+
+    weights, history = run(None)
+    resumed_weights, resumed_history = interrupted_then_resumed(run, tmp_path / "sup.pt", monkeypatch)
+    assert same_weights(weights, resumed_weights)
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in resumed_history]
+
+
+def test_simclr_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    images, _ = data
+    monkeypatch.setattr(dbd_stages, "SIMCLR_CHECKPOINT_EVERY", 1)
+    cfg = SimCLRConfig(epochs=3, schedule_epochs=10, batch_size=16, projection_dim=16)
+
+    def run(path):
+        torch.manual_seed(0)
+        clf = build_model("resnet18", 10, WIDTH)
+        model = SelfSupervised(clf.backbone, clf.normalize, cfg.projection_dim)
+        history = train_simclr(model, images, cfg, seed=0, checkpoint=path)
+        return model.state_dict(), history
+
+    weights, history = run(None)
+    resumed_weights, resumed_history = interrupted_then_resumed(run, tmp_path / "simclr.pt", monkeypatch)
+    assert same_weights(weights, resumed_weights)
+    assert history == resumed_history
+
+
+def test_mixmatch_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    images, labels = data
+    head_cfg = HeadConfig(epochs=1, batch_size=16)
+    cfg = FinetuneConfig(epochs=3, iterations=2, batch_size=8, rampup_epochs=4.0)
+    poison_mask = torch.arange(48) % 8 == 0
+
+    def run(path):
+        torch.manual_seed(0)
+        model = build_model("resnet18", 10, WIDTH)
+        _, opt = train_head(model, images, labels, head_cfg, seed=0)
+        history, losses, credible = finetune(model, opt, images, labels, poison_mask, head_cfg, cfg, seed=0,
+                                             warmup_epochs=1, checkpoint=path)
+        return model.state_dict(), history, losses, credible
+
+    weights, history, losses, credible = run(None)
+    r_weights, r_history, r_losses, r_credible = interrupted_then_resumed(run, tmp_path / "mixmatch.pt", monkeypatch)
+    assert same_weights(weights, r_weights)
+    assert history == r_history
+    assert torch.equal(losses, r_losses) and torch.equal(credible, r_credible)
+
+
+def test_a_mixmatch_checkpoint_of_another_config_is_ignored(data, tmp_path):
+    images, labels = data
+    head_cfg = HeadConfig(epochs=1, batch_size=16)
+    poison_mask = torch.arange(48) % 8 == 0
+    path = tmp_path / "mixmatch.pt"
+
+    def run(epochs):
+        torch.manual_seed(0)
+        model = build_model("resnet18", 10, WIDTH)
+        _, opt = train_head(model, images, labels, head_cfg, seed=0)
+        return finetune(model, opt, images, labels, poison_mask, head_cfg,
+                        FinetuneConfig(epochs=epochs, iterations=1, batch_size=8), seed=0, warmup_epochs=1,
+                        checkpoint=path)[0]
+
+    run(3)  # leaves the checkpoint of epoch 2
+    with pytest.warns(UserWarning, match="another config"):
+        history = run(2)
+    assert len(history) == 2
