@@ -156,3 +156,16 @@ def test_cl_fct_corners_and_pgd_without_clamp_wrap_like_the_official_cast():
     adversarial = perturb(white, torch.zeros(8, dtype=torch.long)).int()
     # 1 + delta (delta up to 8/255) times 255, truncated: values above 255 wrap to 0..8
     assert ((adversarial >= 247) | (adversarial <= 8)).all() and (adversarial <= 8).any()
+
+
+def test_fct_networks_normalise_with_fcts_statistics_of_each_dataset():
+    from backdoor_repro.defenses.fct import FCT_SPECS
+    from backdoor_repro.models import normalization_stats
+    from backdoor_repro.spec import RunSpec
+    assert all(changes["normalization"] == "fct" for changes in FCT_SPECS.values())
+    for dataset, classes in (("cifar10", 10), ("cifar100", 100)):
+        spec = RunSpec(dataset, None, "resnet18_maxpool", 4, classes, "grid3", normalization="fct")
+        mean, std = normalization_stats("fct", dataset)
+        norm = spec.new_model().normalize
+        assert torch.allclose(norm.mean.flatten(), torch.tensor(mean)) and torch.allclose(norm.std.flatten(), torch.tensor(std))
+    assert normalization_stats("fct", "cifar100")[0][0] != normalization_stats("fct", "cifar10")[0][0]

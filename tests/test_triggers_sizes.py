@@ -204,3 +204,27 @@ def test_noise_and_warp_are_drawn_at_the_image_size(set224):
     assert not torch.equal(warped, images) and torch.equal(warped, get_attack("wanet").trigger.apply(images))
     assert get_attack("blend_noise").trigger.at(224).pattern.shape == (3, 224, 224)
     assert get_attack("wanet").cross_trigger.at(224).grid.shape == (224, 224, 2)
+
+
+@pytest.mark.parametrize("key", keys_for_size(224))
+def test_a_224px_image_folder_fixture_runs_every_attack_defined_at_224(key, tmp_path, monkeypatch):
+    """From disk to poisoned set: an ImageNet-style WNID tree (varied, non-square JPEGs) loaded as imagenet12 at
+    224 px, poisoned and turned into its ASR population by every attack the papers define at that size."""
+    from backdoor_repro.data import load_dataset
+    from test_data_fixtures import write_imagenet_tree
+
+    monkeypatch.setenv("BACKDOOR_REPRO_CACHE", str(tmp_path / "cache"))
+    write_imagenet_tree(tmp_path / "data", per_class=3)
+    train = load_dataset("imagenet12", "train", tmp_path / "data")
+    test = load_dataset("imagenet12", "test", tmp_path / "data")
+    clean_label = get_attack(key).label_mode == "clean_label"
+    attack = get_attack(key, rate=1.0 if clean_label else 0.25)  # clean-label: a fraction of the 3 target images
+    poisoned = attack.poison(train, data_seed=0)
+    assert poisoned.images.shape == train.images.shape == (36, 3, 224, 224)
+    changed = (poisoned.images != train.images).flatten(1).any(1)
+    mask = poisoned.poison_mask
+    assert mask.any() and changed[mask].all()  # the trigger lands on every poisoned image...
+    if not key.startswith("wanet"):  # ...and on no other (WaNet's noise mode also warps some clean-label images)
+        assert not changed[~mask].any()
+    triggered, _, _ = attack.test_population(test)
+    assert triggered.shape[1:] == (3, 224, 224) and triggered.shape[0] > 0

@@ -22,7 +22,7 @@ from ..augment import augment, to_float
 from ..cache import ArtifactCache
 from ..evaluation import AttackEvaluator
 from ..losses import FLAG_CLEAN, FLAG_POISONED, SUPCON_MASKS, mixed_cross_entropy, supcon_loss, supcon_positive_mask
-from ..models import ContrastiveEncoder, build_model
+from ..models import ContrastiveEncoder, build_model, normalization_stats
 from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
@@ -150,7 +150,8 @@ def encoder_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactC
     device = data.train.images.device
 
     def make():
-        clf = build_model(cfg.encoder.model, spec.num_classes, spec.width)
+        clf = build_model(cfg.encoder.model, spec.num_classes, spec.width, *normalization_stats(spec.normalization,
+                                                                                             spec.dataset))
         return ContrastiveEncoder(clf.backbone, clf.normalize, cfg.encoder.projection_dim, batch_norm=False)
 
     def build(partial):
@@ -174,7 +175,8 @@ def classifier_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: Artifa
     device = data.train.images.device
 
     def make():
-        return build_model(cfg.encoder.model, spec.num_classes, spec.width)
+        return build_model(cfg.encoder.model, spec.num_classes, spec.width,
+                           *normalization_stats(spec.normalization, spec.dataset))
 
     def build(partial):
         _, flags = _sd_flags(spec, data, cfg, cache, progress)
@@ -271,10 +273,10 @@ FCT_PROFILES = {
                        ClassifierConfig(batch_size=256), BRConfig(epochs=8, batch_size=16, lr=1e-3, augmentation="none")),
 }
 FCT_SPECS = {
-    "paper": {"model": "resnet18_maxpool", "width": 64, "supervised": FCT_ATTACKER},
-    "fast": {"model": "resnet18_maxpool", "width": 64,
+    "paper": {"model": "resnet18_maxpool", "width": 64, "normalization": "fct", "supervised": FCT_ATTACKER},
+    "fast": {"model": "resnet18_maxpool", "width": 64, "normalization": "fct",
              "supervised": FCT_ATTACKER.with_(epochs=60, milestones=(30, 45))},
-    "smoke": {"model": "resnet18_maxpool", "width": 8,
+    "smoke": {"model": "resnet18_maxpool", "width": 8, "normalization": "fct",
               "supervised": FCT_ATTACKER.with_(epochs=12, batch_size=64, lr=0.05, schedule="cosine",
                                                augmentation="none")},
 }
