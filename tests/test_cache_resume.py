@@ -1,4 +1,6 @@
 """Artifact keys, atomic writes, corruption detection and resuming a killed training run."""
+import os
+
 import pytest
 import torch
 
@@ -151,3 +153,18 @@ def test_a_resumed_stage_records_its_training_time_across_attempts(tmp_path):
     make = lambda: torch.nn.Linear(2, 2)  # noqa: E731
     _, record = cached_stage(cache, "stage", {"k": 1}, 1, lambda _p: StageOutput(make()), make, "cpu")
     assert 189.0 <= record.seconds < 189.0 + 60
+
+
+def test_temp_files_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+    from backdoor_repro.cache import remove_dead_temp_files
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid, live_pid = int(dead.stdout), os.getppid()
+    names = {f".model.pt.{dead_pid}.tmp": False, f".model.json.{dead_pid}.0123abcd.tmp": False,
+             f".model.pt.{live_pid}.tmp": True, f".meta.json.{live_pid}.12345678.tmp": True, "model.pt": True}
+    for name in names:
+        (tmp_path / name).write_text("x")
+    removed = remove_dead_temp_files(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(n for n, keep in names.items() if not keep)
+    assert all((tmp_path / n).exists() == keep for n, keep in names.items())

@@ -111,6 +111,37 @@ def _build_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def remove_dead_temp_files(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.<name>.<pid>[.<random>].tmp``) in ``folder`` whose writing process is gone:
+    what a SIGKILL in the middle of :func:`atomic_save` or :func:`atomic_write_text` leaves behind."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else ():
+        pid = _writer_pid(tmp.name)
+        if pid is None or pid == os.getpid() or _alive(pid):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _writer_pid(name: str) -> int | None:
+    """The pid in ``.<name>.<pid>.tmp`` (atomic_save) or ``.<name>.<pid>.<8 hex>.tmp`` (atomic_write_text)."""
+    parts = name.split(".")
+    if len(parts) >= 5 and len(parts[-2]) == 8 and parts[-3].isdigit():
+        return int(parts[-3])
+    return int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 class NotCached(LookupError):
     """Raised by a read-only cache (``build=False``) for an artifact it does not hold."""
 
@@ -146,6 +177,7 @@ class ArtifactCache:
             return self._build(stage, config, version, build, path)
 
     def _build(self, stage, config, version, build, path):
+        remove_dead_temp_files(path.parent)  # left by a kill in the middle of a write (under the build lock)
         partial = path.with_suffix(".partial.pt")
         result = build(partial)
         atomic_save(result, path)
