@@ -22,7 +22,7 @@ from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
 from .numerics import pin_cpu_threads
 from .profiles import (DRY_RUN_CPU_WIDTH, DRY_RUN_TEST_PER_CLASS, DRY_RUN_TRAIN_PER_CLASS, Profile, check_data_arguments, check_device,
-                       check_dry_run, dry_run_schedule, profile_for)
+                       check_dry_run, dry_run_profile, dry_run_schedule, profile_for)
 from .spec import Holdout, RunSpec
 from .train import enable_cpu_autocast, resolve_device
 
@@ -136,6 +136,7 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
         raise ValueError(f"dry_run must be True or False, got {dry_run!r}")
     if dry_run:
         check_dry_run(p, data_root, download)
+        p = dry_run_profile(p)
     else:
         check_device(p, dev)
         check_data_arguments(p, data_root, download)

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .defenses import DEFENSES
+from .resume import TIME_BUDGET_EXIT, TimeBudgetExhausted
 
 EXECUTORS = ("inline", "local", "slurm")
 ALL_DEFENSES = tuple(DEFENSES)  # the registry, in registration order
@@ -70,11 +71,12 @@ class GridSettings:
     dry_run: bool = False  # the profile's configs cut to a couple of steps on bundled data (experiment.setup)
 
 
-def default_store(profile: str, data_seed: int = 0, plumbing: bool = False) -> Path:
-    """``<cache>/grid/<profile>[-plumbing][-data<k>]``: where the CLI and the grid notebook keep the cells (the
-    data seed and plumbing runs get their own folder, since a cell's id names neither)."""
+def default_store(profile: str, data_seed: int = 0, plumbing: bool = False, dry_run: bool = False) -> Path:
+    """``<cache>/grid/<profile>[-plumbing][-dry-run][-data<k>]``: where the CLI and the grid notebook keep the cells
+    (the data seed, plumbing runs and dry runs get their own folder, since a cell's id names none of them)."""
     from .paths import cache_dir
-    return cache_dir() / "grid" / (profile + ("-plumbing" if plumbing else "") + (f"-data{data_seed}" if data_seed else ""))
+    return cache_dir() / "grid" / (profile + ("-plumbing" if plumbing else "") + ("-dry-run" if dry_run else "")
+                                   + (f"-data{data_seed}" if data_seed else ""))
 
 
 def make_cells(defenses, attacks, datasets=("default",), seeds=(0,), protocols=("common",)) -> list[Cell]:
@@ -188,7 +190,7 @@ def compute_cell(cell: Cell, settings: GridSettings) -> dict:
     no_defense = metrics if cell.defense == "none" else ex.evaluate(ex.run("none", spec).model, spec)
     attack = spec.make_attack()
     return {"cell": asdict(cell), "protocol": cell.protocol, "profile": ex.profile.name, "dataset": ex.profile.dataset,
-            "plumbing": settings.plumbing, "model": spec.model, "width": spec.width,
+            "plumbing": settings.plumbing, "dry_run": settings.dry_run, "model": spec.model, "width": spec.width,
             "attack_settings": {"rate": attack.rate, "target": attack.target, "label_mode": attack.label_mode},
             "holdout": asdict(spec.holdout) if spec.holdout is not None else None,
             "metrics": metrics, "no_defense": no_defense,
@@ -211,6 +213,8 @@ def run_cell(cell: Cell, settings: GridSettings, store_root: str, gpu: int | Non
         return store.read(cell)
     try:
         record = compute_cell(cell, settings)
+    except TimeBudgetExhausted:  # not a failure: the cell's progress is saved, the next slice continues it
+        raise
     except Exception as error:
         store.write_failed(cell, error)
         store.withdraw(cell)
@@ -258,12 +262,14 @@ def run_grid(cells: list[Cell], settings: GridSettings, store_root, executor: st
             try:
                 run_cell(cell, settings, str(store_root), refresh=refresh)
                 report.ran.append(cell.id)
+            except TimeBudgetExhausted:
+                raise
             except Exception as error:
                 report.failed[cell.id] = f"{type(error).__name__}: {error}"
             log(f"  {cell.id}: {'FAILED' if cell.id in report.failed else 'done'}")
         return report
     pool, running, queue = _submitit_local(store_root, timeout_min), {}, list(todo)
-    free_slots = list(range(workers))
+    free_slots, budget_spent = list(range(workers)), False
     while queue or running:
         while queue and free_slots:
             cell, slot = queue.pop(0), free_slots.pop(0)
@@ -277,11 +283,17 @@ def run_grid(cells: list[Cell], settings: GridSettings, store_root, executor: st
                 job.result()
                 report.ran.append(cell.id)
             except Exception as error:  # the job's own failure record holds the traceback
+                if "TimeBudgetExhausted" in str(error):  # the deadline of a sliced run: start nothing more
+                    budget_spent = True
+                    queue.clear()
+                    continue
                 report.failed[cell.id] = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
             log(f"  {cell.id}: {'FAILED' if cell.id in report.failed else 'done'} "
                 f"({len(report.ran)} done, {len(running)} running, {len(report.failed)} failed, {len(queue)} queued)")
         if not finished:
             time.sleep(0.5)
+    if budget_spent:
+        raise TimeBudgetExhausted(f"time budget spent with {len(report.ran)} cells done; rerun to continue")
     return report
 
 
@@ -368,7 +380,11 @@ def main(argv=None) -> int:
     import torch
     gpus = torch.cuda.device_count() if args.executor == "local" and args.device != "cpu" else 0
     workers = args.workers or max(1, gpus * args.cells_per_gpu)
-    report = run_grid(cells, settings, out, args.executor, workers, gpus, refresh=args.refresh)
+    try:
+        report = run_grid(cells, settings, out, args.executor, workers, gpus, refresh=args.refresh)
+    except TimeBudgetExhausted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return TIME_BUDGET_EXIT
     print(report.summary())
     return 1 if report.failed else 0
 

@@ -173,9 +173,16 @@ DRY_RUN_CPU_WIDTH = 16
 
 def dry_run_schedule(cfg: TrainConfig) -> TrainConfig:
     """A training schedule cut to one epoch of at most ``DRY_RUN_MAX_BATCH`` images a step (its optimizer, schedule
-    kind, augmentation and precision switches kept), checkpointing after every epoch."""
+    kind, augmentation and precision switches kept). One epoch writes no checkpoint: resuming is tested on its own
+    (tests/test_resume.py)."""
     return cfg.with_(epochs=1, batch_size=min(cfg.batch_size, DRY_RUN_MAX_BATCH), checkpoint_every=1,
                      warmup_epochs=min(cfg.warmup_epochs, 1))
+
+
+def dry_run_profile(profile: Profile) -> Profile:
+    """The profile a dry run reports under: its outputs go to ``<profile>-dry-run`` (``tables/fast-dry-run``), so a
+    dry run started outside ``run_all.sh`` never writes into a real run's folders."""
+    return profile.with_(run_name=f"{profile.outputs}-dry-run")
 
 
 def check_dry_run(profile: Profile, data_root, download: bool) -> None:
