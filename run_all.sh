@@ -69,8 +69,10 @@ if [[ -n "$data_root" && ! -d "$data_root" ]]; then
 fi
 
 if [[ -n "$max_minutes" ]]; then
-  [[ "$max_minutes" =~ ^[0-9]+$ && "$max_minutes" -gt 0 ]] || { echo "error: --max-minutes must be a positive whole number of minutes, got '$max_minutes'" >&2; exit 2; }
-  export BACKDOOR_REPRO_DEADLINE=$(( $(date +%s) + 60 * max_minutes ))
+  [[ "$max_minutes" =~ ^[0-9]+$ ]] && (( 10#$max_minutes > 0 )) || { echo "error: --max-minutes must be a positive whole number of minutes, got '$max_minutes'" >&2; exit 2; }
+  export BACKDOOR_REPRO_DEADLINE=$(( $(date +%s) + 60 * 10#$max_minutes ))
+elif [[ -n "${BACKDOOR_REPRO_DEADLINE:-}" && ! "$BACKDOOR_REPRO_DEADLINE" =~ ^[0-9]+$ ]]; then
+  echo "error: BACKDOOR_REPRO_DEADLINE must be whole seconds since the epoch (date +%s), got '$BACKDOOR_REPRO_DEADLINE'" >&2; exit 2
 fi
 TIME_BUDGET_EXIT=75  # resume.TIME_BUDGET_EXIT: stopped at the --max-minutes budget, progress saved; rerun to continue
 stopped_at_budget() {
@@ -87,18 +89,18 @@ preflight=(--profile "$profile" --device "$device")
 [[ -n "$dataset" ]] && preflight+=(--dataset "$dataset")
 [[ -n "$attacks" ]] && preflight+=(--attacks "$attacks")
 [[ "$dry_run" == True ]] && preflight+=(--dry-run)
-"$PYTHON" -m backdoor_repro.preflight "${preflight[@]}"
-
 run_name="$profile${dataset:+-$dataset}"
 final_root="${BACKDOOR_REPRO_OUTPUT:-$PWD}"
 if [[ "$dry_run" == True ]]; then  # nothing of a dry run lands in the repository or the real cache
   [[ -n "${BACKDOOR_REPRO_OUTPUT:-}" ]] || final_root="$(mktemp -d "${TMPDIR:-/tmp}/backdoor-repro-dry-run-XXXXXX")"
-  export BACKDOOR_REPRO_CACHE="$final_root/.cache"
+  export BACKDOOR_REPRO_OUTPUT="$final_root" BACKDOOR_REPRO_CACHE="$final_root/.cache"
+  run_name="$run_name-dry-run"
   out="$final_root/notebooks/executed/$run_name"
   echo "dry run: outputs, executed notebooks and cache under $final_root"
 else
   out="notebooks/executed/$run_name"
 fi
+"$PYTHON" -m backdoor_repro.preflight "${preflight[@]}"
 mkdir -p "$out" "$final_root"
 params=(-p profile "$profile" -p device "$device" -p download "$download")
 [[ -n "$data_root" ]] && params+=(-p data_root "$(cd "$data_root" && pwd)")
@@ -117,6 +119,14 @@ publish() {
     done < <(cd "$1" && find "$kind" -type f)
   done
 }
+# staging folders of runs that were killed (kill -9 leaves them: nothing can clean up after it); the pid in the name
+# tells a dead run's folder from a concurrent live one's
+for stale in "$final_root"/.staging-*-p*-*; do
+  [[ -d "$stale" ]] || continue
+  pid="${stale%-*}"; pid="${pid##*-p}"  # .staging-<notebook>-p<pid>-<random>
+  [[ "$pid" =~ ^[0-9]+$ ]] || continue  # not a name this script makes: leave it alone
+  kill -0 "$pid" 2>/dev/null || [[ -e "/proc/$pid" ]] || rm -rf "$stale"  # alive (also another user's): keep
+done
 for n in "${notebooks[@]}"; do
   if [[ -n "${BACKDOOR_REPRO_DEADLINE:-}" && $(date +%s) -ge $BACKDOOR_REPRO_DEADLINE ]]; then
     stopped_at_budget "before notebook '$n'"
@@ -124,7 +134,7 @@ for n in "${notebooks[@]}"; do
   echo "== $n ($profile)"
   start=$SECONDS
   tmp="$out/.$n.running.ipynb"
-  staging="$(mktemp -d "$final_root/.staging-$n-XXXXXX")"
+  staging="$(mktemp -d "$final_root/.staging-$n-p$$-XXXXXX")"
   if BACKDOOR_REPRO_OUTPUT="$staging" "$PYTHON" -m papermill "notebooks/$n.ipynb" "$tmp" "${params[@]}" --cwd notebooks \
        -k python3 --log-level WARNING; then
     publish "$staging"; rm -rf "$staging"

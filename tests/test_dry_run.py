@@ -24,28 +24,29 @@ SMOKE_FIGURES = {p.name for p in (REPO / "figures" / "smoke").glob("*.png")}
 def test_dry_run_of_a_gpu_profile_writes_every_output(profile, tmp_path):
     out = tmp_path / "dry"
     env = {**os.environ, "BACKDOOR_REPRO_OUTPUT": str(out), "BACKDOOR_REPRO_PYTHON": sys.executable}
-    committed = {p: p.stat().st_mtime for p in (REPO / "tables").rglob("*") if p.is_file()}
+    real = [REPO / kind / profile for kind in ("tables", "figures")] + [REPO / "notebooks" / "executed" / profile]
+    before = {p: p.stat().st_mtime for folder in real for p in folder.rglob("*")}  # a real run's outputs, if any
     run = subprocess.run(["bash", str(REPO / "run_all.sh"), "--profile", profile, "--dry-run", "--device", "cpu"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1450)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
-    tables, figures = out / "tables" / profile, out / "figures" / profile
+    name = f"{profile}-dry-run"  # a dry run's outputs never take a real run's folder names
+    tables, figures = out / "tables" / name, out / "figures" / name
     written_tables = {p.name for p in tables.glob("*.csv")}
     written_figures = {p.name for p in figures.glob("*.png")}
     assert not (SMOKE_TABLES | GPU_ONLY_TABLES) - written_tables
     assert not SMOKE_FIGURES - written_figures
-    for name in NOTEBOOKS:
-        assert (out / "notebooks" / "executed" / profile / f"{name}.ipynb").exists(), name
-        if name != "grid":
-            record = json.loads((tables / f"{name}_run.json").read_text())
-            assert record["profile"] == profile
+    for notebook in NOTEBOOKS:
+        assert (out / "notebooks" / "executed" / name / f"{notebook}.ipynb").exists(), notebook
+        if notebook != "grid":
+            assert json.loads((tables / f"{notebook}_run.json").read_text())["profile"] == name
     # every table has rows, every figure has pixels
     assert all(p.stat().st_size > 0 for p in tables.glob("*.csv"))
     assert all(p.stat().st_size > 1000 for p in figures.glob("*.png"))
-    # nothing landed in the repository: no tables/<profile>, no committed table touched, the cache under `out`
-    assert not (REPO / "tables" / profile).exists() and not (REPO / "figures" / profile).exists()
-    assert all(p.stat().st_mtime == t for p, t in committed.items())
-    assert (out / ".cache").is_dir()
-    assert "DRY RUN" in (out / "notebooks" / "executed" / profile / "attacks.ipynb").read_text()
+    # nothing landed in the repository's folders of that profile (a real run's outputs, if any, untouched), and the
+    # cache of the dry run is under `out`
+    assert {p: p.stat().st_mtime for folder in real for p in folder.rglob("*")} == before
+    assert not (REPO / "tables" / name).exists() and (out / ".cache" / "artifacts").is_dir()
+    assert "DRY RUN" in (out / "notebooks" / "executed" / name / "attacks.ipynb").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

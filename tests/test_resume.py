@@ -95,10 +95,11 @@ def test_simclr_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
     assert history == resumed_history
 
 
-def test_mixmatch_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("reselect", ["every_epoch", "once"])  # "once": the resumed run uses the saved split
+def test_mixmatch_resumes_to_the_same_weights(data, tmp_path, monkeypatch, reselect):
     images, labels = data
     head_cfg = HeadConfig(epochs=1, batch_size=16)
-    cfg = FinetuneConfig(epochs=3, iterations=2, batch_size=8, rampup_epochs=4.0)
+    cfg = FinetuneConfig(epochs=3, iterations=2, batch_size=8, rampup_epochs=4.0, reselect=reselect)
     poison_mask = torch.arange(48) % 8 == 0
 
     def run(path):

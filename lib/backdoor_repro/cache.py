@@ -111,11 +111,13 @@ def _build_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def remove_dead_temp_files(folder: Path) -> list[Path]:
-    """Remove the temporary files (``.<name>.<pid>[.<random>].tmp``) in ``folder`` whose writing process is gone:
-    what a SIGKILL in the middle of :func:`atomic_save` or :func:`atomic_write_text` leaves behind."""
+def remove_dead_temp_files(folder: Path, stem: str = "*") -> list[Path]:
+    """Remove the temporary files (``.<stem>.<...>.<pid>[.<random>].tmp``) in ``folder`` whose writing process is
+    gone: what a SIGKILL in the middle of :func:`atomic_save` or :func:`atomic_write_text` leaves behind. Pass the
+    ``stem`` of files the caller holds the lock of: on a cache shared between machines a pid says nothing about
+    another machine's writers."""
     removed = []
-    for tmp in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else ():
+    for tmp in Path(folder).glob(f".{stem}.*.tmp") if Path(folder).is_dir() else ():
         pid = _writer_pid(tmp.name)
         if pid is None or pid == os.getpid() or _alive(pid):
             continue
@@ -177,7 +179,9 @@ class ArtifactCache:
             return self._build(stage, config, version, build, path)
 
     def _build(self, stage, config, version, build, path):
-        remove_dead_temp_files(path.parent)  # left by a kill in the middle of a write (under the build lock)
+        from .resume import check_time_budget  # (resume imports this module)
+        check_time_budget(f"the start of {stage}")  # a sliced run never starts an artifact after its deadline
+        remove_dead_temp_files(path.parent, path.stem)  # this artifact's, left by a kill mid-write (under its lock)
         partial = path.with_suffix(".partial.pt")
         result = build(partial)
         atomic_save(result, path)
