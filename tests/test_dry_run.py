@@ -1,6 +1,7 @@
 """The dry run of the GPU profiles on the CPU: ``run_all.sh --profile fast|paper --dry-run`` runs every notebook with
-that profile's configs, full-width models and code paths, each stage cut to a couple of steps on 100 bundled images,
-and writes every table and figure, into a temporary folder only (never tables/<profile>, never the real cache)."""
+that profile's configs, models (narrowed to width 8 on the CPU) and code paths, each stage cut to a couple of steps
+on 100 bundled images, and writes every table and figure, into a temporary folder only (never tables/<profile>,
+never the real cache)."""
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ SMOKE_FIGURES = {p.name for p in (REPO / "figures" / "smoke").glob("*.png")}
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("profile", ["fast", "paper"])
 def test_dry_run_of_a_gpu_profile_writes_every_output(profile, tmp_path):
     out = tmp_path / "dry"
@@ -27,7 +28,7 @@ def test_dry_run_of_a_gpu_profile_writes_every_output(profile, tmp_path):
     real = [REPO / kind / profile for kind in ("tables", "figures")] + [REPO / "notebooks" / "executed" / profile]
     before = {p: p.stat().st_mtime for folder in real for p in folder.rglob("*")}  # a real run's outputs, if any
     run = subprocess.run(["bash", str(REPO / "run_all.sh"), "--profile", profile, "--dry-run", "--device", "cpu"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1450)
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=850)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     name = f"{profile}-dry-run"  # a dry run's outputs never take a real run's folder names
     tables, figures = out / "tables" / name, out / "figures" / name
