@@ -53,10 +53,10 @@ def test_deadline_semantics(monkeypatch):
 
 def test_no_checkpoint_after_the_last_epoch_and_none_without_a_path(tmp_path, monkeypatch):
     monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
-    EpochCheckpoint(None, "k", 1, 3, torch.device("cpu")).after_epoch(1, lambda: {})  # no path: never stops
+    EpochCheckpoint(None, "k", 1, 3, torch.device("cpu")).after_epoch(1, None, None, None)  # no path: never stops
     ckpt = EpochCheckpoint(tmp_path / "c.pt", "k", 2, 4, torch.device("cpu"))
-    ckpt.after_epoch(1, lambda: {})  # not due
-    ckpt.after_epoch(4, lambda: {})  # the last epoch: the stage's artifact follows, no checkpoint
+    ckpt.after_epoch(1, None, None, None)  # not due
+    ckpt.after_epoch(4, None, None, None)  # the last epoch: the stage's artifact follows, no checkpoint
     assert not (tmp_path / "c.pt").exists()
 
 

@@ -55,6 +55,16 @@ class EpochCheckpoint:
         self.earlier = 0.0  # training seconds of the attempts before this one
         self.started = time.perf_counter()
 
+    def resume(self, model, optimizer, generator) -> dict | None:
+        """Restore ``model``, ``optimizer``, ``generator`` and the global RNGs from the saved state and return it (the
+        loop's own entries: ``epoch``, ``history``, ...), or None when there is none or it is another config's."""
+        saved = self.load()
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            generator.set_state(saved["generator"].cpu())  # generator states are CPU byte tensors, also for CUDA
+        return saved
+
     def load(self) -> dict | None:
         """The saved state (global RNGs restored), or None when there is none or it belongs to another config."""
         saved = verified_load(self.path, map_location=self.device) if self.path else None
@@ -75,13 +85,13 @@ class EpochCheckpoint:
         """Training time across attempts, up to now."""
         return self.earlier + time.perf_counter() - self.started
 
-    def after_epoch(self, epoch: int, state) -> None:
-        """Call after finishing ``epoch`` (1-based) with a callable returning the loop's state (model, optimizer,
-        generators, history...). Writes it when due, then stops here if the time budget is spent."""
+    def after_epoch(self, epoch: int, model, optimizer, generator, **extras) -> None:
+        """Call after finishing ``epoch`` (1-based) with the loop's model, optimizer, generator and its own entries
+        (``history``, ...). Writes them when due, then stops here if the time budget is spent."""
         if self.path is None or epoch % self.every or epoch >= self.epochs:
             return
-        full = dict(state(), epoch=epoch, config_key=self.config_key, global_rng=torch.get_rng_state(),
-                    elapsed=self.seconds)
+        full = dict(extras, model=model.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
+                    epoch=epoch, config_key=self.config_key, global_rng=torch.get_rng_state(), elapsed=self.seconds)
         if self.device.type == "cuda":
             full["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         atomic_save(full, self.path)

@@ -208,19 +208,20 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     opt.step()
 
 
-_CPU_AUTOCAST = [False]  # bf16 autocast on the CPU too: only the dry run of a GPU profile (enable_cpu_autocast)
+_cpu_autocast = False  # bf16 autocast on the CPU too: only the dry run of a GPU profile (enable_cpu_autocast)
 
 
 def enable_cpu_autocast(enabled: bool) -> bool:
     """Run the CPU under bf16 autocast, as CUDA runs (the dry run of a GPU profile), where the CPU has native bf16
     kernels (oneDNN; emulated bf16 is ~17x slower on AVX2). Returns whether it is on."""
-    _CPU_AUTOCAST[0] = bool(enabled) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return _CPU_AUTOCAST[0]
+    global _cpu_autocast
+    _cpu_autocast = bool(enabled) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return _cpu_autocast
 
 
 def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA (and on the CPU in a dry run, see :func:`enable_cpu_autocast`)."""
-    on = enabled and (device.type == "cuda" or (device.type == "cpu" and _CPU_AUTOCAST[0]))
+    on = enabled and (device.type == "cuda" or (device.type == "cpu" and _cpu_autocast))
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
 
 
@@ -249,11 +250,8 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
     # what a checkpoint must have been written under to be resumed: the config, the data size, the objective
     config_key = artifact_key("train_checkpoint", {"cfg": cfg, "n": n, "objective": type(objective).__name__}, 1)
     ckpt = EpochCheckpoint(checkpoint, config_key, cfg.checkpoint_every, cfg.epochs, device)
-    saved = ckpt.load()
+    saved = ckpt.resume(model, opt, gen)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"].cpu())  # generator states are CPU byte tensors, also for CUDA
         start_epoch, result.history = saved["epoch"], list(saved["history"])
     started, seen = time.perf_counter(), 0
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=not progress, leave=False)
@@ -281,8 +279,7 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
             record.update(evaluate(model))
         result.history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.1f}")
-        ckpt.after_epoch(epoch + 1, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                             "generator": gen.get_state(), "history": result.history})
+        ckpt.after_epoch(epoch + 1, model, opt, gen, history=result.history)
     this_attempt = time.perf_counter() - started
     result.images_per_second = seen / this_attempt if this_attempt > 0 else 0.0
     result.seconds = ckpt.seconds  # across attempts: a resumed run reports its whole training time

@@ -101,11 +101,8 @@ def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRCon
     n, history, start = images.shape[0], [], 0
     ckpt = EpochCheckpoint(checkpoint, artifact_key("simclr_checkpoint", {"cfg": cfg, "n": n, "seed": seed}, 1),
                            SIMCLR_CHECKPOINT_EVERY, cfg.epochs, device)
-    saved = ckpt.load()
+    saved = ckpt.resume(model, opt, gen)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"].cpu())
         start, history = saved["epoch"], list(saved["history"])
     for epoch in range(start, cfg.epochs):
         for group in opt.param_groups:  # CosineAnnealingLR stepped per epoch
@@ -120,8 +117,7 @@ def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRCon
             optimizer_step(opt, loss)
             total += loss.detach() * idx.shape[0]
         history.append({"epoch": epoch + 1, "simclr_loss": total.item() / n, "lr": opt.param_groups[0]["lr"]})
-        ckpt.after_epoch(epoch + 1, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                             "generator": gen.get_state(), "history": history})
+        ckpt.after_epoch(epoch + 1, model, opt, gen, history=history)
     return history
 
 
@@ -202,11 +198,8 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
     key = {"head": head_cfg, "cfg": cfg, "n": images.shape[0], "seed": seed, "warmup": warmup_epochs}
     ckpt = EpochCheckpoint(checkpoint, artifact_key("finetune_checkpoint", key, 1), FINETUNE_CHECKPOINT_EVERY,
                            cfg.epochs, device)
-    saved = ckpt.load()
+    saved = ckpt.resume(model, opt, gen)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"].cpu())
         rng.bit_generator.state = saved["numpy_rng"]
         start, history = saved["epoch"], list(saved["history"])
         credible, rest, last_losses = saved["credible"], saved["rest"], saved["losses"]
@@ -228,10 +221,8 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
         if evaluate is not None:
             record.update(evaluate(model))
         history.append(record)
-        ckpt.after_epoch(epoch + 1, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                             "generator": gen.get_state(), "numpy_rng": rng.bit_generator.state,
-                                             "history": history, "credible": credible, "rest": rest,
-                                             "losses": last_losses})
+        ckpt.after_epoch(epoch + 1, model, opt, gen, numpy_rng=rng.bit_generator.state, history=history,
+                         credible=credible, rest=rest, losses=last_losses)
     model.eval()
     return history, last_losses, credible
 
