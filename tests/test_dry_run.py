@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [p.stem for p in sorted((REPO / "notebooks").glob("*.ipynb"))]
@@ -78,8 +79,12 @@ def test_a_dry_run_experiment_cuts_every_schedule_and_keeps_the_profile():
             assert spec.width <= DRY_RUN_CPU_WIDTH
         paper = get_defense("fct_dst").config("paper")
         assert paper.encoder.epochs > 1 and ex.config("fct_dst") == get_defense("fct_dst").shortened(paper)
+        from backdoor_repro import fast_step
+        assert fast_step.device_schedules(torch.device("cpu"))  # the dry run takes the GPU's step paths
     finally:
-        enable_cpu_autocast(False)  # no dry-run precision leaks into the other tests of this process
+        enable_cpu_autocast(False)  # no dry-run precision or step path leaks into the other tests of this process
+        from backdoor_repro.fast_step import enable_gpu_step_paths
+        enable_gpu_step_paths(False)
     with pytest.raises(ValueError, match="is itself the short run"):
         setup("smoke", dry_run=True, quiet=True)
     with pytest.raises(ValueError, match="dry_run must be True or False"):

@@ -24,6 +24,7 @@ from .numerics import pin_cpu_threads
 from .profiles import (DRY_RUN_CPU_WIDTH, DRY_RUN_TEST_PER_CLASS, DRY_RUN_TRAIN_PER_CLASS, Profile, check_data_arguments, check_device,
                        check_dry_run, dry_run_profile, dry_run_schedule, profile_for)
 from .spec import Holdout, RunSpec
+from .fast_step import enable_gpu_step_paths
 from .train import enable_cpu_autocast, resolve_device
 
 
@@ -166,6 +167,7 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
     # a dry run on the CPU runs under bf16 autocast as the GPU profiles do, where the CPU has native bf16; every
     # other CPU run stays in fp32 (reset here, so one process never carries a dry run's setting into another run)
     cpu_bf16 = enable_cpu_autocast(dry_run and dev.type == "cpu")
+    enable_gpu_step_paths(dry_run)  # fused optimizers and device-tensor schedules, as on CUDA (fast_step.py)
     if dry_run and dev.type == "cpu" and not quiet:
         print("dry run precision: " + ("bf16 autocast, as on the GPU" if cpu_bf16 else
                                        "fp32 (this CPU has no native bf16 kernels; the GPU profiles run bf16)"))

@@ -64,18 +64,25 @@ def sharpen(p: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     return pt / pt.sum(dim=-1, keepdim=True)
 
 
+def mix_coefficient(alpha: float, rng: np.random.Generator) -> float:
+    """MixMatch's MixUp λ: λ ~ Beta(``alpha``, ``alpha``) from the numpy ``rng``, then λ = max(λ, 1 − λ)."""
+    lam = float(rng.beta(alpha, alpha))
+    return max(lam, 1.0 - lam)
+
+
 def mixmatch_mix(inputs: torch.Tensor, targets: torch.Tensor, alpha: float, rng: np.random.Generator,
-                 gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+                 gen: torch.Generator | None = None, lam=None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """MixUp over the whole concatenated MixMatch batch.
 
     λ ~ Beta(``alpha``, ``alpha``) then λ = max(λ, 1 − λ) (so λ ≥ 0.5), drawn from the numpy ``rng``
     (torch has no generator-aware Beta sampler; λ is a host scalar, so no device sync). One permutation
     of the batch, drawn on the inputs' device from ``gen`` (no host-to-device copy per step); without
     ``gen`` it comes from ``rng``. Returns ``(λ·x + (1−λ)·x[perm], λ·t + (1−λ)·t[perm], λ)``; ``targets``
-    are soft labels (N, C).
+    are soft labels (N, C). ``lam``: a λ drawn ahead by :func:`mix_coefficient` (a float, or a 0-dim device
+    tensor so that the step has no per-step host scalar); none is then drawn here.
     """
-    lam = float(rng.beta(alpha, alpha))
-    lam = max(lam, 1.0 - lam)
+    if lam is None:
+        lam = mix_coefficient(alpha, rng)
     if gen is not None:
         perm = torch.randperm(inputs.shape[0], device=inputs.device, generator=gen)
     else:

@@ -1,9 +1,10 @@
 """The fast supervised loop and batched prediction.
 
 Data stay on the device as uint8; each step indexes a batch, augments it on the device, and runs the
-model under bf16 autocast with channels_last (CUDA). Losses accumulate on the device and are read
-once per epoch, so the step loop has no host synchronisation. With ``checkpoint=`` a killed run
-resumes from its last saved epoch with the same RNG stream.
+model under bf16 autocast with channels_last (CUDA), BatchNorm in fp32 (models/norm.py), a fused optimizer
+whose learning rate is a device tensor set from a per-epoch table (fast_step.py), and optionally
+``torch.compile``. Losses accumulate on the device and are read once per epoch, so the step loop has no host
+synchronisation. With ``checkpoint=`` a killed run resumes from its last saved epoch with the same RNG stream.
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import fast_step
 from .augment import AUGMENTATIONS, augment, to_float
 from .cache import artifact_key
+from .fast_step import StepValues, current_lr, set_lr
 from .resume import EpochCheckpoint
 
 SCHEDULES = ("multistep", "cosine", "cosine_epoch", "warmup_cosine_epoch", "constant")
@@ -133,11 +136,17 @@ def lr_factor(cfg: TrainConfig, epoch_progress: float) -> float:
 
 
 def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    kwargs = {"fused": True} if device.type == "cuda" else {}
+    """``cfg``'s optimizer; fused with a device-tensor learning rate on CUDA (see :mod:`.fast_step`)."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov, **kwargs)
+        return fast_step.adam(params, cfg.lr, device, weight_decay=cfg.weight_decay)
+    return fast_step.sgd(params, cfg.lr, device, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                         nesterov=cfg.nesterov)
+
+
+def epoch_learning_rates(cfg: TrainConfig, epoch: int, steps_per_epoch: int, device: torch.device) -> StepValues:
+    """The learning rate of every step of ``epoch`` (0-based), as :class:`StepValues` on ``device``."""
+    return StepValues([cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch) for step in range(steps_per_epoch)],
+                      device)
 
 
 class Objective:
@@ -182,10 +191,10 @@ def memory_format(device: torch.device, channels_last: bool = True) -> torch.mem
 
 def prepare_model(model: torch.nn.Module, device: torch.device, cfg: TrainConfig | None = None):
     """Move ``model`` to ``device`` in :func:`memory_format`; returns ``(model, step_model)``, the second
-    compiled when ``cfg.compile``."""
-    channels_last = cfg.channels_last if cfg is not None else True
-    model = model.to(device).to(memory_format=memory_format(device, channels_last))
-    step_model = torch.compile(model) if (cfg is not None and cfg.compile) else model
+    compiled when ``cfg.compile`` (any config with that field: the supervised loop's, SimCLR's, MixMatch's). The
+    step model shares the module's parameters: train through it, checkpoint and evaluate the module."""
+    model = model.to(device).to(memory_format=memory_format(device, getattr(cfg, "channels_last", True)))
+    step_model = torch.compile(model) if getattr(cfg, "compile", False) else model
     return model, step_model
 
 
@@ -260,9 +269,9 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         objective.train_mode(model)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
+        learning_rates = epoch_learning_rates(cfg, epoch, steps_per_epoch, device)
         for step, idx in enumerate(shuffled_batches(n, cfg.batch_size, gen, device, cfg.drop_last)):
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
+            set_lr(opt, learning_rates[step])
             x = model_input(augment(to_float(images[idx]), cfg.augmentation, gen), cfg.channels_last)
             y = labels[idx]
             with autocast(device, cfg.amp):
@@ -274,7 +283,7 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         seen_epoch = steps_per_epoch * cfg.batch_size if cfg.drop_last else n
         seen += seen_epoch
         record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen_epoch,
-                  "train_acc": 100 * correct.item() / seen_epoch, "lr": opt.param_groups[0]["lr"]}
+                  "train_acc": 100 * correct.item() / seen_epoch, "lr": current_lr(opt)}
         if evaluate is not None and ((eval_every and (epoch + 1) % eval_every == 0) or epoch + 1 == cfg.epochs):
             record.update(evaluate(model))
         result.history.append(record)

@@ -14,6 +14,7 @@ import torch
 
 from ..cache import ArtifactCache
 from ..evaluation import AttackEvaluator
+from ..fast_step import adam
 from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
@@ -145,7 +146,7 @@ def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: Artifact
     check_run_data(spec, data)
     def build(partial):
         model, head = head_stage(spec, data, cfg, cache)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.head.lr)
+        opt = adam(model.parameters(), cfg.head.lr, data.train.images.device)
         opt.load_state_dict(head.extras["optimizer"])
         evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
         p = data.train

@@ -22,9 +22,10 @@ from ..augment import AUGMENTATIONS, augment, to_float
 from ..cache import artifact_key
 from ..metrics import auroc
 from ..models import ContrastiveEncoder
-from ..losses import (linear_rampup, mixmatch_losses, mixmatch_mix, one_hot, sharpen, simclr_loss_dbd,
+from ..losses import (linear_rampup, mix_coefficient, mixmatch_losses, mixmatch_mix, one_hot, sharpen, simclr_loss_dbd,
                       symmetric_cross_entropy)
 from ..resume import EpochCheckpoint
+from ..fast_step import StepValues, adam, current_lr, set_lr, sgd
 from ..train import autocast, batched_outputs, model_input, optimizer_step, prepare_model, shuffled_batches
 from ..views import simclr_views
 
@@ -43,6 +44,7 @@ class SimCLRConfig:
     temperature: float = 0.5
     projection_dim: int = 128
     blur: bool = True
+    compile: bool = False  # torch.compile the encoder's training forward (train.prepare_model)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class FinetuneConfig:
     lambda_u: float = 15.0
     rampup_epochs: float = 190.0  # lambda_u ramp, counted in global epochs from 0 (warm-up included)
     augmentation: str = "crop_flip_reflect"
+    compile: bool = False  # torch.compile the classifier's MixMatch forwards (train.prepare_model)
 
     def __post_init__(self):
         if not 0 < self.credible_fraction < 1:
@@ -94,9 +97,9 @@ def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRCon
     code runs them, so BatchNorm normalises over both views together. With ``checkpoint`` (a path) it saves its
     state every ``SIMCLR_CHECKPOINT_EVERY`` epochs and resumes from it with the same random streams."""
     device = images.device
-    model, _ = prepare_model(model, device)
+    model, step_model = prepare_model(model, device, cfg)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = sgd(model.parameters(), cfg.lr, device, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(seed)
     n, history, start = images.shape[0], [], 0
     ckpt = EpochCheckpoint(checkpoint, artifact_key("simclr_checkpoint", {"cfg": cfg, "n": n, "seed": seed}, 1),
@@ -105,18 +108,17 @@ def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRCon
     if saved is not None:
         start, history = saved["epoch"], list(saved["history"])
     for epoch in range(start, cfg.epochs):
-        for group in opt.param_groups:  # CosineAnnealingLR stepped per epoch
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.schedule_epochs))
+        set_lr(opt, cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.schedule_epochs)))  # CosineAnnealingLR per epoch
         total = torch.zeros((), device=device)
         for idx in shuffled_batches(n, cfg.batch_size, gen, device):  # no drop_last, as the official loader
             x = to_float(images[idx])
             views = torch.cat([simclr_views(x, gen, cfg.blur), simclr_views(x, gen, cfg.blur)])
             with autocast(device):
-                z1, z2 = model(model_input(views)).float().chunk(2)
+                z1, z2 = step_model(model_input(views)).float().chunk(2)
                 loss = simclr_loss_dbd(z1, z2, cfg.temperature)
             optimizer_step(opt, loss)
             total += loss.detach() * idx.shape[0]
-        history.append({"epoch": epoch + 1, "simclr_loss": total.item() / n, "lr": opt.param_groups[0]["lr"]})
+        history.append({"epoch": epoch + 1, "simclr_loss": total.item() / n, "lr": current_lr(opt)})
         ckpt.after_epoch(epoch + 1, model, opt, gen, history=history)
     return history
 
@@ -131,7 +133,7 @@ def train_head(model: nn.Module, images, labels, cfg: HeadConfig, seed: int):
     """Stage 2. Returns ``(history, optimizer)``; the Adam instance continues into stage 3."""
     device = images.device
     model, _ = prepare_model(model, device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)  # backbone params get no grads here
+    opt = adam(model.parameters(), cfg.lr, device)  # backbone params get no grads here
     gen = torch.Generator(device=device).manual_seed(seed)
     n, history = images.shape[0], []
     model.train()
@@ -190,7 +192,7 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
     the last credible half (``poison_mask`` only feeds the diagnostics in the history). With ``checkpoint``
     (a path) it saves its state every ``FINETUNE_CHECKPOINT_EVERY`` epochs and resumes from it."""
     device = images.device
-    model, _ = prepare_model(model, device)
+    model, step_model = prepare_model(model, device, cfg)
     gen = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)
     k = int(cfg.credible_fraction * images.shape[0])
@@ -211,7 +213,8 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
             credible, rest = order[:k], order[k:]
         lab = _batches(credible, cfg.iterations, cfg.batch_size, gen)
         unl = _batches(rest, cfg.iterations, cfg.batch_size, gen)
-        lx_sum, lu_sum = train_iterations(model, opt, images, labels, lab, unl, cfg, gen, rng, warmup_epochs + epoch)
+        lx_sum, lu_sum = train_iterations(step_model, opt, images, labels, lab, unl, cfg, gen, rng,
+                                          warmup_epochs + epoch)
         poisoned_credible = int(poison_mask[credible].sum())
         record = {"epoch": warmup_epochs + epoch + 1, "lx": lx_sum.item() / cfg.iterations,
                   "lu": lu_sum.item() / cfg.iterations, "poisoned_in_credible": poisoned_credible,
@@ -227,20 +230,23 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
     return history, last_losses, credible
 
 
-def mixmatch_step(model, opt, x, y, u1, u2, cfg: FinetuneConfig, rng, gen, rampup_t: float):
+def mixmatch_step(model, opt, x, y, u1, u2, cfg: FinetuneConfig, rng, gen, rampup_t: float, lam=None, weight=None):
     """One MixMatch update on an augmented labeled batch ``x, y`` and two views ``u1, u2`` of an
-    unlabeled batch. Returns the detached ``(Lx, Lu)``."""
+    unlabeled batch. Returns the detached ``(Lx, Lu)``. ``lam`` (MixUp's λ) and ``weight`` (λ_u times the ramp at
+    ``rampup_t``) may be given, drawn and computed ahead for the epoch (floats or 0-dim device tensors)."""
+    if weight is None:
+        weight = cfg.lambda_u * linear_rampup(rampup_t, cfg.rampup_epochs)
     device = x.device
     with torch.no_grad(), autocast(device):
         guess = (model(model_input(u1)).float().softmax(1) + model(model_input(u2)).float().softmax(1)) / 2
         guess = sharpen(guess, cfg.temperature)
     targets = torch.cat([one_hot(y, model.head.out_features), guess, guess])
-    mixed_x, mixed_t, _ = mixmatch_mix(torch.cat([x, u1, u2]), targets, cfg.mix_alpha, rng, gen)
+    mixed_x, mixed_t, _ = mixmatch_mix(torch.cat([x, u1, u2]), targets, cfg.mix_alpha, rng, gen, lam=lam)
     chunks = interleave(list(torch.split(mixed_x, x.shape[0])))
     with autocast(device):
         logits = torch.cat(interleave([model(model_input(c)).float() for c in chunks]))
     lx, lu = mixmatch_losses(logits[: x.shape[0]], mixed_t[: x.shape[0]], logits[x.shape[0]:], mixed_t[x.shape[0]:])
-    optimizer_step(opt, lx + cfg.lambda_u * linear_rampup(rampup_t, cfg.rampup_epochs) * lu)
+    optimizer_step(opt, lx + weight * lu)
     return lx.detach(), lu.detach()
 
 
@@ -250,7 +256,12 @@ def train_iterations(model, opt, images, labels, lab, unl, cfg: FinetuneConfig, 
     device = images.device
     model.train()
     lx_sum, lu_sum = torch.zeros((), device=device), torch.zeros((), device=device)
-    for it in range(lab.shape[0]):
+    iterations = lab.shape[0]
+    if cfg.mode != "supervised":  # the epoch's λ_u ramp and MixUp λ's, in the order the steps would draw them
+        weights = StepValues([cfg.lambda_u * linear_rampup(global_epoch + it / iterations, cfg.rampup_epochs)
+                              for it in range(iterations)], device)
+        lams = StepValues([mix_coefficient(cfg.mix_alpha, rng) for _ in range(iterations)], device)
+    for it in range(iterations):
         x = augment(to_float(images[lab[it]]), cfg.augmentation, gen)
         y = labels[lab[it]]
         if cfg.mode == "supervised":
@@ -261,7 +272,8 @@ def train_iterations(model, opt, images, labels, lab, unl, cfg: FinetuneConfig, 
             continue
         u = to_float(images[unl[it]])
         u1, u2 = augment(u, cfg.augmentation, gen), augment(u, cfg.augmentation, gen)
-        lx, lu = mixmatch_step(model, opt, x, y, u1, u2, cfg, rng, gen, global_epoch + it / lab.shape[0])
+        lx, lu = mixmatch_step(model, opt, x, y, u1, u2, cfg, rng, gen, global_epoch + it / iterations,
+                               lam=lams[it], weight=weights[it])
         lx_sum += lx
         lu_sum += lu
     return lx_sum, lu_sum

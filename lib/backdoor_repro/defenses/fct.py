@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..augment import augment, to_float
 from ..cache import ArtifactCache
 from ..evaluation import AttackEvaluator
+from ..fast_step import sgd
 from ..losses import FLAG_CLEAN, FLAG_POISONED, SUPCON_MASKS, mixed_cross_entropy, supcon_loss, supcon_positive_mask
 from ..models import ContrastiveEncoder, build_model, normalization_stats
 from ..pipeline import RunData, check_run_data, supervised_model
@@ -227,7 +228,7 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
         _, flags = _sd_flags(spec, data, cfg, cache, progress)
         model, _ = supervised_model(spec, None, cache, progress, data=data)
         model, _ = prepare_model(model, device)
-        opt = torch.optim.SGD(model.parameters(), lr=br.lr, momentum=br.momentum, weight_decay=br.weight_decay)
+        opt = sgd(model.parameters(), br.lr, device, momentum=br.momentum, weight_decay=br.weight_decay)
         gen = torch.Generator(device=device).manual_seed(spec.seed)
         images, labels = data.train.images, data.train.labels
         poisoned, clean = (torch.nonzero(flags == f).flatten() for f in (FLAG_POISONED, FLAG_CLEAN))

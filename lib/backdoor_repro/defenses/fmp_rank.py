@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..feature_maps import ConvLayer, capture_output, conv_layers, execution_order, feature_map_site, forward_to
+from ..train import model_input
 
 PRUNE_ORDERS = ("official", "by_name")
 
@@ -43,7 +44,7 @@ def _clean_and_start(model, x, alpha, gen, double_norm):
 def _fgsm_scores(model, site, channels, x0, clean_maps, y, epsilon) -> torch.Tensor:
     """Accuracy (fraction) on the FGSM images of each channel in ``channels``; one forward/backward for all."""
     k, b = len(channels), x0.shape[0]
-    xk = x0.repeat(k, 1, 1, 1).requires_grad_(True)
+    xk = model_input(x0.repeat(k, 1, 1, 1)).requires_grad_(True)  # channels_last on CUDA (the ranking stays fp32)
     out = forward_to(model, site, xk).float()
     idx = torch.as_tensor(channels, device=x0.device)
     mine = out.view(k, b, *out.shape[1:])[torch.arange(k, device=x0.device), :, idx]  # (k, b, H, W)
@@ -176,6 +177,7 @@ def single_map_asr(model: nn.Module, triggered: torch.Tensor, target: int) -> di
     non-target classes) with each feature map zeroed alone (its filter and the γ of the BatchNorm that normalises
     it, as :func:`prune_plan` ``by_name`` pairs them), ``{conv: (C,) ASR in %}``; the model is restored."""
     model.eval()
+    triggered = model_input(triggered)
     modules = dict(model.named_modules())
     layers = conv_layers(model, tuple(triggered.shape[1:]))
     bn_of: dict[str, list[str]] = {}

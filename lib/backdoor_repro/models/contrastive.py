@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .norm import BatchNorm1d
+
 
 class ContrastiveEncoder(nn.Module):
     def __init__(self, backbone: nn.Module, normalize: nn.Module, projection_dim: int = 128, batch_norm: bool = True):
         super().__init__()
         d = backbone.out_features
         self.normalize, self.backbone = normalize, backbone
-        layers = [nn.Linear(d, d)] + ([nn.BatchNorm1d(d)] if batch_norm else []) + [nn.ReLU(inplace=True),
+        layers = [nn.Linear(d, d)] + ([BatchNorm1d(d)] if batch_norm else []) + [nn.ReLU(inplace=True),
                                                                                    nn.Linear(d, projection_dim)]
         self.projector = nn.Sequential(*layers)
 

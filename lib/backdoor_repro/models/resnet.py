@@ -13,17 +13,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .norm import BatchNorm2d
+
 
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), BatchNorm2d(cout))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -34,9 +36,9 @@ class BasicBlock(nn.Module):
 class PreActBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
+        self.bn1 = BatchNorm2d(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.shortcut = None
         if stride != 1 or cin != cout:
@@ -55,7 +57,7 @@ class ResNetBackbone(nn.Module):
         super().__init__()
         self.preact = preact
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-        self.bn1 = None if preact else nn.BatchNorm2d(width)
+        self.bn1 = None if preact else BatchNorm2d(width)
         self.maxpool = nn.MaxPool2d(3, 2, 1) if maxpool else None
         stages, cin = [], width
         for i, n in enumerate(blocks):

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .norm import BatchNorm2d
+
 STEM_END_BLOCKS = (4, 5, 6)
 LEAKY_SLOPE = 0.1
 
@@ -30,9 +32,9 @@ class WRNBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, drop_rate: float = 0.0, activate_before_residual: bool = False):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
+        self.bn1 = BatchNorm2d(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=True)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=True)
         self.drop_rate = drop_rate
         self.equal = cin == cout
@@ -59,7 +61,7 @@ class WRNHead(nn.Module):
     def __init__(self, blocks: list[nn.Module], channels: int, num_classes: int):
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(channels)
+        self.bn = BatchNorm2d(channels)
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, stem_out):
