@@ -82,8 +82,11 @@ def test_the_table_holds_every_dataset_with_consistent_classes_and_sizes():
 
 def test_normalization_stats_read_the_table_and_keep_the_present_values():
     dbd = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
-    for ds in ("cifar10", "cifar10-smoke", "cifar100", "gtsrb", "an-ad-hoc-set"):  # the values every run used
+    for ds in ("cifar10", "cifar10-smoke", "an-ad-hoc-set"):  # DBD's CIFAR-10 values, as every run used
         assert normalization_stats("dbd", ds) == dbd
+    # elsewhere "dbd" means the dataset's own statistics (DBD's code has CIFAR-10 configs only)
+    assert normalization_stats("dbd", "cifar100") == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    assert normalization_stats("dbd", "gtsrb") == ((0.3337, 0.3064, 0.3171), (0.2672, 0.2564, 0.2629))
     assert normalization_stats("backdoorbench", "cifar10") == ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
     assert normalization_stats("backdoorbench", "gtsrb") == ((0, 0, 0), (1, 1, 1))
     assert normalization_stats("fct", "cifar100")[0][0] == 0.5070751592371323  # FCT's unrounded CIFAR-100 mean
@@ -141,3 +144,18 @@ def test_missing_messages_name_the_paths_of_that_dataset(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             load_dataset("imagenet12", "train", tmp_path, download=True)
+
+
+def test_keys_carry_the_statistics_where_dbd_now_means_the_datasets_own():
+    """A CIFAR-100 or GTSRB model normalised with CIFAR-10's values (before this version) is never reused; CIFAR-10
+    keys are unchanged (no statistics in them); another scheme is named in the key, also for the clean model that
+    adversarial poisoning perturbs against."""
+    from backdoor_repro.spec import RunSpec
+    base = RunSpec(dataset="cifar10", train_per_class=None, model="resnet18", width=8, num_classes=10, attack="badnets_dbd_2x2")
+    assert "normalization_stats" not in base.training_key() and "normalization" not in base.attacker_key()
+    for dataset, classes in (("cifar100", 100), ("gtsrb", 43)):
+        spec = RunSpec(dataset=dataset, train_per_class=None, model="resnet18", width=8, num_classes=classes, attack="badnets_dbd_2x2")
+        stats = normalization_stats("dbd", dataset)
+        assert spec.training_key()["normalization_stats"] == stats == spec.attacker_key()["normalization_stats"]
+    bb = RunSpec(dataset="cifar10", train_per_class=None, model="resnet18", width=8, num_classes=10, attack="badnets_dbd_2x2", normalization="backdoorbench")
+    assert bb.training_key()["normalization"] == "backdoorbench" == bb.attacker_key()["normalization"]

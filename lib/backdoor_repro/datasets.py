@@ -3,9 +3,13 @@ how its images are fitted to that size, and the per-paper normalisation statisti
 
 Statistics, with their sources (official repositories, read at the commits named in ``../shared/papers``):
 
-* ``dbd``: mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010) [DBD ``config/**/example.yaml``; the same in
-  FCT's CIFAR-10 code]. DBD's code has CIFAR-10 configs only; the project applies these fixed values to every
-  32-px set (CIFAR-100 and GTSRB included), as it always has, so that artifact keys made under "dbd" still hold.
+* ``dbd`` (the default scheme, and the grid's common protocol): on CIFAR-10 mean (0.4914, 0.4822, 0.4465), std
+  (0.2023, 0.1994, 0.2010) [DBD ``config/**/example.yaml``; the same in FCT's CIFAR-10 code]. DBD's code has
+  CIFAR-10 configs only, so on the other 32-px sets the scheme means each dataset's own training-set statistics:
+  CIFAR-100 (0.5071, 0.4865, 0.4409)/(0.2673, 0.2564, 0.2762) [BackdoorBench ``get_dataset_normalization``];
+  GTSRB (0.3337, 0.3064, 0.3171)/(0.2672, 0.2564, 0.2629) [backdoor-toolbox ``train_on_cleansed_set.py``, the
+  values GTSRB code commonly uses]. (Until this version CIFAR-10's values were applied to CIFAR-100 and GTSRB too;
+  artifact keys on those datasets now carry the statistics, so no model normalised the old way is reused.)
   No value on ImageNet subsets: DBD has no ImageNet config.
 * ``backdoorbench`` (FMP): CIFAR-10 (0.4914, 0.4822, 0.4465)/(0.247, 0.243, 0.261); CIFAR-100
   (0.5071, 0.4865, 0.4409)/(0.2673, 0.2564, 0.2762); GTSRB none (mean 0, std 1) [BackdoorBench
@@ -33,6 +37,7 @@ IDENTITY: Stats = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 DBD_CIFAR10: Stats = (CIFAR10_MEAN, CIFAR10_STD_DBD)
 BB_CIFAR10: Stats = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
 BB_CIFAR100: Stats = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+GTSRB_STATS: Stats = ((0.3337, 0.3064, 0.3171), (0.2672, 0.2564, 0.2629))
 FCT_CIFAR100: Stats = ((0.5070751592371323, 0.48654887331495095, 0.4409178433670343),
                        (0.2673342858792401, 0.2564384629170883, 0.27615047132568404))
 TINY_IMAGENET: Stats = ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262))
@@ -79,11 +84,11 @@ TABLE = {info.name: info for info in (
                 folder_aliases=("cifar10-jpeg", "cifar10", "cifar-10"), torchvision_dir="cifar-10-batches-py",
                 downloadable=True),
     DatasetInfo("cifar100", 100, 32, None,
-                (("dbd", DBD_CIFAR10), ("backdoorbench", BB_CIFAR100), ("fct", FCT_CIFAR100), ("tr", IDENTITY)),
+                (("dbd", BB_CIFAR100), ("backdoorbench", BB_CIFAR100), ("fct", FCT_CIFAR100), ("tr", IDENTITY)),
                 folder_aliases=("cifar100-jpeg", "cifar100", "cifar-100"), torchvision_dir="cifar-100-python",
                 downloadable=True),
     DatasetInfo("gtsrb", 43, 32, GTSRB_CLASSES,
-                (("dbd", DBD_CIFAR10), ("backdoorbench", IDENTITY), ("fct", IDENTITY), ("tr", IDENTITY)),
+                (("dbd", GTSRB_STATS), ("backdoorbench", IDENTITY), ("fct", IDENTITY), ("tr", IDENTITY)),
                 folder_aliases=("gtsrb-jpeg", "gtsrb", "GTSRB"), torchvision_dir="gtsrb", downloadable=True),
     DatasetInfo("cifar10-smoke", 10, 32, CIFAR10_CLASSES, _CIFAR10_NORMS),
     DatasetInfo("imagenet12", 12, 224, None, (("fct", TINY_IMAGENET), ("tr", IMAGENET)),

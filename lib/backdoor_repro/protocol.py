@@ -5,7 +5,8 @@ rule and attack settings), so a cell reuses that notebook's cached artifacts.
 
 ``common``: one protocol for every cell, so that defenses can be compared at all:
 
-* one architecture: the profile's ResNet-18 (DBD's; width 8 on smoke, 64 otherwise) with CIFAR normalisation and
+* one architecture: the profile's ResNet-18 (DBD's; width 8 on smoke, 64 otherwise) normalised with the dataset's statistics (DBD's
+  on CIFAR-10; ``datasets.py``) and
   the profile's No-Defense schedule, for every defense but Trap-and-Replace (see :data:`OWN_ARCHITECTURE`);
 * one poisoning rate for the dirty-label attacks (10 % of the training set) and one target (class 0) for every
   attack with one target class; clean-label attacks keep their own rate, a fraction of the target class;

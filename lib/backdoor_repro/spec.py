@@ -13,6 +13,7 @@ import torch
 
 from .attacks import POISONING_VERSION, Attack, canonical_overrides, get_attack
 from .data import ImageSet, fingerprint
+from .datasets import CIFAR10_MEAN, CIFAR10_STD_DBD
 from .models import NORMALIZATIONS, build_model, normalization_stats
 from .numerics import cpu_numerics
 from .train import TrainConfig
@@ -132,7 +133,8 @@ class RunSpec:
                "data_seed": self.data_seed, "holdout": self.holdout, "poisoning_version": POISONING_VERSION}
         if self.attack is not None and self.make_attack().needs_adversary:
             clean = self.clean_model_for_poisoning()
-            key["poisoning_clean_model"] = {"model": clean.model, "width": clean.width, "train": clean.supervised}
+            key["poisoning_clean_model"] = {"model": clean.model, "width": clean.width, "train": clean.supervised,
+                                            **clean.normalization_key()}
             if self.numerics:
                 key["poisoning_clean_model"]["numerics"] = self.numerics
         return key
@@ -142,18 +144,30 @@ class RunSpec:
         stage that trains on the poisoned data (each stage adds its own config)."""
         key = {**self.poisoning_key(), "model": self.model, "width": self.width, "num_classes": self.num_classes,
                "seed": self.seed}
-        if self.normalization != "dbd":  # absent at the default, so keys made before the field existed still hold
-            key["normalization"] = self.normalization
+        key.update(self.normalization_key())
         if self.numerics:
             key["numerics"] = self.numerics
+        return key
+
+    def normalization_key(self) -> dict:
+        """The models' normalisation, where it is not the one every key was made under before the field existed
+        (the "dbd" scheme with DBD's CIFAR-10 values): the scheme if another, and the statistics themselves where
+        "dbd" now means another dataset's own (CIFAR-100, GTSRB), so models normalised the old way are not reused."""
+        key = {}
+        if self.normalization != "dbd":
+            key["normalization"] = self.normalization
+        else:
+            stats = normalization_stats(self.normalization, self.dataset)
+            if stats != (CIFAR10_MEAN, CIFAR10_STD_DBD):
+                key["normalization_stats"] = stats
         return key
 
     def attacker_key(self) -> dict:
         """What decides the No-Defense (attacker's) model: the whole spec, except a holdout that is not split off
         (FMP's clean subset does not change what the attacker trained on) and, for a clean model, the data seed."""
         key = dataclasses.asdict(self)
-        if self.normalization == "dbd":
-            del key["normalization"]
+        del key["normalization"]
+        key.update(self.normalization_key())
         if not self.numerics:
             del key["numerics"]
         if self.holdout is not None and not self.holdout.disjoint:

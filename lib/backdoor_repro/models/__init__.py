@@ -12,7 +12,7 @@ from .resnet import preact_resnet18_backbone, resnet18_backbone, resnet18_maxpoo
 from .wrn import TrapNet
 
 # the normalisation a model's first layer applies, per dataset (the statistics and their sources: datasets.py):
-# "dbd" (the default: DBD's CIFAR-10 statistics, applied to every 32-px set), BackdoorBench's (FMP), FCT's, T&R's
+# "dbd" (the default: DBD's statistics on CIFAR-10, each dataset's own elsewhere), BackdoorBench's (FMP), FCT's, T&R's
 NORMALIZATIONS = ("dbd", "backdoorbench", "fct", "tr")
 
 
