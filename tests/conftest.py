@@ -1,22 +1,12 @@
-"""Test session setup: results and artifacts of the test run go to a temporary folder.
-
-Set before any test (and before nbval starts a kernel, which inherits the environment), so
-re-executed notebooks never overwrite the committed figures/ and tables/. The artifact cache is shared
-by the whole session: the BadNets model trained by the unit test is the one the notebook reuses.
-"""
-import os
-import tempfile
-
+"""Test session setup for tests/: the pinned thread count and every test's time limit."""
 import pytest
 import torch
 
-_session_dir = tempfile.mkdtemp(prefix="backdoor-repro-tests-")
-os.environ.setdefault("BACKDOOR_REPRO_OUTPUT", os.path.join(_session_dir, "out"))
-os.environ.setdefault("BACKDOOR_REPRO_CACHE", os.path.join(_session_dir, "cache"))
-os.environ.setdefault("MPLBACKEND", "Agg")
+# the output and cache folders are set by the repository's root conftest.py, which pytest loads for every path
+# (this file applies to tests/ only: run on a notebook alone, the executed notebook would write into tables/)
 
 
-from backdoor_repro.numerics import pin_cpu_threads  # noqa: E402  (after the environment above)
+from backdoor_repro.numerics import pin_cpu_threads
 
 pin_cpu_threads()  # the same thread count as every smoke run, whatever the machine's core count
 
