@@ -5,7 +5,7 @@ a defense and after it, the drop between them, the defended accuracy, FCT's D_p 
 names those quantities and their thresholds once (:data:`CHECKS`, mirroring the notebooks' cells), reads them off a
 run's tables, and, as ``python -m backdoor_repro.seed_spread``, reruns the checked slice of every notebook under
 other seeds with papermill (outputs in a scratch folder, never in ``tables/smoke``) and writes
-``tables/smoke/seed_spread.{csv,md}``: per quantity the value at each seed, the minimum margin to its threshold and
+``tables/reliability/seed_spread.{csv,md,tex}``: per quantity the value at each seed, the minimum margin to its threshold and
 how many seeds passed.
 
 A "seed" here sets both ``seed`` (training: initialisation, batch order, augmentation) and ``data_seed`` (which
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
             records += [{**row, "seed": seed, "outcome": r["outcome"]} for row in r["rows"]]
     frame = spread_frame(records)
     from .report import write_frame
-    write_frame(frame, "seed_spread", "smoke")
+    write_frame(frame, "seed_spread", "reliability")  # not under tables/smoke: no notebook writes it
     print(frame.to_string(index=False))
     return 0
 
