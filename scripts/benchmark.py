@@ -28,6 +28,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 import backdoor_repro as br
+from backdoor_repro import fast_step
 from backdoor_repro.models import CIFAR10_MEAN, CIFAR10_STD_DBD
 from backdoor_repro.defenses.dbd_stages import (FinetuneConfig, SelfSupervised, SimCLRConfig, mixmatch_step,
                                                 train_iterations, train_simclr)
@@ -37,6 +38,7 @@ from backdoor_repro.defenses.trap_and_replace import TrapConfig, TrapObjective
 from backdoor_repro.losses import simclr_loss_dbd, supcon_loss, supcon_positive_mask, total_variation
 from backdoor_repro.models import ContrastiveEncoder
 from backdoor_repro.report import provenance
+from backdoor_repro.train import prepare_model
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -120,7 +122,7 @@ def simclr_baseline(images, labels, args, device) -> float:
 def simclr_ours(images, labels, args, device) -> float:
     images = images.to(device)
     model, _ = _simclr_model(args, device)
-    cfg = SimCLRConfig(epochs=1, schedule_epochs=10, batch_size=args.simclr_batch)
+    cfg = SimCLRConfig(epochs=1, schedule_epochs=10, batch_size=args.simclr_batch, compile=args.compile)
     train_simclr(model, images, cfg, seed=0)  # warm-up
     return _timed(lambda: train_simclr(model, images, cfg, seed=1), args.epochs, len(labels), device, warm=False)
 
@@ -155,14 +157,15 @@ def mixmatch_baseline(images, labels, args, device) -> float:
 
 def mixmatch_ours(images, labels, args, device) -> float:
     images, labels = images.to(device), labels.to(device)
-    model = br.build_model("resnet18", 10, args.width).to(device)
-    opt, cfg, rng = torch.optim.Adam(model.parameters(), lr=0.002), FinetuneConfig(), np.random.default_rng(0)
+    cfg, rng = FinetuneConfig(compile=args.compile), np.random.default_rng(0)
+    model, step_model = prepare_model(br.build_model("resnet18", 10, args.width), device, cfg)  # channels_last
+    opt = fast_step.adam(model.parameters(), 0.002, device)  # fused, device-tensor lr on CUDA
     gen = torch.Generator(device=device).manual_seed(0)
     half = len(labels) // 2
     steps = half // 64
     lab = torch.arange(half, device=device)[: steps * 64].view(steps, 64)
     unl = torch.arange(half, 2 * half, device=device)[: steps * 64].view(steps, 64)
-    run = lambda: train_iterations(model, opt, images, labels, lab, unl, cfg, gen, rng, 1)  # noqa: E731
+    run = lambda: train_iterations(step_model, opt, images, labels, lab, unl, cfg, gen, rng, 1)  # noqa: E731
     return _timed(run, args.epochs, steps * 128, device)
 
 
