@@ -70,7 +70,7 @@ def set_lr(opt: torch.optim.Optimizer, value) -> None:
     the group's tensor on the device path (device to device), assigned on the scalar path."""
     for group in opt.param_groups:
         if isinstance(group["lr"], torch.Tensor):
-            group["lr"].copy_(value) if isinstance(value, torch.Tensor) else group["lr"].fill_(value)
+            group["lr"].fill_(value)  # a float, or a 0-dim tensor on the same device (no host sync)
         else:
             group["lr"] = float(value)
 
