@@ -221,3 +221,14 @@ def test_compiled_steps_match_the_eager_steps(data):
     assert _close(compiled, eager) and loss == pytest.approx(eager_loss, rel=1e-4)
     (compiled, lx), (eager, eager_lx) = mixmatch(True), mixmatch(False)
     assert _close(compiled, eager) and lx == pytest.approx(eager_lx, rel=1e-4)
+
+
+def test_the_compile_switch_of_each_stage_compiles_its_step_model():
+    """Without this, the compiled-vs-eager check above would pass for a switch that does nothing."""
+    from backdoor_repro.train import prepare_model
+    for cfg in (TrainConfig(compile=True), SimCLRConfig(compile=True), FinetuneConfig(compile=True)):
+        model, step_model = prepare_model(Classifier(Tiny(), 10), torch.device("cpu"), cfg)
+        assert isinstance(step_model, torch._dynamo.eval_frame.OptimizedModule) and step_model._orig_mod is model
+    for cfg in (TrainConfig(), SimCLRConfig(), FinetuneConfig()):
+        model, step_model = prepare_model(Classifier(Tiny(), 10), torch.device("cpu"), cfg)
+        assert step_model is model
