@@ -38,3 +38,41 @@ def test_the_spread_frame_counts_the_seeds_that_pass():
     frame = seed_spread.spread_frame(records)
     assert frame.loc[0, "passed"] == "2/3" and frame.loc[0, "min margin"] == pytest.approx(-0.5)
     assert [frame.loc[0, f"seed {s}"] for s in range(3)] == [3.0, 0.5, 2.0]
+
+
+def _no_defense_table(folder, badnets_asr):
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [("badnets_dbd_2x2", "none", "ASR", badnets_asr), ("badnets_dbd_2x2", "none", "CTR", 10.0),
+            ("badnets_dbd_2x2", "none", "ACC", 50.0), ("blend_kitty_dbd", "none", "ASR", 70.0),
+            ("blend_kitty_dbd", "none", "CTR", 10.0), ("blend_kitty_dbd", "none", "ACC", 40.0)]
+    pd.DataFrame(rows, columns=["attack", "defense", "metric", "value"]).to_csv(folder / "no_defense.csv")
+
+
+def test_a_reused_scratch_folder_rereads_its_tables_and_reruns_only_what_is_asked(tmp_path, monkeypatch):
+    from backdoor_repro.paths import output_root
+    monkeypatch.setenv("BACKDOOR_REPRO_OUTPUT", str(tmp_path / "out"))  # not the session's folder, which notebooks fill
+    _no_defense_table(output_root() / "tables" / "smoke", 90.0)  # seed 0: the committed tables
+    runs = []
+
+    def fake_run(notebook, seed, scratch, env):
+        runs.append((notebook, seed))
+        tables = scratch / f"{notebook}-seed{seed}" / "tables" / "smoke"
+        _no_defense_table(tables, 80.0 + len(runs))
+        return tables, "passed", 1.0
+
+    monkeypatch.setattr(seed_spread, "_run_notebook", fake_run)
+    frame_of = lambda: pd.read_csv(output_root() / "tables" / "reliability" / "seed_spread.csv")
+    argv = ["--seeds", "1", "--notebooks", "attacks", "--scratch", str(tmp_path / "scratch")]
+    assert seed_spread.main(argv) == 0 and runs == [("attacks", 1)]
+    assert seed_spread.main(argv) == 0 and runs == [("attacks", 1)]  # continued: nothing rerun
+    # a table edited after its run (as a changed check would read it) is read as it is now, not as logged
+    _no_defense_table(tmp_path / "scratch" / "attacks-seed1" / "tables" / "smoke", 55.0)
+    seed_spread.main(argv)
+    row = frame_of().set_index("quantity").loc["badnets_dbd_2x2: ASR - CTR, no defense"]
+    assert row["seed 0"] == 80.0 and row["seed 1"] == 45.0
+    seed_spread.main(argv + ["--rerun", "attacks"])
+    assert runs == [("attacks", 1), ("attacks", 1)]
+    row = frame_of().set_index("quantity").loc["badnets_dbd_2x2: ASR - CTR, no defense"]
+    assert row["seed 1"] == 72.0  # the rerun's table (80 + 2 runs - CTR 10)
+    with pytest.raises(SystemExit):
+        seed_spread.main(argv + ["--rerun", "nosuch"])
