@@ -148,9 +148,13 @@ def read_checks(notebook: str, tables: Path) -> list[dict]:
     return rows
 
 
+def _run_folder(scratch: Path, notebook: str, seed: int) -> Path:
+    return scratch / f"{notebook}-seed{seed}"
+
+
 def _run_notebook(notebook: str, seed: int, scratch: Path, env: dict) -> tuple[Path, str, float]:
     """papermill of ``notebook``'s checked slice at ``seed``; returns (tables folder, outcome, seconds)."""
-    out = scratch / f"{notebook}-seed{seed}"
+    out = _run_folder(scratch, notebook, seed)
     if out.exists():  # a rerun starts clean: no table of an earlier run may be read as this one's
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -226,7 +230,7 @@ def main(argv=None) -> int:
                 print(f"{notebook} seed {seed}: {outcome} in {seconds:.0f} s", flush=True)
             r = done[(notebook, seed)]
             # read again from the run's tables, so that a check changed since the run is applied as it is now
-            rows = read_checks(notebook, scratch / f"{notebook}-seed{seed}" / "tables" / "smoke") \
+            rows = read_checks(notebook, _run_folder(scratch, notebook, seed) / "tables" / "smoke") \
                 if r["outcome"] != "error" else []
             records += [{**row, "seed": seed, "outcome": r["outcome"]} for row in rows]
     frame = spread_frame(records)
