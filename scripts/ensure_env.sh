@@ -28,5 +28,15 @@ else
   PYTHON="$venv/bin/python"
 fi
 export PYTHON
-# the same CPU kernels on every x86-64 machine with AVX2 (lib/backdoor_repro/numerics.py); values already set win
-eval "$("$PYTHON" -c 'from backdoor_repro.numerics import export_lines; print("\n".join(export_lines()))')"
+# the same CPU kernels on every x86-64 machine with AVX2 (lib/backdoor_repro/numerics.py); values already set win.
+# Only that module is loaded, from the package's folder: importing the package would import torch (5 s per call).
+eval "$("$PYTHON" - <<'PY'
+import importlib.util, os
+package = importlib.util.find_spec("backdoor_repro")  # finds the package without running its __init__
+spec = importlib.util.spec_from_file_location(
+    "backdoor_repro_numerics", os.path.join(package.submodule_search_locations[0], "numerics.py"))
+numerics = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(numerics)
+print("\n".join(numerics.export_lines()))
+PY
+)"
