@@ -71,6 +71,17 @@ def test_run_all_lists_notebooks():
     assert out.returncode == 0 and "attacks" in out.stdout.split()
 
 
+def test_every_notebook_is_valid_nbformat_with_cell_ids():
+    """A cell without an id makes nbformat warn on every run (and will be an error in a later nbformat)."""
+    import json  # the file as written (nbformat's reader adds missing ids silently)
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5), path.name
+        assert all("id" in cell for cell in nb["cells"]), path.name
+        ids = [cell["id"] for cell in nb["cells"]]
+        assert len(ids) == len(set(ids)), path.name
+
+
 def test_every_test_has_a_time_limit(request):
     for item in request.session.items:
         marker = item.get_closest_marker("timeout")
