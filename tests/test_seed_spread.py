@@ -24,12 +24,12 @@ def test_margins_are_signed_by_the_side_of_the_threshold():
 
 def test_a_quantity_is_read_from_its_table(tmp_path):
     rows = [("badnets_dbd_2x2", "none", "ASR", 90.0), ("badnets_dbd_2x2", "none", "CTR", 10.0),
-            ("badnets_dbd_2x2", "none", "ACC", 50.0), ("blend_kitty_dbd", "none", "ASR", 70.0),
-            ("blend_kitty_dbd", "none", "CTR", 40.0), ("blend_kitty_dbd", "none", "ACC", 30.0)]
+            ("badnets_dbd_2x2", "none", "ACC", 50.0), ("blend_kitty_fct", "none", "ASR", 70.0),
+            ("blend_kitty_fct", "none", "CTR", 40.0), ("blend_kitty_fct", "none", "ACC", 30.0)]
     pd.DataFrame(rows, columns=["attack", "defense", "metric", "value"]).to_csv(tmp_path / "no_defense.csv")
     got = {r["quantity"]: (r["value"], r["margin"]) for r in seed_spread.read_checks("attacks", tmp_path)}
     assert got["badnets_dbd_2x2: ASR - CTR, no defense"] == (80.0, 40.0)
-    assert got["blend_kitty_dbd: ACC, no defense"] == (30.0, -5.0)
+    assert got["blend_kitty_fct: ACC, no defense"] == (30.0, -5.0)
 
 
 def test_the_spread_frame_counts_the_seeds_that_pass():
@@ -43,8 +43,8 @@ def test_the_spread_frame_counts_the_seeds_that_pass():
 def _no_defense_table(folder, badnets_asr):
     folder.mkdir(parents=True, exist_ok=True)
     rows = [("badnets_dbd_2x2", "none", "ASR", badnets_asr), ("badnets_dbd_2x2", "none", "CTR", 10.0),
-            ("badnets_dbd_2x2", "none", "ACC", 50.0), ("blend_kitty_dbd", "none", "ASR", 70.0),
-            ("blend_kitty_dbd", "none", "CTR", 10.0), ("blend_kitty_dbd", "none", "ACC", 40.0)]
+            ("badnets_dbd_2x2", "none", "ACC", 50.0), ("blend_kitty_fct", "none", "ASR", 70.0),
+            ("blend_kitty_fct", "none", "CTR", 10.0), ("blend_kitty_fct", "none", "ACC", 40.0)]
     pd.DataFrame(rows, columns=["attack", "defense", "metric", "value"]).to_csv(folder / "no_defense.csv")
 
 

@@ -57,7 +57,7 @@ PROFILES = {
         supervised=TrainConfig(epochs=20, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="cosine",
                                augmentation="none", checkpoint_every=5),
         attack_overrides={"rate": 0.1},
-        table_attacks=("badnets_dbd_2x2", "blend_kitty_dbd", "grid3"),
+        table_attacks=("badnets_dbd_2x2", "blend_kitty_fct", "grid3"),
         gallery_attacks=_GALLERY,
         deviations=(
             "data: 5,000 training / 1,000 test images of CIFAR-10 (JPEG re-encoded), not 50,000 / 10,000",

@@ -95,7 +95,7 @@ def _grid_min_best_drop(tables: Path) -> float:
 
 def _checks() -> list[Check]:
     c = []
-    for attack in ("badnets_dbd_2x2", "blend_kitty_dbd"):
+    for attack in ("badnets_dbd_2x2", "blend_kitty_fct"):
         c.append(Check("attacks", f"{attack}: ASR - CTR, no defense", ">=", 40,
                        lambda t, a=attack: _effect(t, "no_defense", a, "none")))
         c.append(Check("attacks", f"{attack}: ACC, no defense", ">=", 35,
@@ -134,7 +134,7 @@ def _checks() -> list[Check]:
 
 CHECKS = _checks()
 # the slice of each notebook that its check cell needs (None: the whole notebook, as the grid's check requires)
-SLICES = {"attacks": "badnets_dbd_2x2,blend_kitty_dbd", "dbd": "badnets_dbd_2x2", "fct": "grid3",
+SLICES = {"attacks": "badnets_dbd_2x2,blend_kitty_fct", "dbd": "badnets_dbd_2x2", "fct": "grid3",
           "fmp": "white3_bb", "trap_and_replace": "grid3_tr", "grid": None}
 
 
