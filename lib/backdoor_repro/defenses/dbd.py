@@ -50,8 +50,8 @@ DBD_PROFILES = {
     "paper": DBDConfig(),
     "fast": DBDConfig(finetune=FinetuneConfig(epochs=40, iterations=256, rampup_epochs=0.95 * 50)),
     "smoke": DBDConfig(SimCLRConfig(epochs=6, schedule_epochs=60, batch_size=256),
-                       HeadConfig(epochs=6),
-                       FinetuneConfig(epochs=3, iterations=32, rampup_epochs=0.95 * 13)),
+                       HeadConfig(epochs=6),  # MixMatch's global epochs start after the head's: 6 + 3
+                       FinetuneConfig(epochs=3, iterations=32, rampup_epochs=0.95 * (6 + 3))),
 }
 
 _COMMON = (
