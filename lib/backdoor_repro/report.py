@@ -115,7 +115,8 @@ def write_run_record(notebook: str, profile: str, wall_seconds: float, **details
 
 @functools.lru_cache(maxsize=1)
 def _commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside a git checkout."""
+    """The checkout's commit (``+dirty`` with uncommitted changes); outside a git checkout (a copy of the tree sent to
+    a GPU machine without its .git) the commit named by ``BACKDOOR_REPRO_COMMIT``, else ``unknown``."""
     import subprocess
     from .paths import project_root
     try:
@@ -123,7 +124,7 @@ def _commit() -> str:
                                         timeout=10, check=True).stdout.strip()
         return run("rev-parse", "--short=12", "HEAD") + ("+dirty" if run("status", "--porcelain", "--", "lib") else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("BACKDOOR_REPRO_COMMIT") or "unknown"
 
 
 def provenance(**extra) -> dict:
