@@ -167,7 +167,7 @@ def test_a_rehearsed_session_runs_every_step_and_its_results_are_collected(tmp_p
     summary = json.loads((out / "summary.json").read_text())
     statuses = {(s["step"], s["what"].split(" ")[0]): s["status"] for s in summary["steps"]}
     assert set(statuses.values()) == {"ok"}, statuses
-    assert {step for step, _ in statuses} >= {"env", "dryrun", "bench", "slice"}
+    assert {step for step, _ in statuses} >= {"env", "dryrun", "bench", "slice", "bench_all"}
     assert not any(str(v).startswith("MISSING") for v in summary["environment"].values()), summary["environment"]
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
