@@ -8,9 +8,9 @@
   of the fast / paper runs), so a slice's partial tables are kept whole and never overwrite another session's.
 - ``tables/<run>/``, ``figures/<run>/``, ``notebooks/executed/<run>/``: a notebook's outputs also go here when that
   notebook ran complete (no ``--attacks`` slice), as ``run_all.sh`` would have published them.
-- ``tables/benchmarks/gpu_<gpu>_<date>.json``: the benchmark stages, each with its provenance.
+- ``tables/benchmarks/gpu_<stamp>.json``: the benchmark stages, each with its provenance.
 - ``tables/gpu_sessions/README.md``: one line per session, remade from the records.
-The raw files are kept under ``.device/sessions/<stamp>/`` (ignored by git) for debugging. A rehearsal (CPU) session
+The raw files are kept under ``.cache/gpu_sessions/<stamp>/`` (ignored by git) for debugging. A rehearsal (CPU) session
 is refused unless ``--rehearsal`` is given (tests), and nothing is written before the whole archive has been checked.
 """
 from __future__ import annotations
@@ -79,12 +79,17 @@ def run_records(names: list[str], read) -> dict:
 
 
 def destination(name: str, complete_runs: set[str], allow_dry: bool) -> str | None:
-    """Where a real-run file goes at the repository's top level: only outputs of a complete, non-slice run of a
-    GPU profile (a notebook's files are named after it or written by it: its run record decides for the folder)."""
+    """Where a real-run file goes at the repository's top level: only into tables/<run>/, figures/<run>/ and
+    notebooks/executed/<run>/ of a GPU profile's run that was complete in this session (no slice), never a failure."""
     parts = PurePosixPath(name).parts
     if parts[0] != "run" or len(parts) < 4:
         return None
-    kind, run = (parts[1], parts[2]) if parts[1] in ("tables", "figures") else ("/".join(parts[1:3]), parts[3])
+    if parts[1] in ("tables", "figures"):
+        run = parts[2]
+    elif parts[1:3] == ("notebooks", "executed") and len(parts) >= 5:
+        run = parts[3]
+    else:
+        return None  # anything else in the archive stays in the session's folder only
     if not RUN_NAME.match(run) or (run.endswith("-dry-run") and not allow_dry) or run not in complete_runs:
         return None
     if "failed" in parts:
@@ -98,7 +103,7 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
         raise SystemExit("this is a CPU rehearsal, not a GPU session: nothing to file (use --rehearsal in tests)")
     environment = summary.get("environment") or {}
     gpu = environment.get("gpu") or ("CPU rehearsal" if summary.get("rehearsal") else "unknown")
-    stamp = re.sub(r"[^0-9]", "", summary["started"])[:12] + "-" + slug(gpu)
+    stamp = re.sub(r"[^0-9]", "", summary["started"])[:14] + "-" + slug(gpu)  # to the second
     archive = folder / "results.tar.gz"
     with tarfile.open(archive) as tar:
         members = safe_members(tar)
@@ -106,6 +111,10 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
         contents = {m.name: tar.extractfile(m).read() for m in members}
     read = contents.__getitem__
     verdicts = dry_run_verdicts(names, read)
+    for step in summary.get("steps", []):  # a notebook the dry run did not finish: skipped, stopped or cut off
+        notebook = step["what"].split(" ")[0]
+        if step["step"] == "dryrun" and notebook not in verdicts:
+            verdicts[notebook] = {"status": step["status"]}
     records = run_records(names, read)
     # a run name is filed at the top level only when every notebook of it in this session ran without a slice
     sliced = {run for (run, _), record in records.items() if record.get("attack_subset")}
@@ -117,8 +126,9 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
         staging = Path(staging)
         for name in names:
             parts = PurePosixPath(name).parts
-            if parts[0] != "run":
-                continue
+            if parts[0] != "run" or not (parts[1:2] in (("tables",), ("figures",)) or
+                                         parts[1:3] == ("notebooks", "executed")):
+                continue  # a run's outputs are tables, figures and executed notebooks; nothing else is filed
             for target in (f"tables/gpu_sessions/{stamp}/" + "/".join(parts[1:]),
                            destination(name, complete_runs, rehearsal_ok)):
                 if target:
@@ -126,7 +136,7 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
                     (staging / target).write_bytes(contents[name])
                     filed.append(target)
         if bench:
-            target = f"tables/benchmarks/gpu_{slug(gpu)}_{stamp[:8]}.json"
+            target = f"tables/benchmarks/gpu_{stamp}.json"
             (staging / target).parent.mkdir(parents=True, exist_ok=True)
             (staging / target).write_text(json.dumps({"session": stamp, "stages": bench}, indent=1) + "\n")
             filed.append(target)
@@ -138,7 +148,8 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
                                                  "attack_subset": r.get("attack_subset")}
                            for (run, notebook), r in sorted(records.items())},
                   "benchmark": [stage for b in bench for stage in b.get("results", [])],
-                  "archive_dropped": summary.get("archive_dropped", []), "filed": sorted(filed)}
+                  "archive": {k: summary.get(f"archive_{k}") for k in ("level", "bytes", "fits")},
+                  "filed": sorted(filed)}
         target = f"tables/gpu_sessions/{stamp}.json"
         (staging / target).parent.mkdir(parents=True, exist_ok=True)
         (staging / target).write_text(json.dumps(record, indent=1) + "\n")
@@ -146,7 +157,7 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
             final = repo / path.relative_to(staging)
             final.parent.mkdir(parents=True, exist_ok=True)
             path.replace(final)
-    raw = repo / ".device" / "sessions" / stamp
+    raw = repo / ".cache" / "gpu_sessions" / stamp  # not under .device/, which travels to the GPU machine
     raw.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json", "results.tar.gz", "session.log"):
         if (folder / name).exists():

@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +44,10 @@ REPO = Path(__file__).resolve().parent.parent
 DEVICE_DIR = REPO / ".device"  # ignored by git; carried to the GPU machine
 TIME_BUDGET_EXIT = 75  # run_all.sh: stopped at the budget, progress saved
 MAX_FILE_BYTES = 15 * 2**20  # what comes back: at most 16 MiB a file
-PACK_RESERVE_S = 25  # kept for writing the summary and the archive
+PACK_RESERVE_S = 30  # kept for stopping a step that overran (KILL_GRACE_S) and writing the summary and the archive
+KILL_GRACE_S = 5  # SIGTERM, then this long, then SIGKILL
+STOP_MARGIN_S = 60  # a run_all.sh step's own deadline comes this long before its cap: it stops cleanly first
+PER_RUN_FOLDERS = ("dryrun", "outputs", "outputs-rehearsal", "bench")  # cleared at the start; cache, data, site kept
 DEFAULT_SLICE = "--only attacks --attacks badnets_dbd_2x2"
 STEPS = ("env", "dryrun", "bench", "slice", "bench_all")
 
@@ -105,6 +109,8 @@ class Session:
     def __post_init__(self):
         self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
+        for name in PER_RUN_FOLDERS:  # an earlier session's outputs on the same machine are not this one's
+            shutil.rmtree(self.work / name, ignore_errors=True)
         self.log_path = self.out / "session.log"
         self.log_path.write_text("")
 
@@ -115,10 +121,10 @@ class Session:
         with self.log_path.open("a") as f:
             f.write(text if text.endswith("\n") else text + "\n")
 
-    def run(self, step: str, what: str, cmd: list[str], env: dict, cap: float, minimum: float = 10,
-            ok_codes: tuple[int, ...] = (0,)) -> dict:
+    def run(self, step: str, what: str, cmd: list[str], env: dict, cap: float, minimum: float = 10) -> dict:
         """Run ``cmd`` for at most ``cap`` seconds (less if the budget is shorter); skip it when under ``minimum``
-        seconds are left. Its output goes to the log; a record of the outcome is kept and printed."""
+        seconds are left. Its output goes to the log; a record of the outcome is kept and printed. Exit 0 is ``ok``,
+        75 ``stopped_at_budget`` (run_all.sh stopped cleanly), anything else ``failed``; over the cap, ``timeout``."""
         allowed = min(cap, self.remaining())
         record = {"step": step, "what": what, "command": " ".join(shlex.quote(c) for c in cmd)}
         if allowed < minimum:
@@ -127,14 +133,18 @@ class Session:
         self.log(f"\n===== {step}: {what} (cap {allowed:.0f} s)\n$ {record['command']}")
         started = time.time()
         with self.log_path.open("a") as log:
-            process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            try:
+                process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            except OSError as error:  # no such program or interpreter: this step failed, the session goes on
+                log.write(f"cannot start: {error}\n")
+                record.update(status="failed", rc=None, seconds=0.0, note=str(error))
+                return self._keep(record)
             try:
                 rc = process.wait(timeout=allowed)
-                status = "ok" if rc in ok_codes and rc != TIME_BUDGET_EXIT else (
-                    "stopped_at_budget" if rc == TIME_BUDGET_EXIT else "failed")
+                status = {0: "ok", TIME_BUDGET_EXIT: "stopped_at_budget"}.get(rc, "failed")
             except subprocess.TimeoutExpired:
-                _kill_group(process)
+                stop_tree(process)
                 rc, status = None, "timeout"
         record.update(status=status, rc=rc, seconds=round(time.time() - started, 1))
         return self._keep(record)
@@ -142,23 +152,42 @@ class Session:
     def _keep(self, record: dict) -> dict:
         self.records.append(record)
         note = f" ({record['note']})" if record.get("note") else ""
-        print(f"[{record['step']:6s}] {record['what']}: {record['status']}"
+        print(f"[{record['step']:9s}] {record['what']}: {record['status']}"
               f"{'' if record.get('rc') in (None, 0) else ' rc ' + str(record['rc'])} in {record['seconds']} s{note}",
               flush=True)
         return record
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc), also those in sessions of their own: papermill's kernel, which
+    does the GPU work, is started in a new session, out of reach of its parent's process group."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def stop_tree(process: subprocess.Popen) -> None:
+    """SIGTERM to the step's process group and every descendant, then after ``KILL_GRACE_S`` SIGKILL to all of them."""
+    targets = descendants(process.pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        for send in [lambda s: os.killpg(process.pid, s)] + [lambda s, p=p: os.kill(p, s) for p in targets]:
+            try:
+                send(sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if sig == signal.SIGTERM:
+            time.sleep(KILL_GRACE_S)
+    process.wait()
 
 
 def setup_environment(session: Session, python: str, wheels: Path, archive: Path, data_root: str | None) -> dict:
@@ -184,12 +213,18 @@ def setup_environment(session: Session, python: str, wheels: Path, archive: Path
         session.run("setup", "make the python3 kernel spec", [python, "-m", "ipykernel", "install", "--user",
                     "--name", "python3"], env, cap=60, minimum=0)
     if data_root is None and archive.exists() and not session.rehearse:
-        unpacked = session.work / "data"
-        data_root = str(unpacked / "cifar10-jpeg")
-        if not Path(data_root).is_dir():
-            unpacked.mkdir(parents=True, exist_ok=True)
-            session.run("setup", "unpack CIFAR-10 (JPEG)", ["tar", "xzf", str(archive), "-C", str(unpacked)], env,
-                        cap=120, minimum=0)
+        unpacked = session.work / "data" / "cifar10-jpeg"  # complete or absent: unpacked beside it, then renamed
+        if not unpacked.is_dir():
+            partial = session.work / "data-unpacking"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            record = session.run("setup", "unpack CIFAR-10 (JPEG)", ["tar", "xzf", str(archive), "-C", str(partial)],
+                                 env, cap=120, minimum=0)
+            if record["status"] == "ok" and (partial / "cifar10-jpeg").is_dir():
+                unpacked.parent.mkdir(parents=True, exist_ok=True)
+                (partial / "cifar10-jpeg").rename(unpacked)
+            shutil.rmtree(partial, ignore_errors=True)
+        data_root = str(unpacked) if unpacked.is_dir() else None
     return {"env": env, "data_root": data_root}
 
 
@@ -203,19 +238,28 @@ def step_env(session: Session, python: str, env: dict) -> None:
         gpu = session.env.get("gpu", "no GPU")
         record["note"] = (f"{gpu}, torch {session.env.get('torch')}, bf16 matmul "
                           f"{session.env.get('bf16_matmul_tflops', '-')} TFLOP/s")
-        print(f"         {record['note']}", flush=True)
+        print(f"            {record['note']}", flush=True)
         missing = [k for k, v in session.env.items() if isinstance(v, str) and v.startswith("MISSING")]
         if missing:
-            print(f"         missing packages: {', '.join(missing)}", flush=True)
+            print(f"            missing packages: {', '.join(missing)}", flush=True)
+
+
+DRYRUN_CAP_S = 300  # every notebook's dry run together
 
 
 def step_dryrun(session: Session, env: dict, device: str, only: str | None) -> None:
-    cap = 240
-    allowed = min(cap, session.remaining())
-    run_env = dict(env, BACKDOOR_REPRO_OUTPUT=str(session.work / "dryrun"),
-                   BACKDOOR_REPRO_DEADLINE=str(int(time.time() + allowed - 15)))
-    cmd = ["./run_all.sh", "--profile", "fast", "--dry-run", "--device", device] + (["--only", only] if only else [])
-    session.run("dryrun", "fast profile, every code path, 100 images", cmd, run_env, cap=cap, minimum=60)
+    """One ``run_all.sh --dry-run`` per notebook (run_all.sh stops at the first failure: one call for all would bring
+    back one traceback and leave the later notebooks unchecked), sharing one output folder and cache."""
+    notebooks = only.split(",") if only else subprocess.run(["./run_all.sh", "--list"], cwd=REPO, capture_output=True,
+                                                             text=True).stdout.split()
+    step_end = time.time() + min(DRYRUN_CAP_S, session.remaining())
+    run_env = dict(env, BACKDOOR_REPRO_OUTPUT=str(session.work / "dryrun"))
+    for notebook in notebooks:
+        allowed = step_end - time.time()
+        run_env["BACKDOOR_REPRO_DEADLINE"] = str(int(time.time() + allowed - 15))
+        session.run("dryrun", f"{notebook} (fast, every code path, 100 images)",
+                    ["./run_all.sh", "--profile", "fast", "--dry-run", "--device", device, "--only", notebook],
+                    run_env, cap=allowed, minimum=20)
 
 
 def step_bench(session: Session, step: str, python: str, env: dict, device: str, data_root: str | None) -> None:
@@ -229,25 +273,26 @@ def step_bench(session: Session, step: str, python: str, env: dict, device: str,
         if data_root and not session.rehearse:
             cmd += ["--data-root", data_root]
         record = session.run(step, f"{stage} on {n} images", cmd, env, cap=cap, minimum=min(cap, 30))
-        if record["status"] == "ok":
+        try:
             result = json.loads((results / f"{stage}.json").read_text())["results"][0]
-            record["note"] = (f"ours {result['ours_per_s']:.0f} / baseline {result['baseline_per_s']:.0f} "
-                              f"{result['unit']}, x{result['speedup']}")
-            print(f"         {record['note']}", flush=True)
+        except (OSError, ValueError, KeyError, IndexError):
+            continue  # failed, cut off or skipped: the record says so
+        record["note"] = (f"ours {result['ours_per_s']:.0f} / baseline {result['baseline_per_s']:.0f} "
+                          f"{result['unit']}, x{result['speedup']}")
+        print(f"            {record['note']}", flush=True)
 
 
 def step_slice(session: Session, env: dict, device: str, data_root: str | None, slice_args: str) -> None:
     allowed = session.remaining()
     run_env = dict(env, BACKDOOR_REPRO_OUTPUT=str(session.work / "outputs"),
-                   BACKDOOR_REPRO_DEADLINE=str(int(time.time() + allowed - 20)))
+                   BACKDOOR_REPRO_DEADLINE=str(int(time.time() + allowed - STOP_MARGIN_S)))
     cmd = ["./run_all.sh", "--profile", "fast", "--device", device, *shlex.split(slice_args)]
     if session.rehearse:  # the fast profile needs a GPU: the rehearsal runs the same slice as a dry run
         run_env["BACKDOOR_REPRO_OUTPUT"] = str(session.work / "outputs-rehearsal")
         cmd.append("--dry-run")
     elif data_root:
         cmd += ["--data-root", data_root]
-    session.run("slice", f"fast {slice_args}", cmd, run_env, cap=allowed, minimum=90,
-                ok_codes=(0, TIME_BUDGET_EXIT))
+    session.run("slice", f"fast {slice_args}", cmd, run_env, cap=allowed, minimum=STOP_MARGIN_S + 60)
 
 
 def pack(session: Session, started: float, args) -> None:
@@ -260,18 +305,38 @@ def pack(session: Session, started: float, args) -> None:
     (session.out / "summary.json").write_text(json.dumps(summary, indent=1))
     members = _result_members(session.work, started)
     archive = session.out / "results.tar.gz"
-    for dropped in ((), (".pdf",), (".pdf", ".ipynb"), (".pdf", ".ipynb", ".png")):
+    for level, keep in enumerate(ARCHIVE_LEVELS):
         with tarfile.open(archive, "w:gz") as tar:
             for arcname, path in members:
-                if not path.name.endswith(dropped):
+                if keep(arcname):
                     tar.add(path, arcname=arcname)
         if archive.stat().st_size <= MAX_FILE_BYTES:
             break
-    summary["archive_dropped"] = list(dropped)
+    summary.update(archive_level=ARCHIVE_LEVEL_NAMES[level], archive_bytes=archive.stat().st_size,
+                   archive_fits=archive.stat().st_size <= MAX_FILE_BYTES)
     (session.out / "summary.json").write_text(json.dumps(summary, indent=1))
     log = session.log_path
     if log.stat().st_size > MAX_FILE_BYTES:  # keep the end, where the failures are
         log.write_bytes(log.read_bytes()[-MAX_FILE_BYTES:])
+
+
+def _failure(name: str) -> bool:
+    return "/failed/" in name
+
+
+def _text(name: str) -> bool:
+    return name.endswith((".csv", ".json", ".md", ".tex", ".txt"))
+
+
+# what results.tar.gz keeps, from everything down to the text alone, until it fits one returned file: the dry run's
+# failed notebooks (their tracebacks) go last
+ARCHIVE_LEVEL_NAMES = ("everything", "no PDFs", "no PDFs, no executed notebooks but failed ones",
+                       "text and failed notebooks", "text only")
+ARCHIVE_LEVELS = (lambda n: True,
+                  lambda n: not n.endswith(".pdf"),
+                  lambda n: not n.endswith(".pdf") and (not n.endswith(".ipynb") or _failure(n)),
+                  lambda n: _text(n) or (n.endswith(".ipynb") and _failure(n)),
+                  _text)
 
 
 def _read(path: Path) -> str:
@@ -327,20 +392,24 @@ def main(argv=None) -> int:
                       rehearse=args.rehearse)
     device = "cpu" if args.rehearse else "cuda"
     print(f"GPU session: budget {args.budget} s, steps {','.join(steps)}, results to {session.out}", flush=True)
-    setup = setup_environment(session, args.python, Path(args.wheels), DEVICE_DIR / "cifar10-jpeg.tar.gz",
-                              args.data_root)
-    env, data_root = setup["env"], setup["data_root"]
-    for step in steps:
-        if step == "env":
-            step_env(session, args.python, env)
-        elif step == "dryrun":
-            step_dryrun(session, env, device, args.dryrun_only or ("attacks" if args.rehearse else None))
-        elif step in BENCH_PLANS:
-            step_bench(session, step, args.python, env, device, data_root)
-        elif step == "slice":
-            step_slice(session, env, device, data_root, args.slice)
-    pack(session, started, args)
-    failed = [r for r in session.records if r["status"] in ("failed", "timeout")]
+    try:
+        setup = setup_environment(session, args.python, Path(args.wheels), DEVICE_DIR / "cifar10-jpeg.tar.gz",
+                                  args.data_root)
+        env, data_root = setup["env"], setup["data_root"]
+        for step in steps:
+            if step == "env":
+                step_env(session, args.python, env)
+            elif step == "dryrun":
+                step_dryrun(session, env, device, args.dryrun_only or ("attacks" if args.rehearse else None))
+            elif step in BENCH_PLANS:
+                step_bench(session, step, args.python, env, device, data_root)
+            elif step == "slice":
+                step_slice(session, env, device, data_root, args.slice)
+    finally:  # whatever happened, what was done comes back
+        pack(session, started, args)
+    # a dry run stopped at the budget left notebooks unchecked: not a success; a slice that did is (it resumes)
+    failed = [r for r in session.records if r["status"] in ("failed", "timeout") or
+              (r["step"] == "dryrun" and r["status"] == "stopped_at_budget")]
     print(f"done in {time.time() - started:.0f} s: {len(session.records) - len(failed)} of {len(session.records)} "
           f"commands ended well; {session.out}/summary.json, results.tar.gz, session.log", flush=True)
     if failed:  # the end of the log, where a failure's traceback is, lands in the reply's output tail

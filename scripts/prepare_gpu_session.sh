@@ -22,6 +22,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: -d .device/wheels 'subm
 commit="$(git rev-parse --short=12 HEAD)"
 [[ -z "$(git status --porcelain -- lib scripts notebooks run_all.sh)" ]] || commit="$commit+dirty"
 echo "$commit" > .device/COMMIT
-size=$(du -sm .device --exclude=sessions | cut -f1)
+size=$(du -sm .device | cut -f1)
 echo "staged .device/ ($size MiB: $(ls .device/wheels | wc -l) wheels, the CIFAR-10 archive, commit $commit)"
 echo "on the GPU machine (device tool): command 'python3 scripts/gpu_session.py', carry ['.device'], timeout_s 600"

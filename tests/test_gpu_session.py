@@ -39,24 +39,61 @@ def test_a_step_that_no_longer_fits_is_skipped_not_started(tmp_path):
     assert record["status"] == "skipped" and not marker.exists()
 
 
-def test_a_step_over_its_cap_is_killed_with_its_children(tmp_path):
+def _gone(pid: str) -> bool:
+    stat = Path(f"/proc/{pid}/stat")  # a zombie waiting to be reaped counts as gone
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_step_over_its_cap_is_killed_with_its_children_also_those_in_a_session_of_their_own(tmp_path):
+    """papermill starts its kernel (the process doing the GPU work) in a new session, out of its group's reach."""
     session = _session(tmp_path, 100)
-    child = tmp_path / "child.pid"
+    child, escaped = tmp_path / "child.pid", tmp_path / "escaped.pid"
+    script = (f"sleep 60 & echo $! > {child}; "
+              f"python3 -c 'import os, time; os.setsid(); open(\"{escaped}\", \"w\").write(str(os.getpid())); "
+              f"time.sleep(60)' & wait")
     started = time.time()
-    record = session.run("slice", "hangs", ["bash", "-c", f"sleep 60 & echo $! > {child}; wait"], {"PATH": "/usr/bin:/bin"},
-                         cap=2, minimum=1)
+    record = session.run("slice", "hangs", ["bash", "-c", script], {"PATH": "/usr/bin:/bin"}, cap=3, minimum=1)
     assert record["status"] == "timeout" and time.time() - started < 20
     time.sleep(0.5)
-    stat = Path(f"/proc/{child.read_text().strip()}/stat")  # the background child went with its group (a zombie
-    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"  # until reaped counts as gone)
+    assert _gone(child.read_text().strip()) and _gone(escaped.read_text().strip())
 
 
-@pytest.mark.parametrize("code, ok_codes, status", [(0, (0,), "ok"), (75, (0, 75), "stopped_at_budget"),
-                                                    (75, (0,), "stopped_at_budget"), (3, (0,), "failed")])
-def test_exit_codes_map_to_step_statuses(tmp_path, code, ok_codes, status):
+def test_a_missing_program_fails_its_step_and_the_session_goes_on(tmp_path):
+    session = _session(tmp_path, 100)
+    record = session.run("bench", "no such program", [str(tmp_path / "missing")], {}, cap=10, minimum=1)
+    assert record["status"] == "failed" and "No such file" in record["note"]
+
+
+def test_a_new_session_clears_the_last_ones_outputs_but_keeps_cache_and_data(tmp_path):
+    work = tmp_path / "work"
+    for name in ("dryrun/notebooks/executed/fast-dry-run/failed", "bench", "outputs/tables/fast", "cache", "data"):
+        (work / name).mkdir(parents=True)
+        (work / name / "old.txt").write_text("from the last session")
+    _session(tmp_path, 100)
+    assert not (work / "dryrun").exists() and not (work / "bench").exists() and not (work / "outputs").exists()
+    assert (work / "cache" / "old.txt").exists() and (work / "data" / "old.txt").exists()
+
+
+def test_a_real_runs_executed_notebooks_are_packed_from_the_checkout_when_written_this_session(tmp_path, monkeypatch):
+    """run_all.sh writes a real run's executed notebooks into the checkout, beside the committed ones."""
+    monkeypatch.setattr(session_mod, "REPO", tmp_path / "repo")
+    executed = tmp_path / "repo" / "notebooks" / "executed"
+    for run in ("fast", "smoke"):
+        (executed / run).mkdir(parents=True)
+        (executed / run / "old.ipynb").write_text("{}")
+    os.utime(executed / "fast" / "old.ipynb", (time.time() - 3600, time.time() - 3600))
+    since = time.time() - 60
+    (executed / "fast" / "attacks.ipynb").write_text("{}")
+    (executed / "smoke" / "attacks.ipynb").write_text("{}")
+    names = [name for name, _ in session_mod._result_members(tmp_path / "work", since)]
+    assert names == ["run/notebooks/executed/fast/attacks.ipynb"]
+
+
+@pytest.mark.parametrize("code, status", [(0, "ok"), (75, "stopped_at_budget"), (3, "failed"), (1, "failed")])
+def test_exit_codes_map_to_step_statuses(tmp_path, code, status):
     session = _session(tmp_path, 100)
     record = session.run("slice", "exits", ["bash", "-c", f"echo hello; exit {code}"], {"PATH": "/usr/bin:/bin"},
-                         cap=30, minimum=1, ok_codes=ok_codes)
+                         cap=30, minimum=1)
     assert record["status"] == status and record["rc"] == code
     assert "hello" in session.log_path.read_text()
 
@@ -77,7 +114,23 @@ def test_the_archive_drops_pdfs_then_notebooks_until_it_fits(tmp_path, monkeypat
     with tarfile.open(session.out / "results.tar.gz") as tar:
         names = tar.getnames()
     assert names == ["run/tables/fast/no_defense.csv"]  # the PDF dropped, the cache never packed
-    assert json.loads((session.out / "summary.json").read_text())["archive_dropped"] == [".pdf"]
+    summary = json.loads((session.out / "summary.json").read_text())
+    assert summary["archive_level"] == "no PDFs" and summary["archive_fits"]
+
+
+def test_the_dry_runs_failed_notebooks_are_the_last_thing_the_archive_drops(tmp_path, monkeypatch):
+    session = _session(tmp_path, 100)
+    executed = session.work / "dryrun" / "notebooks" / "executed" / "fast-dry-run"
+    (executed / "failed").mkdir(parents=True)
+    (executed / "attacks.ipynb").write_bytes(os.urandom(2**20))
+    (executed / "failed" / "fmp.ipynb").write_text('{"traceback": "short"}')
+    (session.work / "bench").mkdir()
+    (session.work / "bench" / "supervised.json").write_text("{}")
+    monkeypatch.setattr(session_mod, "MAX_FILE_BYTES", 64 * 1024)
+    session_mod.pack(session, time.time(), type("Args", (), {"budget": 100, "slice": ""})())
+    with tarfile.open(session.out / "results.tar.gz") as tar:
+        names = sorted(tar.getnames())
+    assert names == ["bench/supervised.json", "dryrun/notebooks/executed/fast-dry-run/failed/fmp.ipynb"]
 
 
 def _archive(folder: Path, files: dict, summary: dict) -> Path:
@@ -93,7 +146,8 @@ def _archive(folder: Path, files: dict, summary: dict) -> Path:
 
 SUMMARY = {"started": "2026-12-05 10:00:00 UTC", "wall_seconds": 470.0, "budget_seconds": 480, "rehearsal": False,
            "commit": "abc123", "environment": {"gpu": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130"},
-           "steps": [{"step": "env", "what": "interpreter", "status": "ok", "seconds": 9.0}]}
+           "steps": [{"step": "env", "what": "interpreter", "status": "ok", "seconds": 9.0},
+                     {"step": "dryrun", "what": "grid (fast, every code path)", "status": "skipped", "seconds": 0}]}
 
 
 def _failed_notebook() -> str:
@@ -115,25 +169,27 @@ def test_collect_files_complete_runs_at_the_top_and_slices_only_in_the_session_f
         "dryrun/notebooks/executed/fast-dry-run/failed/fmp.ipynb": _failed_notebook(),
         "dryrun/tables/fast-dry-run/no_defense.csv": "dry\n",
         "bench/supervised.json": json.dumps({"results": [{"stage": "supervised", "speedup": 21.5}]}),
+        "run/lib/backdoor_repro/fast/evil.py": "never filed",
     }
     record = collect_mod.collect(_archive(tmp_path / "back", files, SUMMARY), repo)
     stamp = record["session"]
-    assert stamp == "202612051000-nvidia-h100-80gb-hbm3"
+    assert stamp == "20261205100000-nvidia-h100-80gb-hbm3"
     assert (repo / "tables/fast/no_defense.csv").exists() and (repo / "figures/fast/no_defense.png").exists()
     assert (repo / "notebooks/executed/fast/attacks.ipynb").exists()
     assert not (repo / "tables/paper").exists()  # a slice never lands at the top level
     assert (repo / f"tables/gpu_sessions/{stamp}/tables/paper/dbd_table1.csv").read_text() == "partial\n"
     assert not (repo / "tables/fast-dry-run").exists()  # the dry run's numbers mean nothing: not filed
     assert record["dry_run"]["attacks"] == {"status": "passed"}
-    assert record["dry_run"]["fmp"]["status"] == "failed"
+    assert record["dry_run"]["fmp"]["status"] == "failed" and record["dry_run"]["grid"] == {"status": "skipped"}
     assert record["dry_run"]["fmp"]["error"].startswith("RuntimeError: bf16 broke") and "\x1b" not in record["dry_run"]["fmp"]["error"]
-    bench = json.loads((repo / "tables/benchmarks/gpu_nvidia-h100-80gb-hbm3_20261205.json").read_text())
+    assert not any(path.name == "evil.py" for path in repo.rglob("*"))  # only tables, figures, executed notebooks
+    bench = json.loads((repo / f"tables/benchmarks/gpu_{stamp}.json").read_text())
     assert bench["stages"][0]["results"][0]["speedup"] == 21.5
     saved = json.loads((repo / f"tables/gpu_sessions/{stamp}.json").read_text())
     assert saved["gpu"] == "NVIDIA H100 80GB HBM3" and saved["torch"] == "2.11.0+cu130" and saved["wall_seconds"] == 470.0
     index = (repo / "tables/gpu_sessions/README.md").read_text()
     assert "NVIDIA H100 80GB HBM3" in index and "fmp" in index and "supervised x21.5" in index
-    assert (repo / f".device/sessions/{stamp}/results.tar.gz").exists()
+    assert (repo / f".cache/gpu_sessions/{stamp}/results.tar.gz").exists()
 
 
 @pytest.mark.parametrize("bad_name", ["../escape.csv", "/abs/escape.csv"])
@@ -166,6 +222,7 @@ def test_a_rehearsed_session_runs_every_step_and_its_results_are_collected(tmp_p
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     statuses = {(s["step"], s["what"].split(" ")[0]): s["status"] for s in summary["steps"]}
+    assert ("dryrun", "attacks") in statuses
     assert set(statuses.values()) == {"ok"}, statuses
     assert {step for step, _ in statuses} >= {"env", "dryrun", "bench", "slice", "bench_all"}
     assert not any(str(v).startswith("MISSING") for v in summary["environment"].values()), summary["environment"]
