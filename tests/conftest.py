@@ -6,9 +6,20 @@ import torch
 # (this file applies to tests/ only: run on a notebook alone, the executed notebook would write into tables/)
 
 
+import atexit
+import os
+import shutil
+import tempfile
+
 from backdoor_repro.numerics import pin_cpu_threads
 
 pin_cpu_threads()  # the same thread count as every smoke run, whatever the machine's core count
+
+# torch.compile's kernels from a fresh folder: a machine's shared inductor cache may hold kernels built under other
+# CPU kernel caps, which inductor's cache key does not tell apart (numerics.inductor_cache_dir)
+_INDUCTOR_CACHE = tempfile.mkdtemp(prefix="backdoor-repro-inductor-")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
+atexit.register(shutil.rmtree, _INDUCTOR_CACHE, ignore_errors=True)
 
 UNIT_TIMEOUT, SLOW_TIMEOUT, NOTEBOOK_CELL_TIMEOUT = 120, 300, 900
 

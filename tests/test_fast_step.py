@@ -2,6 +2,7 @@
 table, MixMatch's λ_u ramp and MixUp λ drawn ahead as device tensors, BatchNorm in fp32 under autocast, and the
 compile switch of the supervised, SimCLR and MixMatch steps (equal to the eager step up to float rounding)."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -232,3 +233,21 @@ def test_the_compile_switch_of_each_stage_compiles_its_step_model():
     for cfg in (TrainConfig(), SimCLRConfig(), FinetuneConfig()):
         model, step_model = prepare_model(Classifier(Tiny(), 10), torch.device("cpu"), cfg)
         assert step_model is model
+
+
+def test_compiling_keeps_the_kernel_cache_of_other_cpu_caps_apart(monkeypatch):
+    """Inductor's cache key leaves out the CPU kernel caps: kernels cached without them and loaded with them gave NaN
+    weights here (torch 2.14.1), so a compiled stage points the cache at a folder named after the caps in force,
+    unless the user set one."""
+    from backdoor_repro import numerics
+    from backdoor_repro.train import prepare_model
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    prepare_model(Classifier(Tiny(), 10), torch.device("cpu"), TrainConfig(compile=True))
+    chosen = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert chosen == numerics.inductor_cache_dir(numerics.active_caps()) and "ATEN_CPU_CAPABILITY_avx2" in chosen
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert numerics.inductor_cache_dir(numerics.active_caps()) != chosen
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
+    prepare_model(Classifier(Tiny(), 10), torch.device("cpu"), TrainConfig(compile=True))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/mine"

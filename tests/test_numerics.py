@@ -29,7 +29,7 @@ def test_thread_count_and_kernel_family_key_every_cpu_artifact(smoke_train):
     assert spec.poisoning_key() == other.poisoning_key()  # poison selection does not depend on numerics
     lc = RunSpec.for_profile(get_profile("smoke"), smoke_train, "lc_dbd")  # its PGD images come from a trained model
     assert lc.poisoning_key() != lc.with_(numerics="AVX512-4t").poisoning_key()
-    assert spec.with_(numerics="").attacker_key().get("numerics") is None  # CUDA specs carry none
+    assert spec.with_(numerics="").attacker_key().get("numerics") is None  # an empty tag adds nothing
 
 
 def test_a_bad_thread_override_is_a_clear_error(monkeypatch):
@@ -42,9 +42,19 @@ def test_the_kernel_caps_are_exported_on_avx2_machines_and_a_user_value_wins(mon
     from backdoor_repro import numerics
     monkeypatch.setattr(numerics, "has_avx2", lambda: True)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
-    assert numerics.export_lines() == ["export MKL_CBWR=AVX2", "export ONEDNN_MAX_CPU_ISA=SSE41",
-                                       "export ATEN_CPU_CAPABILITY=avx2"]
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    for name in ("MKL_CBWR", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    capped = numerics.export_lines()
+    assert capped[:3] == ["export MKL_CBWR=AVX2", "export ONEDNN_MAX_CPU_ISA=SSE41", "export ATEN_CPU_CAPABILITY=avx2"]
     monkeypatch.setattr(numerics, "has_avx2", lambda: False)
-    assert numerics.export_lines() == []
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    native = numerics.export_lines()
+    assert len(native) == 1  # no caps; only the compile cache folder
+    # kernels compiled under other caps live in another folder (inductor's cache key does not see the caps)
+    assert capped[3].startswith("export TORCHINDUCTOR_CACHE_DIR=") and native[0].startswith("export TORCHINDUCTOR")
+    assert capped[3] != native[0] and "ONEDNN_MAX_CPU_ISA_SSE41" in capped[3] and native[0].endswith("-native")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
+    assert numerics.export_lines() == ["export TORCHINDUCTOR_CACHE_DIR=/somewhere/mine"]  # the user's folder wins
     monkeypatch.setenv("MKL_CBWR", "AVX2")
     assert numerics.cpu_numerics().endswith("-mklAVX2")

@@ -20,6 +20,7 @@ CUDA runs are not bit-reproducible (atomics in cuDNN / cuBLAS); they carry no su
 from __future__ import annotations
 
 import os
+import shlex
 
 CPU_THREADS = 2
 KERNEL_CAPS = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -57,8 +58,35 @@ def cpu_numerics() -> str:
     return f"{torch.backends.cpu.get_cpu_capability()}-{torch.get_num_threads()}t" + (f"-mkl{mkl}" if mkl else "")
 
 
+def inductor_cache_dir(caps: dict[str, str]) -> str:
+    """torch.compile's cache folder for kernels built under ``caps`` (the KERNEL_CAPS values in force).
+
+    Inductor's cache key leaves these variables out: kernels cached by a run without the caps (AVX-512 oneDNN
+    layouts) and loaded by a run with them gave NaN weights (seen with torch 2.14.1; CI failed on it), so each set of
+    caps gets its own folder beside inductor's default one."""
+    import getpass
+    import tempfile
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid_{os.getuid()}"
+    tag = "-".join(f"{name}_{caps[name]}" for name in sorted(caps)) or "native"
+    return os.path.join(tempfile.gettempdir(), f"torchinductor_{user}-{tag}")
+
+
+def active_caps() -> dict[str, str]:
+    return {name: os.environ[name] for name in KERNEL_CAPS if name in os.environ}
+
+
+def keep_inductor_cache_apart() -> str:
+    """Point torch.compile's cache at :func:`inductor_cache_dir` of the caps in force, unless the user chose one."""
+    return os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", inductor_cache_dir(active_caps()))
+
+
 def export_lines() -> list[str]:
-    """The caps as shell ``export`` lines (none on a machine without AVX2; a value already set is kept)."""
-    if not has_avx2():
-        return []
-    return [f"export {name}={os.environ.get(name, value)}" for name, value in KERNEL_CAPS.items()]
+    """The caps as shell ``export`` lines (none on a machine without AVX2; a value already set is kept), and the
+    compile cache folder of those caps (:func:`inductor_cache_dir`; a folder already set is kept)."""
+    caps = {name: os.environ.get(name, value) for name, value in KERNEL_CAPS.items()} if has_avx2() else active_caps()
+    lines = [f"export {name}={value}" for name, value in caps.items()] if has_avx2() else []
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", inductor_cache_dir(caps))
+    return lines + [f"export TORCHINDUCTOR_CACHE_DIR={shlex.quote(cache)}"]

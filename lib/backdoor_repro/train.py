@@ -23,6 +23,7 @@ from .augment import AUGMENTATIONS, augment, to_float
 from .cache import artifact_key
 from .fast_step import StepValues, current_lr, set_lr
 from .resume import EpochCheckpoint
+from .numerics import keep_inductor_cache_apart
 
 SCHEDULES = ("multistep", "cosine", "cosine_epoch", "warmup_cosine_epoch", "constant")
 OPTIMIZERS = ("sgd", "adam")
@@ -194,8 +195,10 @@ def prepare_model(model: torch.nn.Module, device: torch.device, cfg: TrainConfig
     compiled when ``cfg.compile`` (any config with that field: the supervised loop's, SimCLR's, MixMatch's). The
     step model shares the module's parameters: train through it, checkpoint and evaluate the module."""
     model = model.to(device).to(memory_format=memory_format(device, getattr(cfg, "channels_last", True)))
-    step_model = torch.compile(model) if getattr(cfg, "compile", False) else model
-    return model, step_model
+    if getattr(cfg, "compile", False):
+        keep_inductor_cache_apart()  # kernels cached under other CPU kernel caps are not safe to reuse
+        return model, torch.compile(model)
+    return model, model
 
 
 def model_input(x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
