@@ -28,6 +28,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 import backdoor_repro as br
+from backdoor_repro.train import gpu_bf16, set_gpu_bf16
 from backdoor_repro import fast_step
 from backdoor_repro.models import CIFAR10_MEAN, CIFAR10_STD_DBD
 from backdoor_repro.defenses.dbd_stages import (FinetuneConfig, SelfSupervised, SimCLRConfig, mixmatch_step,
@@ -152,7 +153,12 @@ def mixmatch_baseline(images, labels, args, device) -> float:
             x, y, u = x.to(device), y.to(device), u.to(device)
             mixmatch_step(model, opt, x, y, u[:, 0], u[:, 1], cfg, rng, gen, 1.0)
 
-    return _timed(epoch, args.epochs, steps * 128, device)
+    bf16 = gpu_bf16()
+    set_gpu_bf16(False)  # the baseline in fp32, as the official code (mixmatch_step opens its own autocast)
+    try:
+        return _timed(epoch, args.epochs, steps * 128, device)
+    finally:
+        set_gpu_bf16(bf16)
 
 
 def mixmatch_ours(images, labels, args, device) -> float:

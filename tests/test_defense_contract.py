@@ -117,3 +117,25 @@ def test_registry_refuses_incomplete_defenses():
     with pytest.raises(ValueError, match="unknown defense"):
         get_defense("nc")
     assert "incomplete" not in DEFENSES and "magic" not in DEFENSES
+
+
+def test_protocols_take_their_codes_settings_on_other_datasets():
+    """FCT on CIFAR-100: the no-max-pool ResNet-18 and RandomRotation(15) for the attacker, D-BR without the flip.
+    BackdoorBench (FMP and its baselines) off CIFAR-10: no flip; GTSRB 50 epochs of a T_max-100 cosine; FMP's
+    random start 0.03. On CIFAR-10 nothing changes."""
+    fct, fmp, anp = get_defense("fct_dbr"), get_defense("fmp"), get_defense("anp")
+    assert fct.spec_changes_for("paper", "cifar10") == fct.spec_changes["paper"]
+    c100 = fct.spec_changes_for("paper", "cifar100")
+    assert c100["model"] == "resnet18" and c100["supervised"].augmentation == "crop_flip_rotate15"
+    assert fct.config("paper", "cifar100").br.augmentation == "crop"
+    assert fct.config("paper", "cifar10") == fct.config("paper")
+    assert fmp.spec_changes_for("fast", "cifar10") == fmp.spec_changes["fast"]
+    gtsrb = fmp.spec_changes_for("paper", "gtsrb")["supervised"]
+    assert (gtsrb.epochs, gtsrb.schedule_epochs, gtsrb.augmentation, gtsrb.drop_last) == (50, 100, "crop", True)
+    assert fmp.spec_changes_for("fast", "gtsrb")["supervised"].epochs == 30
+    assert fmp.spec_changes_for("paper", "cifar100")["supervised"].epochs == 100
+    cfg = fmp.config("paper", "gtsrb")
+    assert cfg.alpha == 0.03 and cfg.finetune.augmentation == "crop"
+    assert fmp.config("paper", "cifar10").alpha == 0.02
+    assert anp.config("paper", "cifar100").augmentation == "crop" and anp.config("smoke", "cifar10-smoke") == anp.config("smoke")
+    assert get_defense("fp").config("paper", "cifar100").finetune.augmentation == "crop"

@@ -235,6 +235,30 @@ def test_the_compile_switch_of_each_stage_compiles_its_step_model():
         assert step_model is model
 
 
+def test_the_paper_profile_trains_in_fp32_on_the_gpu_and_keys_it_apart():
+    """bf16 autocast is for smoke / fast; paper turns it off on CUDA (as the official code) and its artifacts carry
+    "cuda-fp32" in their keys, so bf16 and fp32 models are never mixed."""
+    from backdoor_repro.profiles import get_profile
+    from backdoor_repro.spec import run_numerics
+    from backdoor_repro.train import bf16_on, gpu_bf16, set_gpu_bf16
+    assert not get_profile("paper").bf16 and get_profile("fast").bf16 and get_profile("smoke").bf16
+    from backdoor_repro.numerics import cpu_numerics
+    from backdoor_repro.train import cpu_autocast, enable_cpu_autocast
+    before, before_cpu = gpu_bf16(), cpu_autocast()
+    try:
+        set_gpu_bf16(True)
+        assert run_numerics("cuda") == "cuda-bf16" and bf16_on(torch.device("cuda"))
+        set_gpu_bf16(False)
+        assert run_numerics("cuda") == "cuda-fp32" and not bf16_on(torch.device("cuda"))
+        enable_cpu_autocast(False)
+        assert run_numerics("cpu") == cpu_numerics()  # the smoke keys: no precision suffix
+        if enable_cpu_autocast(True):  # only where the CPU has native bf16: a dry run's artifacts are kept apart
+            assert run_numerics("cpu") == cpu_numerics() + "-bf16"
+    finally:
+        set_gpu_bf16(before)
+        enable_cpu_autocast(before_cpu)
+
+
 def test_compiling_keeps_the_kernel_cache_of_other_cpu_caps_apart(monkeypatch):
     """Inductor's cache key leaves out the CPU kernel caps: kernels cached without them and loaded with them gave NaN
     weights here (torch 2.14.1), so a compiled stage points the cache at a folder named after the caps in force,

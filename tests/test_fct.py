@@ -169,3 +169,30 @@ def test_fct_networks_normalise_with_fcts_statistics_of_each_dataset():
         norm = spec.new_model().normalize
         assert torch.allclose(norm.mean.flatten(), torch.tensor(mean)) and torch.allclose(norm.std.flatten(), torch.tensor(std))
     assert normalization_stats("fct", "cifar100")[0][0] != normalization_stats("fct", "cifar10")[0][0]
+
+
+def test_fct_tables_use_fcts_acc_and_join_the_test_selected_dbr_row():
+    """ACC as FCT measures it (non-target images; all of them for all-to-all), and the test-selected D-BR row
+    joined with the README's D-BR numbers as the last-epoch row is."""
+    import pandas as pd
+
+    from backdoor_repro.fct_tables import TEST_SELECTED, compare_t1, compare_t4
+    from backdoor_repro.reported import claims
+
+    rows = []
+    for attack, has_target in (("grid3", True), ("white3_fct", False)):
+        for defense in ("none", "fct_dbr", "fct_dbr" + TEST_SELECTED):
+            metrics = {"ACC": 90.0, "ASR": 5.0, **({"ACC_no_target": 89.0} if has_target else {})}
+            rows += [{"dataset": "CIFAR-10", "attack": attack, "defense": defense, "metric": m, "value": v}
+                     for m, v in metrics.items()]
+    joined = compare_t1(pd.DataFrame(rows), claims("fct", table="readme_results", dataset="CIFAR-10"))
+    acc = joined[joined["metric"] == "ACC"].set_index(["attack", "defense"])["ours"]
+    assert acc[("grid3", "none")] == 89.0 and acc[("white3_fct", "none")] == 90.0  # all2all: the full test set
+    assert joined["reported"].notna().all(), joined  # every row, the test-selected D-BR too, has its number
+    oracle = joined[joined["defense"] == "fct_dbr" + TEST_SELECTED].set_index(["attack", "metric"])["reported"]
+    last = joined[joined["defense"] == "fct_dbr"].set_index(["attack", "metric"])["reported"]
+    assert oracle.equals(last)
+    t4 = pd.DataFrame([{"dataset": "CIFAR-10", "attack": "grid3", "defense": "fct_dst", "encoder": e, "metric": m,
+                        "value": 1.0} for e in ("CTL", "S-CTL", "SS-CTL") for m in ("ACC_no_target", "ASR")])
+    ablation = compare_t4(t4, claims("fct", table="ssctl_ablation", dataset="CIFAR-10"))
+    assert len(ablation) == 6 and ablation["reported"].notna().all(), ablation

@@ -103,3 +103,18 @@ def test_every_registered_defense_runs_under_the_common_protocol(tmp_path):
     assert not report.failed and len(report.ran) == len(DEFENSES)
     models = {r["cell"]["defense"]: r["model"] for r in grid.GridStore(tmp_path / "g").records()}
     assert models.pop("trap_and_replace") == "wrn16" and set(models.values()) == {"resnet18"}
+
+
+def test_an_experiment_restores_its_own_precision_after_another_setup(ex):
+    """setup() sets process-wide precision; a spec built later by an earlier experiment must carry its own profile's
+    numerics, not those of whatever profile was set up last (e.g. a paper dry run in the same kernel)."""
+    from backdoor_repro.numerics import cpu_numerics
+    from backdoor_repro.train import enable_cpu_autocast, gpu_bf16, set_gpu_bf16
+    try:
+        set_gpu_bf16(False)
+        enable_cpu_autocast(True)  # as a dry run of a bf16 profile leaves it where the CPU has native bf16
+        spec = ex.spec("grid3")
+        assert gpu_bf16() and spec.numerics == cpu_numerics()
+    finally:
+        set_gpu_bf16(True)
+        enable_cpu_autocast(False)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backdoor_repro.losses import (linear_rampup, mixmatch_losses, mixmatch_mix, sharpen, simclr_loss_dbd,
-                                   symmetric_cross_entropy)
+from backdoor_repro.losses import (intra_class_separation, linear_rampup, mixmatch_losses, mixmatch_mix, sharpen,
+                                   simclr_loss_dbd, supcon_loss, symmetric_cross_entropy)
 
 LN3 = math.log(3.0)
 RCE_SCALE = -math.log(1e-4)  # ≈ 9.2103
@@ -119,3 +119,20 @@ def test_mixmatch_permutation_from_a_torch_generator_and_scatter_one_hot():
     mixed_x, mixed_t, lam = mixmatch_mix(x, x.clone(), 0.75, np.random.default_rng(0), torch.Generator().manual_seed(0))
     assert torch.allclose(mixed_x, mixed_t) and lam >= 0.5
     assert torch.equal(one_hot(torch.tensor([2, 0]), 3), torch.tensor([[0.0, 0, 1], [1, 0, 0]]))
+
+
+@pytest.mark.parametrize("name", ["simclr", "supcon", "intra"])
+def test_similarity_losses_stay_fp32_under_bf16_autocast(name):
+    """Under bf16 autocast (the GPU profiles) the similarity matmuls would run in bf16 even on .float() inputs; the
+    contrastive losses run in fp32, so the loss under autocast equals the fp32 one."""
+    g = torch.Generator().manual_seed(0)
+    z1 = F.normalize(torch.randn(16, 8, generator=g), dim=1)
+    z2 = F.normalize(torch.randn(16, 8, generator=g), dim=1)
+    labels = torch.randint(0, 4, (16,), generator=g)
+    loss = {"simclr": lambda: simclr_loss_dbd(z1, z2, 0.5),
+            "supcon": lambda: supcon_loss(z1, z2, (labels[:, None] == labels[None, :]).float(), 0.1),
+            "intra": lambda: intra_class_separation(z1, labels, 4)}[name]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = loss()
+    assert under.dtype == torch.float32
+    assert torch.equal(under, loss())

@@ -38,3 +38,19 @@ def test_flip_is_per_sample_and_seeded():
     flipped = [(not torch.equal(a[i], x[i])) for i in range(64)]
     assert 10 < sum(flipped) < 54
     assert all(torch.equal(a[i], x[i].flip(2)) for i in range(64) if flipped[i])
+
+
+def test_rotate15_turns_each_image_about_its_centre_by_at_most_15_degrees():
+    """FCT's CIFAR-100 attacker augmentation: crop + flip + RandomRotation(15) (nearest, zeros): a white image keeps
+    its centre, loses corner pixels on most images, but never more than a 15-degree turn leaves blank."""
+    from backdoor_repro.augment import augment, random_rotation
+    x = torch.ones(64, 3, 32, 32)
+    turned = random_rotation(x, torch.Generator().manual_seed(0), 15.0)
+    assert (turned[:, :, 16, 16] == 1).all()
+    blank = (turned[:, 0] == 0).float().mean((1, 2))
+    assert (blank > 0).float().mean() > 0.8  # corners cut on most images
+    assert blank.max() < 0.25  # a 15-degree turn of a square leaves under a quarter blank (45 degrees: ~17 %+)
+    assert torch.equal(random_rotation(x, torch.Generator().manual_seed(0), 0.0), x)
+    a = augment(x, "crop_flip_rotate15", torch.Generator().manual_seed(1))
+    b = augment(x, "crop_flip_rotate15", torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)

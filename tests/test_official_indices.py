@@ -143,3 +143,9 @@ def test_rate_counts_the_whole_training_set_where_the_code_does():
         get_attack("sig_bb", rate=0.2).poison_indices(labelled(LABELS), 0)
     with pytest.raises(ValueError, match="reference_size"):
         get_attack("white4_tr").poison_indices(split, 0, reference_size=100)
+
+
+def test_a_fixed_rule_is_recorded_as_such_not_as_our_stream():
+    """T&R's first-N rule draws nothing: the run record names the rule instead of claiming a random stream."""
+    p = get_attack("grid3_tr", indices="official").poison(labelled(LABELS[:1000]), 0)
+    assert p.index_stream == "first_n_nontarget (fixed rule on the data's order)"

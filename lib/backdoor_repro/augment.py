@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "flip", "crop", "crop_flip", "crop_flip_reflect")
+AUGMENTATIONS = ("none", "flip", "crop", "crop_flip", "crop_flip_reflect", "crop_flip_rotate15")
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -42,6 +42,8 @@ def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
         return random_flip(random_crop(x, gen), gen)
     if kind == "crop_flip_reflect":
         return random_flip(random_crop(x, gen, mode="reflect"), gen)
+    if kind == "crop_flip_rotate15":  # FCT's CIFAR-100 attacker: RandomCrop(4), RandomHorizontalFlip, RandomRotation(15)
+        return random_rotation(random_flip(random_crop(x, gen), gen), gen, 15.0)
     raise ValueError(f"unknown augmentation {kind!r}; choose from {', '.join(AUGMENTATIONS)}")
 
 
@@ -59,14 +61,26 @@ def cutmix(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.T
     perm = torch.randperm(n, device=x.device, generator=gen)
     centre = torch.stack([torch.randint(0, h, (), device=x.device, generator=gen),
                           torch.randint(0, w, (), device=x.device, generator=gen)])
-    sides = (torch.tensor([h, w], device=x.device) * (1 - lam).sqrt()).floor().long()
+    cut = (1 - lam).sqrt()  # no torch.tensor(..., device=cuda) here: each such copy synchronises the stream
+    sides = torch.stack([(h * cut).floor(), (w * cut).floor()]).long()
     half = sides // 2
     low = (centre - half).clamp(min=0)
-    high = torch.minimum(centre + half, torch.tensor([h, w], device=x.device))
+    high = torch.stack([(centre[0] + half[0]).clamp(max=h), (centre[1] + half[1]).clamp(max=w)])
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     box = (((rows >= low[0]) & (rows < high[0]))[:, None] & ((cols >= low[1]) & (cols < high[1]))[None, :])
     mixed = torch.where(box, x[perm], x)
     return mixed, perm, 1 - box.sum() / (h * w)
+
+
+def random_rotation(x: torch.Tensor, gen: torch.Generator, degrees: float) -> torch.Tensor:
+    """torchvision ``RandomRotation(degrees)`` per image: an angle ~ U(−degrees, degrees) about the centre, nearest
+    neighbour, corners filled with 0, the canvas kept."""
+    n = x.shape[0]
+    angle = (torch.rand(n, device=x.device, generator=gen) * 2 - 1) * math.radians(degrees)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def rotate_translate(x: torch.Tensor, gen: torch.Generator, degrees: float = 180.0, translate: float = 0.2) -> torch.Tensor:
@@ -75,11 +89,7 @@ def rotate_translate(x: torch.Tensor, gen: torch.Generator, degrees: float = 180
     horizontally and round(U(−t·H, t·H)) vertically, fill 0). Two separate steps, as in the official pipeline:
     pixels shifted in from outside the rotated canvas are 0."""
     n, _, h, w = x.shape
-    angle = (torch.rand(n, device=x.device, generator=gen) * 2 - 1) * math.radians(degrees)
-    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    rotated = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    rotated = random_rotation(x, gen, degrees)
     shift = (torch.rand(n, 2, device=x.device, generator=gen) * 2 - 1) * torch.tensor([translate * w, translate * h],
                                                                                      device=x.device)
     shift = shift.round().long()  # (dx, dy)

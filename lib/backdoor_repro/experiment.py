@@ -25,7 +25,17 @@ from .profiles import (DRY_RUN_CPU_WIDTH, DRY_RUN_TEST_PER_CLASS, DRY_RUN_TRAIN_
                        check_dry_run, dry_run_profile, dry_run_schedule, profile_for)
 from .spec import Holdout, RunSpec
 from .fast_step import enable_gpu_step_paths
-from .train import enable_cpu_autocast, resolve_device
+from .train import enable_cpu_autocast, resolve_device, set_gpu_bf16
+
+
+def apply_process_settings(profile: Profile, device: torch.device, dry_run: bool) -> bool:
+    """Set this process's precision and step paths for ``profile`` (the paper profile trains in fp32 on the GPU, as
+    the official code; a CPU dry run of a bf16 profile runs under bf16 autocast where the CPU has native bf16; a dry
+    run takes the fused / device-tensor step paths of CUDA, fast_step.py). Returns whether CPU autocast is on."""
+    set_gpu_bf16(profile.bf16)
+    cpu_bf16 = enable_cpu_autocast(dry_run and device.type == "cpu" and profile.bf16)
+    enable_gpu_step_paths(dry_run)
+    return cpu_bf16
 
 
 @dataclass
@@ -48,11 +58,12 @@ class Experiment:
              seed: int | None = None, **attack_overrides) -> RunSpec:
         """The run spec of ``attack`` under this profile; ``defense`` supplies its threat model's holdout and
         whatever its protocol sets in the spec (T&R: its WRN-16 and its No-Defense schedule)."""
+        apply_process_settings(self.profile, self.device, self.dry_run)  # a later setup() must not leak into this one
         changes = {}
         if defense is not None:
             d = get_defense(defense)
             holdout = holdout if holdout is not None else d.holdout_for(self.profile.name, self.profile.dataset)
-            changes = dict(d.spec_changes.get(self.profile.name, {}))
+            changes = d.spec_changes_for(self.profile.name, self.profile.dataset)
         if attack is not None:  # a trigger defined at another image size: a clear error before any compute
             check_attack_size(attack, tuple(self.train.images.shape), self.data_seed, **attack_overrides)
         spec = RunSpec.for_profile(self.profile, self.train, attack, self.data_seed,
@@ -82,11 +93,12 @@ class Experiment:
     def config(self, defense: str, **changes):
         """The profile's config of ``defense`` with ``changes``; in a dry run, cut to a couple of steps per stage."""
         d = get_defense(defense)
-        cfg = d.config(self.profile.name, **changes)
+        cfg = d.config(self.profile.name, self.profile.dataset, **changes)
         return d.shortened(cfg) if self.dry_run else cfg
 
     def run(self, defense: str, spec: RunSpec, cfg=None) -> DefenseResult:
         """Run ``defense`` (the profile's config unless ``cfg`` is given) on ``spec``'s data."""
+        apply_process_settings(self.profile, self.device, self.dry_run)
         d = get_defense(defense)
         return d.run(spec, self.data(spec), cfg if cfg is not None else self.config(defense), self.cache,
                      self.progress)
@@ -166,11 +178,11 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
         pin_cpu_threads()  # CPU results depend on the thread count (numerics.py)
     # a dry run on the CPU runs under bf16 autocast as the GPU profiles do, where the CPU has native bf16; every
     # other CPU run stays in fp32 (reset here, so one process never carries a dry run's setting into another run)
-    cpu_bf16 = enable_cpu_autocast(dry_run and dev.type == "cpu")
-    enable_gpu_step_paths(dry_run)  # fused optimizers and device-tensor schedules, as on CUDA (fast_step.py)
+    cpu_bf16 = apply_process_settings(p, dev, dry_run)
     if dry_run and dev.type == "cpu" and not quiet:
         print("dry run precision: " + ("bf16 autocast, as on the GPU" if cpu_bf16 else
-                                       "fp32 (this CPU has no native bf16 kernels; the GPU profiles run bf16)"))
+                                       "fp32, as this profile on the GPU" if not p.bf16 else
+                                       "fp32 (this CPU has no native bf16 kernels; this profile runs bf16 on the GPU)"))
     if dry_run:
         train = class_balanced_subset(load_dataset("cifar10-smoke", "train", device=dev), DRY_RUN_TRAIN_PER_CLASS)
         test = class_balanced_subset(load_dataset("cifar10-smoke", "test", device=dev), DRY_RUN_TEST_PER_CLASS)

@@ -12,9 +12,25 @@ torch functions.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def in_fp32(loss):
+    """Compute ``loss`` with autocast off and half-precision inputs cast up to fp32: under bf16 autocast a matmul
+    recasts even ``.float()`` inputs to bf16, and a similarity at temperature 0.1 would carry bf16's rounding (about
+    0.4 %) tenfold into the logits. On fp32 or fp64 inputs outside autocast (every CPU run) this changes nothing."""
+    @functools.wraps(loss)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        args = tuple(a.float() if isinstance(a, torch.Tensor) and a.dtype in (torch.bfloat16, torch.float16) else a
+                     for a in args)
+        with torch.autocast(device_type=device, enabled=False):
+            return loss(*args, **kwargs)
+    return wrapper
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -40,6 +56,7 @@ def symmetric_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, alpha: 
     return loss.mean() if reduction == "mean" else loss
 
 
+@in_fp32
 def simclr_loss_dbd(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """DBD's asymmetric SimCLR loss on ``(b, d)`` embeddings of view 1 (``z1``) and view 2 (``z2``).
 
@@ -133,6 +150,7 @@ FLAG_CLEAN, FLAG_UNCERTAIN, FLAG_POISONED = 0, 1, 2  # FCT's sample flags (D_c, 
 SUPCON_MASKS = ("simclr", "supervised", "code", "symmetric")
 
 
+@in_fp32
 def intra_class_separation(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """FCT's L_intra: the mean feature of every class present in the batch, L2-normalised; the mean of their
     C × C cosine-similarity matrix with a zeroed diagonal (zeros included in the mean)."""
@@ -169,6 +187,7 @@ def supcon_positive_mask(labels: torch.Tensor, flags: torch.Tensor | None, mode:
     return mask
 
 
+@in_fp32
 def supcon_loss(z1: torch.Tensor, z2: torch.Tensor, mask: torch.Tensor, temperature: float = 0.1,
                 base_temperature: float = 0.07) -> torch.Tensor:
     """SupCon ("all" mode) on L2-normalised views ``z1``, ``z2`` of ``(B, d)`` with the ``(B, B)`` positive ``mask``:

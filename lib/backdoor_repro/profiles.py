@@ -30,6 +30,7 @@ class Profile:
     deviations: tuple[str, ...] = ()  # data, precision, poisoning: every notebook
     model_deviations: tuple[str, ...] = ()  # the ResNet-18 No-Defense model and table (a defense may set its own)
     run_name: str = ""  # where outputs go when it differs from ``name`` (a fast/paper run on another dataset)
+    bf16: bool = True  # bf16 autocast on the GPU; the paper profile trains in fp32, as the official code
 
     def with_(self, **changes) -> "Profile":
         return validated(replace(self, **changes))
@@ -86,8 +87,9 @@ PROFILES = {
         gallery_attacks=_GALLERY,
         deviations=(
             "bf16 autocast and channels_last on the GPU (the official code trains in fp32)",
-            "poisoned indices: the official code's random stream (attacks/selection.py) on torchvision's CIFAR-10 files; "
-            "on an image-folder copy (e.g. the JPEG archive, class by class) our own stream picks them, with a warning",
+            "poisoned indices: each official code's own selection (its seeded random stream, or T&R's first N "
+            "non-target indices; attacks/selection.py) on torchvision's CIFAR-10 files; on an image-folder copy (e.g. "
+            "the JPEG archive, class by class) our own seeded stream picks them, with a warning",
         ),
         model_deviations=(
             "No-Defense training: 40 epochs with a cosine schedule instead of 200 epochs with steps at 100/150",
@@ -97,14 +99,16 @@ PROFILES = {
         name="paper",
         description="the official hyperparameters on full CIFAR-10",
         dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=64,
-        requires_gpu=True, supervised=PAPER_SUPERVISED,
+        requires_gpu=True, supervised=PAPER_SUPERVISED, bf16=False,
         attack_overrides={"indices": "official"},
         table_attacks=_FULL_TABLE,
         gallery_attacks=_GALLERY,
         deviations=(
-            "bf16 autocast and channels_last on the GPU (the official code trains in fp32)",
-            "poisoned indices: the official code's random stream (attacks/selection.py) on torchvision's CIFAR-10 files; "
-            "on an image-folder copy (e.g. the JPEG archive, class by class) our own stream picks them, with a warning",
+            "channels_last on the GPU; fp32 as the official code (torch lets cuDNN run convolutions in TF32 on "
+            "Ampere and later GPUs, as it did for the official code on such GPUs)",
+            "poisoned indices: each official code's own selection (its seeded random stream, or T&R's first N "
+            "non-target indices; attacks/selection.py) on torchvision's CIFAR-10 files; on an image-folder copy (e.g. "
+            "the JPEG archive, class by class) our own seeded stream picks them, with a warning",
         ),
         model_deviations=(
             "DBD's Blended baseline config trains with RandomResizedCrop; this profile uses crop + flip for every attack",

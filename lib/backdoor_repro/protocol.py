@@ -71,7 +71,7 @@ def protocol_spec(ex, protocol: str, defense: str, attack: str, seed: int | None
         return ex.spec(attack, defense=defense, seed=seed, **d.attack_overrides(attack, ex.profile.dataset))
     spec = ex.spec(attack, holdout=COMMON_HOLDOUT[ex.profile.name], seed=seed, **common_overrides(attack))
     if defense in OWN_ARCHITECTURE:
-        own = d.spec_changes.get(ex.profile.name, {})
+        own = d.spec_changes_for(ex.profile.name, ex.profile.dataset)
         spec = ex.shortened(spec.with_(**{k: v for k, v in own.items()
                                            if k in ("model", "width", "supervised", "normalization")}))
     return spec

@@ -16,7 +16,7 @@ from .data import ImageSet, fingerprint
 from .datasets import CIFAR10_MEAN, CIFAR10_STD_DBD
 from .models import NORMALIZATIONS, build_model, normalization_stats
 from .numerics import cpu_numerics
-from .train import TrainConfig
+from .train import TrainConfig, cpu_autocast, gpu_bf16
 
 HOLDOUT_RULES = {
     "last": "the last `fraction` of the training indices, split off before poisoning (T&R on CIFAR); "
@@ -47,6 +47,15 @@ class Holdout:
         return self.rule != "clean_subset"
 
 
+def run_numerics(device_type: str) -> str:
+    """What decides a run's numerics beyond its configs: on the CPU its kernels and threads (plus "-bf16" under the
+    dry run's autocast), on CUDA the precision ("cuda-bf16", or "cuda-fp32" where the profile turns bf16 off: the
+    paper profile), so that artifacts of two precisions are never mixed."""
+    if device_type == "cpu":
+        return cpu_numerics() + ("-bf16" if cpu_autocast() else "")
+    return f"{device_type}-{'bf16' if gpu_bf16() else 'fp32'}"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that decides a run's data and models. ``seed`` is the one training seed: it is copied
@@ -66,7 +75,7 @@ class RunSpec:
     data_fingerprint: str = ""  # data.fingerprint() of the training set actually loaded
     device_type: str = "cpu"  # CUDA runs train in bf16: their artifacts are kept apart from CPU ones
     normalization: str = "dbd"  # the models' first layer (models.NORMALIZATIONS); FMP's protocol: "backdoorbench"
-    numerics: str = ""  # CPU: kernel family and thread count (numerics.cpu_numerics); "" on CUDA
+    numerics: str = ""  # run_numerics: CPU kernel family and threads (+"-bf16" in a dry run); CUDA: "cuda-bf16" / "cuda-fp32"
 
     def __post_init__(self):
         for name in ("data_seed", "seed"):
@@ -91,7 +100,7 @@ class RunSpec:
         device_type = train.images.device.type
         return cls(profile.dataset, profile.train_per_class, profile.model, profile.width, train.num_classes, attack,
                    overrides, data_seed, seed, profile.supervised, holdout, fingerprint(train), device_type,
-                   numerics=cpu_numerics() if device_type == "cpu" else "")
+                   numerics=run_numerics(device_type))
 
     def with_(self, **changes) -> "RunSpec":
         return replace(self, **changes)
@@ -100,7 +109,7 @@ class RunSpec:
         """This spec with the fingerprint and device type of the loaded ``train`` (what ``for_profile`` records)."""
         device_type = train.images.device.type
         return replace(self, data_fingerprint=fingerprint(train), device_type=device_type,
-                       numerics=cpu_numerics() if device_type == "cpu" else "")
+                       numerics=run_numerics(device_type))
 
     def with_attack(self, attack: str | None, **overrides) -> "RunSpec":
         return replace(self, attack=attack, attack_overrides=overrides if attack else {})

@@ -221,6 +221,18 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 
 
 _cpu_autocast = False  # bf16 autocast on the CPU too: only the dry run of a GPU profile (enable_cpu_autocast)
+_gpu_bf16 = True  # bf16 autocast on CUDA: the smoke and fast profiles; the paper profile trains in fp32 (set_gpu_bf16)
+
+
+def set_gpu_bf16(enabled: bool) -> bool:
+    """bf16 autocast on CUDA on or off for this process (off: fp32, as the official code). Returns the setting."""
+    global _gpu_bf16
+    _gpu_bf16 = bool(enabled)
+    return _gpu_bf16
+
+
+def gpu_bf16() -> bool:
+    return _gpu_bf16
 
 
 def enable_cpu_autocast(enabled: bool) -> bool:
@@ -231,10 +243,19 @@ def enable_cpu_autocast(enabled: bool) -> bool:
     return _cpu_autocast
 
 
+def cpu_autocast() -> bool:
+    return _cpu_autocast
+
+
+def bf16_on(device: torch.device, enabled: bool = True) -> bool:
+    """Whether a stage on ``device`` runs under bf16 autocast: on CUDA unless the profile trains in fp32
+    (:func:`set_gpu_bf16`), on the CPU only in a dry run (:func:`enable_cpu_autocast`)."""
+    return enabled and ((device.type == "cuda" and _gpu_bf16) or (device.type == "cpu" and _cpu_autocast))
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (and on the CPU in a dry run, see :func:`enable_cpu_autocast`)."""
-    on = enabled and (device.type == "cuda" or (device.type == "cpu" and _cpu_autocast))
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+    """bf16 autocast where :func:`bf16_on` says so."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_on(device, enabled))
 
 
 def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,

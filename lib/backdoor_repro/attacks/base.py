@@ -28,7 +28,9 @@ class PoisonedSet:
     """A training set after poisoning. ``labels`` are what training sees; ``true_labels`` the clean ones.
 
     ``cross_mask`` marks samples that were modified but keep their true label (WaNet noise mode).
-    ``index_stream`` says which random stream chose the poisoned indices (``ours`` or an official one).
+    ``index_stream`` says which random stream chose the poisoned indices (``ours`` or an official one), or names
+    the fixed rule that needs none (``first_n_nontarget (fixed rule on the data's order)``: on a holdout split shuffled first, see
+    ``holdout.py``, the rule then picks a seeded-random N, with a note).
     """
 
     images: torch.Tensor
@@ -170,7 +172,9 @@ class Attack:
                                     device=data.labels.device)
             images[cross] = self.cross_trigger.apply(images[cross], train=True)
             cross_mask[cross] = True
-        return PoisonedSet(images, labels, data.labels.clone(), poison_mask, cross_mask, data.classes, self.key, stream)
+        # a fixed rule (T&R's first N) draws from no stream but takes the data's order (a shuffled holdout split makes it random)
+        source = f"{self.selection} (fixed rule on the data's order)" if self.selection in DETERMINISTIC else stream
+        return PoisonedSet(images, labels, data.labels.clone(), poison_mask, cross_mask, data.classes, self.key, source)
 
     def test_population(self, test: ImageSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(triggered images, attack labels, true labels)`` of the ASR population: non-target test

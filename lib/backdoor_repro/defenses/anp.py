@@ -35,6 +35,7 @@ class ANPConfig:
     iterations: int = 2000
     batch_size: int = 128
     threshold: float = 0.2  # prune neurons whose mask is below it (ANP's default; not tuned on test data)
+    augmentation: str = "crop_flip"  # BackdoorBench's train transform (no flip off CIFAR-10)
 
     def __post_init__(self):
         if not 0 <= self.threshold <= 1 or self.iterations < 1 or self.steps < 1 or self.eps < 0:
@@ -93,7 +94,7 @@ def optimize_masks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             order, pos = torch.randperm(n, generator=gen, device=device), 0
         idx = order[pos:pos + cfg.batch_size]
         pos += cfg.batch_size
-        x, y = augment(to_float(images[idx]), "crop_flip", gen), labels[idx]
+        x, y = augment(to_float(images[idx]), cfg.augmentation, gen), labels[idx]
         if cfg.eps > 0:
             with torch.no_grad():
                 for t in noises:
@@ -135,9 +136,12 @@ def prune_by_threshold(model: nn.Module, masks: dict[str, torch.Tensor], thresho
 ANP_PROFILES = {"paper": ANPConfig(), "fast": ANPConfig(), "smoke": ANPConfig(iterations=60)}
 _ANP_COMMON = ("the pruning threshold is fixed at 0.2, the value commonly cited for ANP (BackdoorBench sweeps 0 to 0.9 and "
                "keeps the threshold with the lowest test ASR, SCLBD/BackdoorBench#35); the search uses FMP's 10 % "
-               "clean subset at batch 128 (ANP paper: 1 % at 128; BackdoorBench v1: 5 % at 256, mask lr 0.2; the "
-               "v2.0 code in FMP's repository: mask lr 0.01)", "noise and batch draws from a seeded torch generator")
-ANP_DEVIATIONS = {"paper": _ANP_COMMON + PROTOCOL_DEVIATIONS["paper"], "fast": _ANP_COMMON + PROTOCOL_DEVIATIONS["fast"],
+               "clean subset at batch 128 and mask lr 0.2, as ANP's own code (ANP paper: 1 % at 128; BackdoorBench and "
+               "the copy in FMP's repository: 5 % at 256, mask lr 0.01, batches sampled with replacement)",
+               "noise and batch draws from a seeded torch generator; batches go through the subset without "
+               "replacement")
+ANP_DEVIATIONS = {"paper": _ANP_COMMON + PROTOCOL_DEVIATIONS["paper"],
+                  "fast": _ANP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"],
                   "smoke": _ANP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + (
                       "60 mask iterations (ANP: 2,000); at width 8 (424 BatchNorm neurons) the perturbation eps 0.4 drives "
                       "a large share of the masks below the threshold, so smoke ANP loses most of its clean "

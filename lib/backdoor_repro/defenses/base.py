@@ -70,6 +70,14 @@ class Defense:
         """The holdout rule for ``profile`` (and ``dataset``, where a defense's code treats datasets differently)."""
         return self.holdouts.get(profile, self.holdout)
 
+    def spec_changes_for(self, profile: str, dataset: str) -> dict:
+        """The RunSpec fields its protocol sets for ``profile`` on ``dataset`` (FCT: another network on CIFAR-100)."""
+        return dict(self.spec_changes.get(profile, {}))
+
+    def for_dataset(self, cfg, dataset: str):
+        """``cfg`` as its official code sets it on ``dataset`` (FMP: a larger random start off CIFAR-10)."""
+        return cfg
+
     def attack_overrides(self, attack: str, dataset: str) -> dict:
         """The attack parameters its own paper's protocol sets on ``dataset`` (T&R: target 1 on GTSRB)."""
         return {}
@@ -77,11 +85,12 @@ class Defense:
     def __repr__(self) -> str:
         return f"<defense {self.key}: {self.title}>"
 
-    def config(self, profile: str, **changes):
-        """The config of ``profile`` with ``changes`` (unknown fields are errors)."""
+    def config(self, profile: str, dataset: str | None = None, **changes):
+        """The config of ``profile`` (on ``dataset``, where its code sets other values there) with ``changes``
+        (unknown fields are errors)."""
         if profile not in self.configs:
             raise ValueError(f"defense {self.key!r} has no config for profile {profile!r}; known: {', '.join(self.configs)}")
-        cfg = self.configs[profile]
+        cfg = self.configs[profile] if dataset is None else self.for_dataset(self.configs[profile], dataset)
         if not changes:
             return cfg
         names = {f.name for f in dataclasses.fields(cfg)}

@@ -60,7 +60,7 @@ _COMMON = (
     "MixMatch label guessing and mixing use our own random streams (numpy for Beta and the permutation)",
 )
 DBD_DEVIATIONS = {
-    "paper": _COMMON + ("bf16 autocast and channels_last on CUDA (official: fp32)",),
+    "paper": _COMMON,
     "fast": _COMMON + (
         "MixMatch 40 epochs x 256 iterations instead of 190 x 1,024; the lambda_u ramp is rescaled to the "
         "shortened run (reaches 15 at 95% of it, as 190 of 200 epochs in the official code) while the 10 "
@@ -148,6 +148,9 @@ def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: Artifact
         model, head = head_stage(spec, data, cfg, cache)
         opt = adam(model.parameters(), cfg.head.lr, data.train.images.device)
         opt.load_state_dict(head.extras["optimizer"])
+        for group in opt.param_groups:  # a device-tensor lr (fast_step) comes back from the cache on the CPU
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"] = group["lr"].to(data.train.images.device)
         evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
         p = data.train
         history, losses, credible = finetune(model, opt, p.images, p.labels, p.poison_mask, cfg.head, cfg.finetune,

@@ -93,7 +93,7 @@ class BRConfig:
     lr: float = 1e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    augmentation: str = "crop_flip"  # CIFAR-10; the code drops the flip on CIFAR-100
+    augmentation: str = "crop_flip"  # CIFAR-10; the code drops the flip on every other 32-px set (for_dataset)
     mode: str = "alternate"  # "unlearn_only" / "relearn_only": the paper's figure of the two halves
 
     def __post_init__(self):
@@ -253,7 +253,7 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
 
 def oracle_epoch(history: list[dict]) -> dict:
     """The epoch the official code keeps: the largest test ACC − ASR (ACC on non-target images, as it measures)."""
-    scored = [h for h in history if "ASR" in h]
+    scored = [h for h in history if "ASR" in h and h.get("epoch", 1) > 0]  # the code selects among epochs after BR
     if not scored:
         return {}
     acc = "ACC_no_target" if "ACC_no_target" in scored[0] else "ACC"
@@ -290,12 +290,19 @@ _COMMON = (
     "FCT scores in batches of 1,000 (official: batch 1 for the second pass); split by two passes as the code",
     "cl_fct: the PGD model is our own clean max-pool ResNet-18 (the official best.tar is never written by the "
     "official script), random start from our stream",
+    "off CIFAR-10: on CIFAR-100 the networks are our CIFAR ResNet-18 without max-pool, as the code's "
+    "resnet_cifar100 (Kaiming init; the code's: PyTorch's default); on GTSRB the code uses torchvision's ImageNet "
+    "ResNet-18 at 32 px and we keep the max-pool CIFAR ResNet-18 (the paper reports no GTSRB number)",
+    "the mixed cross-entropy uses the D_c term alone on a batch without D_p samples (the official code's mean over "
+    "an empty set gives NaN)",
 )
 FCT_DEVIATIONS = {
-    "paper": _COMMON + ("bf16 autocast and channels_last on CUDA (official: fp32)",),
+    "paper": _COMMON,
     "fast": _COMMON + (
         "SS-CTL 50 epochs with a 3-epoch warm-up (official 200, warm-up 10); the attacker 60 epochs with steps at "
-        "30 / 45 (official 200, 100 / 150)", "bf16 autocast and channels_last on CUDA (official: fp32)"),
+        "30 / 45 (official 200, 100 / 150), and so is the clean model that cl_fct's PGD perturbs against",
+        "FCT-T2 (D-ST against DBD) on two attacks, grid3 and blend_kitty_fct (paper profile: every attack)",
+        "bf16 autocast and channels_last on CUDA (official: fp32)"),
     "smoke": _COMMON + (
         "networks at base width 8 on 5,000 bundled images; the attacker 12 epochs, SGD 0.05, cosine, batch 64, "
         "no augmentation (official 200 epochs, SGD 0.01, steps, crop + flip), so that the backdoor is learned",
@@ -316,6 +323,23 @@ class _FCTDefense(Defense):
     configs = FCT_PROFILES
     deviations = FCT_DEVIATIONS
     spec_changes = FCT_SPECS
+
+    def spec_changes_for(self, profile: str, dataset: str) -> dict:
+        """On CIFAR-100 the code's networks are ``models/resnet_cifar100.py`` (no max-pool: our ``resnet18``) and
+        its attacker adds RandomRotation(15) to crop + flip (``dataloader_bd.get_transform``)."""
+        changes = super().spec_changes_for(profile, dataset)
+        if dataset == "cifar100":
+            supervised = changes["supervised"]
+            if supervised.augmentation == "crop_flip":
+                supervised = supervised.with_(augmentation="crop_flip_rotate15")
+            changes = {**changes, "model": "resnet18", "supervised": supervised}
+        return changes
+
+    def for_dataset(self, cfg: FCTConfig, dataset: str) -> FCTConfig:
+        """D-BR's transform flips on CIFAR-10 only (``unlearn_relearn.py``)."""
+        if dataset not in ("cifar10", "cifar10-smoke") and cfg.br.augmentation == "crop_flip":
+            return cfg.with_(br={"augmentation": "crop"})
+        return cfg
 
     def shortened(self, cfg: FCTConfig) -> FCTConfig:
         return cfg.with_(sd={"warmup_epochs": 1, "intra_epochs": 1, "batch_size": 32},

@@ -20,7 +20,7 @@ from ..train import TrainConfig, batched_outputs, predict
 from .base import DefenseResult, register_defense
 from .fmp import PROTOCOL_DEVIATIONS, FMPProtocolDefense, finetune_on_holdout
 
-VERSIONS = {"ft": 1, "fp": 3}
+VERSIONS = {"ft": 1, "fp": 4}
 
 # BackdoorBench v1 FT defaults (config/defense/ft/cifar10.yaml): 100 epochs, SGD 0.01, momentum 0.9, wd 5e-4,
 # cosine, batch 256, crop + flip
@@ -35,12 +35,18 @@ class FTConfig:
 
 @dataclass(frozen=True)
 class FPConfig:
-    acc_ratio: float = 0.1  # stop before the clean-subset accuracy falls below (1 - acc_ratio) of the unpruned one
+    acc_ratio: float = 0.1  # stop at the first step whose clean-subset accuracy moves by acc_ratio of the unpruned one
     finetune: TrainConfig = BACKDOORBENCH_FT
+    once_prune_ratio: float = 0.01  # channels per pruning step, as a fraction of the last stage's (BackdoorBench)
 
     def __post_init__(self):
         if not 0 <= self.acc_ratio < 1:
             raise ValueError(f"acc_ratio must be in [0, 1), got {self.acc_ratio}")
+        if not 0 < self.once_prune_ratio <= 1:
+            raise ValueError(f"once_prune_ratio must be in (0, 1], got {self.once_prune_ratio}")
+
+
+_AMP = ("fine-tuning in fp32 on the paper profile (BackdoorBench's FT and FP configs set amp: True, fp16 autocast)",)
 
 
 class FineTuning(FMPProtocolDefense):
@@ -48,8 +54,8 @@ class FineTuning(FMPProtocolDefense):
     title = "FT: fine-tune the backdoored model on the clean subset"
     configs = {"paper": FTConfig(), "fast": FTConfig(BACKDOORBENCH_FT.with_(epochs=30)),
                "smoke": FTConfig(BACKDOORBENCH_FT.with_(epochs=20))}
-    deviations = {"paper": PROTOCOL_DEVIATIONS["paper"],
-                  "fast": PROTOCOL_DEVIATIONS["fast"] + ("FT 30 epochs (BackdoorBench: 100)",),
+    deviations = {"paper": PROTOCOL_DEVIATIONS["paper"] + _AMP,
+                  "fast": PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + ("FT 30 epochs (BackdoorBench: 100)",),
                   "smoke": PROTOCOL_DEVIATIONS["smoke"] + ("FT 20 epochs (BackdoorBench: 100)",)}
 
     def shortened(self, cfg: FTConfig) -> FTConfig:
@@ -89,11 +95,16 @@ def last_stage_activation(model, images) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prune_until_accuracy_drops(model, images, labels, acc_ratio: float) -> tuple[list[int], list[dict]]:
-    """Switch off last-stage channels (zero the linear weight's columns) in increasing order of mean activation
-    while the accuracy on ``images`` stays >= (1 - acc_ratio) x the unpruned accuracy. Returns the channels
-    switched off and the path (channels off, accuracy). Switching channels off changes only the linear layer, so
-    the features are computed once and each step re-applies the head to them (in float)."""
+def prune_until_accuracy_drops(model, images, labels, acc_ratio: float, once_prune_ratio: float = 0.01
+                               ) -> tuple[list[int], list[dict]]:
+    """BackdoorBench's FP loop (``defense/fp.py``, the copy in FMP's repository): with ``step = int(C ·
+    once_prune_ratio)`` (at least 1) over the last stage's C channels sorted by increasing mean activation, step
+    ``n = step, 2·step, ...`` switches off the first ``n - 1`` channels (zeroes those columns of the linear weight;
+    the code's ``seq_sort[0:num_pruned - 1]``) and measures the accuracy on ``images``; the loop stops at the first
+    step whose relative change ``|acc - acc_0| / acc_0`` is not below ``acc_ratio``. The code's ``last_net`` is the
+    pruned network itself, so the mask of that failing step (or of the last step, if none fails) is what stays.
+    Returns the channels switched off and the path (channels off, accuracy). Switching channels off changes only
+    the linear layer, so the features are computed once and each step re-applies the head to them (in float)."""
     features = head_inputs(model, images)
     order = torch.argsort(features.mean(0).cpu(), stable=True).tolist()
     weight = model.head.weight
@@ -105,24 +116,26 @@ def prune_until_accuracy_drops(model, images, labels, acc_ratio: float) -> tuple
         return ((features @ w.t() + bias).argmax(1) == labels).float().mean().item()
 
     base = accuracy()
-    path, kept = [{"pruned": 0, "accuracy": 100 * base}], 0
-    for k in range(1, len(order)):
-        w[:, order[k - 1]] = 0
+    step = max(1, int(len(order) * once_prune_ratio))
+    path, off = [{"pruned": 0, "accuracy": 100 * base}], 0
+    for n in range(step, len(order), step):
+        off = n - 1
+        w[:, order[:off]] = 0
         acc = accuracy()
-        path.append({"pruned": k, "accuracy": 100 * acc})
-        if acc < (1 - acc_ratio) * base:
+        path.append({"pruned": off, "accuracy": 100 * acc})
+        if base == 0 or abs(acc - base) / base >= acc_ratio:
             break
-        kept = k
-    weight[:, order[:kept]] = 0
-    return order[:kept], path
+    weight[:, order[:off]] = 0
+    return order[:off], path
 
 
 _FP_COMMON = (
-    "the pruning stops on the clean subset's accuracy (BackdoorBench stops on the clean test set's) and keeps the "
-    "last count that passed (BackdoorBench v2.0, the copy in FMP's repository, keeps one channel more)",
+    "the pruning stops on the clean subset's accuracy (BackdoorBench stops on the clean test set's); its steps "
+    "(int(1 % of the channels), at least 1; step n switching off n - 1) and the kept mask (the first failing "
+    "step's) are those of the FMP repository's copy of BackdoorBench's FP (upstream BackdoorBench rounds the step "
+    "up: 6 channels per step at 512, not 5)",
     "activations measured on the clean subset without augmentation (BackdoorBench: its train transform); fine-tuning "
-    "trains every weight with the switched-off channels held at zero (as v2.0; v1 trains layer4[1].conv2 and the "
-    "linear layer only)",
+    "trains every weight with the switched-off channels held at zero, as BackdoorBench",
 )
 
 
@@ -131,8 +144,9 @@ class FinePruning(FMPProtocolDefense):
     title = "FP: prune the last stage's least active channels on the clean subset, then fine-tune"
     configs = {"paper": FPConfig(), "fast": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=30)),
                "smoke": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=20))}
-    deviations = {"paper": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"],
-                  "fast": _FP_COMMON + PROTOCOL_DEVIATIONS["fast"] + ("FP's fine-tuning 30 epochs (BackdoorBench: 100)",),
+    deviations = {"paper": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + _AMP,
+                  "fast": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + (
+                      "FP's fine-tuning 30 epochs (BackdoorBench: 100)",),
                   "smoke": _FP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + ("FP's fine-tuning 20 epochs (BackdoorBench: 100)",)}
 
     def shortened(self, cfg: FPConfig) -> FPConfig:
@@ -145,7 +159,8 @@ class FinePruning(FMPProtocolDefense):
         def build(partial):
             model, _ = supervised_model(spec, None, cache, progress, data=data)
             holdout = data.holdout
-            pruned, path = prune_until_accuracy_drops(model, holdout.images, holdout.labels.to(device), cfg.acc_ratio)
+            pruned, path = prune_until_accuracy_drops(model, holdout.images, holdout.labels.to(device), cfg.acc_ratio,
+                                                      cfg.once_prune_ratio)
             keep = torch.ones_like(model.head.weight)
             keep[:, pruned] = 0
             handle = model.head.weight.register_hook(lambda g: g * keep)

@@ -74,6 +74,17 @@ def rank_feature_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha:
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of maps, got {chunk}")
     chunk = chunk or default_chunk(x.device, x.shape[0])
+    with strict_fp32():
+        return _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk)
+
+
+def strict_fp32():
+    """cuDNN convolutions without TF32 (torch's default allows it on Ampere and later GPUs): sign(∇) near ties
+    would flip at TF32's 10-bit mantissa as they would in bf16. No effect on the CPU."""
+    return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False)
+
+
+def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk) -> dict[str, torch.Tensor]:
     z, x0 = _clean_and_start(model, x, alpha, gen, double_norm)
     scores = {}
     for layer in conv_layers(model, tuple(x.shape[1:])):

@@ -49,6 +49,8 @@ class PreActBlock(nn.Module):
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
         out = self.conv2(F.relu(self.bn2(out)))
+        if out.dtype != shortcut.dtype or out.dtype in (torch.bfloat16, torch.float16):  # under autocast: the
+            out, shortcut = out.float(), shortcut.float()  # residual stream in fp32, as BasicBlock's (norm.py)
         return out + shortcut
 
 
