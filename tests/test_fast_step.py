@@ -275,3 +275,16 @@ def test_compiling_keeps_the_kernel_cache_of_other_cpu_caps_apart(monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
     prepare_model(Classifier(Tiny(), 10), torch.device("cpu"), TrainConfig(compile=True))
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/mine"
+
+
+def test_a_loaded_optimizer_state_puts_a_tensor_lr_on_the_parameters_device():
+    """A cached optimizer state comes back on the CPU; torch moves the per-parameter state but not a group's tensor
+    lr, which a fused CUDA step then rejects. The meta device stands in for CUDA."""
+    import copy
+    params = [nn.Parameter(torch.zeros(2, device="meta"))]
+    opt = torch.optim.SGD(params, lr=0.1)
+    state = copy.deepcopy(opt.state_dict())
+    state["param_groups"][0]["lr"] = torch.tensor(0.05)
+    fast_step.load_optimizer_state(opt, state)
+    lr = opt.param_groups[0]["lr"]
+    assert lr.device.type == "meta" and lr.shape == ()

@@ -97,6 +97,11 @@ TABLE = {info.name: info for info in (
 )}
 
 
+def is_cifar10(name: str) -> bool:
+    """CIFAR-10 or its bundled smoke subset: where the official codes' CIFAR-10 settings apply."""
+    return name in ("cifar10", "cifar10-smoke")
+
+
 def dataset_info(name: str) -> DatasetInfo:
     if name not in TABLE:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(TABLE)}")

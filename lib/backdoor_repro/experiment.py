@@ -176,9 +176,7 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
                   "numbers mean nothing and the result checks are skipped")
     if dev.type == "cpu":
         pin_cpu_threads()  # CPU results depend on the thread count (numerics.py)
-    # a dry run on the CPU runs under bf16 autocast as the GPU profiles do, where the CPU has native bf16; every
-    # other CPU run stays in fp32 (reset here, so one process never carries a dry run's setting into another run)
-    cpu_bf16 = apply_process_settings(p, dev, dry_run)
+    cpu_bf16 = apply_process_settings(p, dev, dry_run)  # reset here: one run never inherits another's precision
     if dry_run and dev.type == "cpu" and not quiet:
         print("dry run precision: " + ("bf16 autocast, as on the GPU" if cpu_bf16 else
                                        "fp32, as this profile on the GPU" if not p.bf16 else

@@ -75,6 +75,15 @@ def set_lr(opt: torch.optim.Optimizer, value) -> None:
             group["lr"] = float(value)
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict(state)``, with a device-tensor learning rate moved to the group's parameters' device
+    (torch moves the per-parameter state, not the groups' entries: a cached state comes back on the CPU)."""
+    opt.load_state_dict(state)
+    for group in opt.param_groups:
+        if isinstance(group["lr"], torch.Tensor) and group["params"]:
+            group["lr"] = group["lr"].to(group["params"][0].device)
+
+
 def current_lr(opt: torch.optim.Optimizer) -> float:
     """The first group's learning rate as a float (one host read: for the per-epoch history only)."""
     return float(opt.param_groups[0]["lr"])

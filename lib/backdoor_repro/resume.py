@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .cache import atomic_save, verified_load
+from .fast_step import load_optimizer_state
 
 DEADLINE_ENV = "BACKDOOR_REPRO_DEADLINE"  # seconds since the epoch (what `date +%s` prints)
 TIME_BUDGET_EXIT = 75  # run_all.sh's exit status when it stopped at the deadline (EX_TEMPFAIL: rerun to continue)
@@ -61,7 +62,7 @@ class EpochCheckpoint:
         saved = self.load()
         if saved is not None:
             model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
+            load_optimizer_state(optimizer, saved["optimizer"])
             generator.set_state(saved["generator"].cpu())  # generator states are CPU byte tensors, also for CUDA
         return saved
 

@@ -73,7 +73,7 @@ class RunSpec:
     supervised: TrainConfig = TrainConfig()
     holdout: Holdout | None = None
     data_fingerprint: str = ""  # data.fingerprint() of the training set actually loaded
-    device_type: str = "cpu"  # CUDA runs train in bf16: their artifacts are kept apart from CPU ones
+    device_type: str = "cpu"  # CUDA and CPU artifacts are kept apart
     normalization: str = "dbd"  # the models' first layer (models.NORMALIZATIONS); FMP's protocol: "backdoorbench"
     numerics: str = ""  # run_numerics: CPU kernel family and threads (+"-bf16" in a dry run); CUDA: "cuda-bf16" / "cuda-fp32"
 

@@ -29,8 +29,8 @@ class PoisonedSet:
 
     ``cross_mask`` marks samples that were modified but keep their true label (WaNet noise mode).
     ``index_stream`` says which random stream chose the poisoned indices (``ours`` or an official one), or names
-    the fixed rule that needs none (``first_n_nontarget (fixed rule on the data's order)``: on a holdout split shuffled first, see
-    ``holdout.py``, the rule then picks a seeded-random N, with a note).
+    the fixed rule that takes the data's order instead (``first_n_nontarget (fixed rule on the data's order)``; on
+    a holdout split shuffled first, see ``holdout.py``, that order is itself a seeded permutation, with a note).
     """
 
     images: torch.Tensor
@@ -172,7 +172,7 @@ class Attack:
                                     device=data.labels.device)
             images[cross] = self.cross_trigger.apply(images[cross], train=True)
             cross_mask[cross] = True
-        # a fixed rule (T&R's first N) draws from no stream but takes the data's order (a shuffled holdout split makes it random)
+        # a fixed rule (T&R's first N) draws from no stream: it takes the data's order
         source = f"{self.selection} (fixed rule on the data's order)" if self.selection in DETERMINISTIC else stream
         return PoisonedSet(images, labels, data.labels.clone(), poison_mask, cross_mask, data.classes, self.key, source)
 

@@ -14,7 +14,7 @@ import torch
 
 from ..cache import ArtifactCache
 from ..evaluation import AttackEvaluator
-from ..fast_step import adam
+from ..fast_step import adam, load_optimizer_state
 from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
@@ -147,10 +147,7 @@ def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: Artifact
     def build(partial):
         model, head = head_stage(spec, data, cfg, cache)
         opt = adam(model.parameters(), cfg.head.lr, data.train.images.device)
-        opt.load_state_dict(head.extras["optimizer"])
-        for group in opt.param_groups:  # a device-tensor lr (fast_step) comes back from the cache on the CPU
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"] = group["lr"].to(data.train.images.device)
+        load_optimizer_state(opt, head.extras["optimizer"])
         evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
         p = data.train
         history, losses, credible = finetune(model, opt, p.images, p.labels, p.poison_mask, cfg.head, cfg.finetune,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..augment import augment, to_float
 from ..cache import ArtifactCache
+from ..datasets import is_cifar10
 from ..evaluation import AttackEvaluator
 from ..fast_step import sgd
 from ..losses import FLAG_CLEAN, FLAG_POISONED, SUPCON_MASKS, mixed_cross_entropy, supcon_loss, supcon_positive_mask
@@ -337,7 +338,7 @@ class _FCTDefense(Defense):
 
     def for_dataset(self, cfg: FCTConfig, dataset: str) -> FCTConfig:
         """D-BR's transform flips on CIFAR-10 only (``unlearn_relearn.py``)."""
-        if dataset not in ("cifar10", "cifar10-smoke") and cfg.br.augmentation == "crop_flip":
+        if not is_cifar10(dataset) and cfg.br.augmentation == "crop_flip":
             return cfg.with_(br={"augmentation": "crop"})
         return cfg
 

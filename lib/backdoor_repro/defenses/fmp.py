@@ -19,6 +19,7 @@ import torch
 
 from ..augment import augment, to_float
 from ..cache import ArtifactCache
+from ..datasets import is_cifar10
 from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import Holdout, RunSpec
 from ..stages import StageOutput, cached_stage
@@ -67,7 +68,7 @@ class FMPConfig:
 
 def backdoorbench_augmentation(dataset: str) -> str:
     """BackdoorBench's train transform: crop (zero padding 4), and a horizontal flip on CIFAR-10 only."""
-    return "crop_flip" if dataset in ("cifar10", "cifar10-smoke") else "crop"
+    return "crop_flip" if is_cifar10(dataset) else "crop"
 
 
 def ranking_batch(data: RunData, n: int, seed: int, augmentation: str = "crop_flip") -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +197,7 @@ class FMPProtocolDefense(Defense):
         """BackdoorBench's attack training off CIFAR-10: no flip; GTSRB trains 50 epochs of a cosine whose T_max
         stays 100 (``train_settings_generate.py`` hard-codes it), so the lr ends at half its start (fast: 30 of 60)."""
         changes = super().spec_changes_for(profile, dataset)
-        if profile == "smoke" or dataset == "cifar10":
+        if profile == "smoke" or is_cifar10(dataset):
             return changes
         supervised = changes["supervised"].with_(augmentation=backdoorbench_augmentation(dataset))
         if dataset == "gtsrb":
@@ -235,7 +236,7 @@ class FMP(FMPProtocolDefense):
     def for_dataset(self, cfg: FMPConfig, dataset: str) -> FMPConfig:
         """FMT's ``config/defense/feature``: the random start is 0.03 on CIFAR-100 and GTSRB (0.02 on CIFAR-10)."""
         cfg = super().for_dataset(cfg, dataset)
-        return cfg if dataset in ("cifar10", "cifar10-smoke") else replace(cfg, alpha=0.03)
+        return cfg if is_cifar10(dataset) else replace(cfg, alpha=0.03)
 
     def shortened(self, cfg: FMPConfig) -> FMPConfig:
         return cfg.with_(finetune={"epochs": 1, "batch_size": 8}, ranking_images=2, chunk=512)
