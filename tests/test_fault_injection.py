@@ -1,11 +1,13 @@
-"""Fault injection: a run_all.sh run killed with SIGKILL during training, between stages and while writing its
-outputs, then rerun, ends with tables byte-identical to an uninterrupted run's, publishes nothing from a killed
-attempt, and leaves no stray files (temporary files, partial checkpoints, staging folders, half-written notebooks).
+"""Fault injection: a run_all.sh run killed with SIGKILL five times (during training, again during the resumed
+training, between stages, at a random moment of the next stage and while writing its outputs), then rerun, ends
+with tables byte-identical to an uninterrupted run's, publishes nothing from a killed attempt, and leaves no stray
+files (temporary files, partial checkpoints, staging folders, half-written notebooks).
 
 The notebook is small but real library code: a smoke-profile experiment on 400 bundled images, the No-Defense
 model (resumable, a checkpoint every epoch) and the FT defense on it, then two tables written a few seconds apart."""
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -98,7 +100,7 @@ class Checkout:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_run_killed_three_times_ends_like_an_uninterrupted_one(tmp_path):
+def test_a_run_killed_five_times_ends_like_an_uninterrupted_one(tmp_path):
     reference = Checkout(tmp_path / "reference")
     reference.run()
     expected = reference.tables()
@@ -109,10 +111,18 @@ def test_a_run_killed_three_times_ends_like_an_uninterrupted_one(tmp_path):
     faulty.kill_when(lambda: faulty.artifacts("supervised", "*.partial.pt.sha256"), "during training")
     assert not faulty.artifacts("supervised", "*.json")  # the stage did not finish; its checkpoint is complete:
     assert faulty.artifacts("supervised", "*.partial.pt")  # the rerun resumes from it (not from scratch)
-    # 2. between stages: the No-Defense model stored, the FT stage not yet
+    # 2. during the resumed training: once it has written a newer checkpoint (a stage resumed twice)
+    seal, = faulty.artifacts("supervised", "*.partial.pt.sha256")
+    first = seal.stat().st_mtime_ns
+    faulty.kill_when(lambda: seal.exists() and seal.stat().st_mtime_ns > first, "during the resumed training")
+    assert not faulty.artifacts("supervised", "*.json") and faulty.artifacts("supervised", "*.partial.pt")
+    # 3. between stages: the No-Defense model stored, the FT stage not yet
     faulty.kill_when(lambda: faulty.artifacts("supervised", "*.json"), "between stages")
     assert not faulty.artifacts("ft", "*.json")
-    # 3. while writing outputs: the first table written into the staging folder, the second not yet
+    # 4. at a random moment of the FT stage (from the moment its build takes the artifact's lock)
+    pause = random.Random(os.getpid()).uniform(0.0, 0.3)
+    faulty.kill_when(lambda: faulty.artifacts("ft", "*.lock") and time.sleep(pause) is None, "during FT")
+    # 5. while writing outputs: the first table written into the staging folder, the second not yet
     faulty.kill_when(lambda: list(faulty.out.glob(".staging-*/tables/smoke/fault_first.csv")), "while writing outputs")
     assert faulty.tables() == {}  # a killed attempt publishes nothing
     faulty.run()

@@ -18,12 +18,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..augment import augment, to_float
+from ..cache import artifact_key
 from ..pipeline import RunData, supervised_model
+from ..resume import EpochCheckpoint
 from ..stages import StageOutput, cached_stage
+from ..train import model_input, prepare_model
 from .base import DefenseResult, register_defense
 from .fmp import PROTOCOL_DEVIATIONS, FMPProtocolDefense
 
 VERSION = 2
+ANP_CHECKPOINT_EVERY = 250  # iterations (ANP runs 2,000)
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,14 @@ def wrap_batchnorms(model: nn.Module) -> dict[str, PerturbedBatchNorm]:
 
 
 def optimize_masks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: ANPConfig,
-                   gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """ANP's search on a copy of ``model``; returns the final mask of every BatchNorm, ``{bn name: (C,)}``."""
+                   gen: torch.Generator, checkpoint=None) -> dict[str, torch.Tensor]:
+    """ANP's search on a copy of ``model``; returns the final mask of every BatchNorm, ``{bn name: (C,)}``. With
+    ``checkpoint`` (a path) it saves its state every ``ANP_CHECKPOINT_EVERY`` iterations and resumes from there with
+    the same random streams. fp32 throughout, as ANP's code (no autocast: the masks move by small steps)."""
+    n, device = images.shape[0], images.device
     net = copy.deepcopy(model)
     layers = wrap_batchnorms(net)
+    net, _ = prepare_model(net, device)  # channels_last on CUDA (the masks are 1-d: their identity is kept)
     for p in net.parameters():
         p.requires_grad_(False)
     masks = [w.mask for w in layers.values()]
@@ -87,14 +95,20 @@ def optimize_masks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         t.requires_grad_(True)
     mask_opt = torch.optim.SGD(masks, lr=cfg.mask_lr, momentum=0.9)
     net.train()
-    n, device = images.shape[0], images.device
-    order, pos = torch.randperm(n, generator=gen, device=device), 0
-    for _ in range(cfg.iterations):
+    every = ANP_CHECKPOINT_EVERY  # a chunk of iterations is the checkpoint's "epoch"
+    ckpt = EpochCheckpoint(checkpoint, artifact_key("anp_checkpoint", {"cfg": cfg, "n": n}, VERSION), 1,
+                           -(-cfg.iterations // every), device)
+    saved = ckpt.resume(net, mask_opt, gen)
+    if saved is None:
+        start, order, pos = 0, torch.randperm(n, generator=gen, device=device), 0
+    else:
+        start, order, pos = saved["epoch"] * every, saved["order"], int(saved["pos"])
+    for iteration in range(start, cfg.iterations):
         if pos + cfg.batch_size > n:
             order, pos = torch.randperm(n, generator=gen, device=device), 0
         idx = order[pos:pos + cfg.batch_size]
         pos += cfg.batch_size
-        x, y = augment(to_float(images[idx]), cfg.augmentation, gen), labels[idx]
+        x, y = model_input(augment(to_float(images[idx]), cfg.augmentation, gen)), labels[idx]
         if cfg.eps > 0:
             with torch.no_grad():
                 for t in noises:
@@ -118,6 +132,8 @@ def optimize_masks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         with torch.no_grad():
             for m in masks:
                 m.clamp_(0, 1)
+        if (iteration + 1) % every == 0:
+            ckpt.after_epoch((iteration + 1) // every, net, mask_opt, gen, order=order, pos=pos)
     return {name: w.mask.detach().cpu().clone() for name, w in layers.items()}
 
 
@@ -165,7 +181,7 @@ class ANP(FMPProtocolDefense):
             model, _ = supervised_model(spec, None, cache, progress, data=data)
             gen = torch.Generator(device=device).manual_seed(spec.seed)
             holdout = data.holdout
-            masks = optimize_masks(model, holdout.images, holdout.labels.to(device), cfg, gen)
+            masks = optimize_masks(model, holdout.images, holdout.labels.to(device), cfg, gen, partial)
             pruned = prune_by_threshold(model, masks, cfg.threshold)
             return StageOutput(model.eval(), [], {"masks": masks, "pruned": pruned})
 

@@ -131,9 +131,9 @@ def head_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCach
     """Stage 2: linear head on the frozen backbone. Returns ``(model, StageRecord)``; the record's extras
     hold the Adam state that stage 3 continues."""
     check_run_data(spec, data)
-    def build(_partial):
+    def build(partial):
         model = _initial_model(spec, data, cfg, cache).to(data.train.images.device)
-        history, opt = train_head(model, data.train.images, data.train.labels, cfg.head, spec.seed)
+        history, opt = train_head(model, data.train.images, data.train.labels, cfg.head, spec.seed, partial)
         return StageOutput(model, history, {"optimizer": opt.state_dict()})
 
     return cached_stage(cache, "dbd_head", _stage_key(spec, cfg, "head"), VERSIONS["head"], build,

@@ -30,6 +30,7 @@ from ..train import autocast, batched_outputs, model_input, optimizer_step, prep
 from ..views import simclr_views
 
 SIMCLR_CHECKPOINT_EVERY = 5  # epochs (a paper-profile SimCLR epoch is ~100 steps of 512)
+HEAD_CHECKPOINT_EVERY = 2  # epochs (a paper-profile head epoch is one frozen-backbone pass over the training set)
 FINETUNE_CHECKPOINT_EVERY = 1  # epochs (one MixMatch epoch is ``iterations`` steps)
 
 
@@ -129,15 +130,21 @@ def head_loss(logits, labels, cfg: HeadConfig, reduction="mean"):
     return symmetric_cross_entropy(logits, labels, cfg.sce_alpha, cfg.sce_beta, reduction)
 
 
-def train_head(model: nn.Module, images, labels, cfg: HeadConfig, seed: int):
-    """Stage 2. Returns ``(history, optimizer)``; the Adam instance continues into stage 3."""
+def train_head(model: nn.Module, images, labels, cfg: HeadConfig, seed: int, checkpoint=None):
+    """Stage 2. Returns ``(history, optimizer)``; the Adam instance continues into stage 3. With ``checkpoint`` (a
+    path) it saves its state every ``HEAD_CHECKPOINT_EVERY`` epochs and resumes from it."""
     device = images.device
     model, _ = prepare_model(model, device)
     opt = adam(model.parameters(), cfg.lr, device)  # backbone params get no grads here
     gen = torch.Generator(device=device).manual_seed(seed)
-    n, history = images.shape[0], []
+    n, history, start = images.shape[0], [], 0
+    ckpt = EpochCheckpoint(checkpoint, artifact_key("head_checkpoint", {"cfg": cfg, "n": n, "seed": seed}, 1),
+                           HEAD_CHECKPOINT_EVERY, cfg.epochs, device)
+    saved = ckpt.resume(model, opt, gen)
+    if saved is not None:
+        start, history = saved["epoch"], list(saved["history"])
     model.train()
-    for epoch in range(cfg.epochs):
+    for epoch in range(start, cfg.epochs):
         total = torch.zeros((), device=device)
         for idx in shuffled_batches(n, cfg.batch_size, gen, device):
             x = model_input(augment(to_float(images[idx]), cfg.augmentation, gen))
@@ -147,6 +154,7 @@ def train_head(model: nn.Module, images, labels, cfg: HeadConfig, seed: int):
             optimizer_step(opt, loss)
             total += loss.detach() * idx.shape[0]
         history.append({"epoch": epoch + 1, "head_loss": total.item() / n})
+        ckpt.after_epoch(epoch + 1, model, opt, gen, history=history)
     return history, opt
 
 

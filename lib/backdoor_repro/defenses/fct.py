@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import augment, to_float
-from ..cache import ArtifactCache
+from ..cache import ArtifactCache, artifact_key
 from ..datasets import is_cifar10
 from ..evaluation import AttackEvaluator
 from ..fast_step import sgd
 from ..losses import FLAG_CLEAN, FLAG_POISONED, SUPCON_MASKS, mixed_cross_entropy, supcon_loss, supcon_positive_mask
 from ..models import ContrastiveEncoder, build_model, normalization_stats
+from ..resume import EpochCheckpoint
 from ..pipeline import RunData, check_run_data, supervised_model
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
@@ -35,6 +36,7 @@ from .base import Defense, DefenseResult, register_defense
 from .fct_sd import SDConfig, sd_stage
 
 VERSIONS = {"encoder": 1, "classifier": 1, "br": 1}
+BR_CHECKPOINT_EVERY = 1  # epochs (one unlearning and one relearning pass, then a test evaluation)
 BR_MODES = ("alternate", "unlearn_only", "relearn_only")
 
 
@@ -217,15 +219,17 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
     """BR: starting from the attacker's model, ``cfg.br.epochs`` epochs of unlearning D_p (gradient ascent, its
     poisoned labels) then relearning D_c, one SGD optimiser whose momentum both phases share; test metrics
     after every epoch (the history; the official code keeps the epoch of best test ACC − ASR, shown as an
-    oracle beside the last epoch). Returns ``(model, StageRecord)``."""
+    oracle beside the last epoch). It checkpoints every ``BR_CHECKPOINT_EVERY`` epochs and resumes from there with the
+    same random streams. Returns ``(model, StageRecord)``."""
     check_run_data(spec, data)
     device = data.train.images.device
     br = cfg.br
+    key = {"data": spec.training_key(), "sd": cfg.sd, "no_defense": spec.supervised, "br": br}
 
     def make():
         return spec.new_model()
 
-    def build(_partial):
+    def build(partial):
         _, flags = _sd_flags(spec, data, cfg, cache, progress)
         model, _ = supervised_model(spec, None, cache, progress, data=data)
         model, _ = prepare_model(model, device)
@@ -234,8 +238,12 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
         images, labels = data.train.images, data.train.labels
         poisoned, clean = (torch.nonzero(flags == f).flatten() for f in (FLAG_POISONED, FLAG_CLEAN))
         evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
-        history = [{"epoch": 0, **(evaluate(model) if evaluate else {})}]
-        for epoch in range(br.epochs):
+        ckpt = EpochCheckpoint(partial, artifact_key("br_checkpoint", key, VERSIONS["br"]), BR_CHECKPOINT_EVERY,
+                               br.epochs, device)
+        saved = ckpt.resume(model, opt, gen)
+        start, history = (saved["epoch"], list(saved["history"])) if saved is not None else \
+            (0, [{"epoch": 0, **(evaluate(model) if evaluate else {})}])
+        for epoch in range(start, br.epochs):
             model.train()
             record = {"epoch": epoch + 1}
             if br.mode != "relearn_only" and poisoned.numel():
@@ -246,9 +254,9 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
             if evaluate is not None:
                 record.update(evaluate(model))
             history.append(record)
+            ckpt.after_epoch(epoch + 1, model, opt, gen, history=history)
         return StageOutput(model, history)
 
-    key = {"data": spec.training_key(), "sd": cfg.sd, "no_defense": spec.supervised, "br": br}
     return cached_stage(cache, "fct_br", key, VERSIONS["br"], build, make, device, evaluated_on=data.test)
 
 

@@ -89,7 +89,7 @@ def rank_stage(spec: RunSpec, data: RunData, cfg: FMPConfig, cache: ArtifactCach
         started = time.perf_counter()
         x, y = ranking_batch(data, cfg.ranking_images, spec.seed, cfg.finetune.augmentation)
         gen = torch.Generator(device=x.device).manual_seed(spec.seed + 1)
-        scores = rank_feature_maps(model, x, y, cfg.alpha, cfg.epsilon, gen, cfg.double_norm, cfg.chunk)
+        scores = rank_feature_maps(model, x, y, cfg.alpha, cfg.epsilon, gen, cfg.double_norm, cfg.chunk, partial)
         return {"scores": scores, "seconds": time.perf_counter() - started}
 
     key = {"data": spec.training_key(), "supervised": spec.supervised, "alpha": cfg.alpha, "epsilon": cfg.epsilon,

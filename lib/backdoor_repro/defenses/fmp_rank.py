@@ -13,10 +13,16 @@ is the plain loop, kept as the reference the batched one is tested against.
 """
 from __future__ import annotations
 
+import hashlib
+import warnings
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
+from ..cache import atomic_save, verified_load
 from ..feature_maps import ConvLayer, capture_output, conv_layers, execution_order, feature_map_site, forward_to
+from ..resume import check_time_budget
 from ..train import model_input
 
 PRUNE_ORDERS = ("official", "by_name")
@@ -66,16 +72,17 @@ def default_chunk(device: torch.device, images: int) -> int:
 
 
 def rank_feature_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, epsilon: float,
-                      gen: torch.Generator, double_norm: bool = True, chunk: int | None = None
-                      ) -> dict[str, torch.Tensor]:
+                      gen: torch.Generator, double_norm: bool = True, chunk: int | None = None,
+                      checkpoint=None) -> dict[str, torch.Tensor]:
     """Score of every feature map, ``{conv name: (C,) accuracies}`` in forward order. ``x``: the ranking batch
     (float in [0, 1]); one random start shared by all maps; ``chunk`` maps per forward pass (None: by device,
-    :func:`default_chunk`)."""
+    :func:`default_chunk`). With ``checkpoint`` (a path) the scores so far are saved after every convolution, and
+    a rerun with the same inputs ranks only the convolutions still missing."""
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of maps, got {chunk}")
     chunk = chunk or default_chunk(x.device, x.shape[0])
     with strict_fp32():
-        return _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk)
+        return _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint)
 
 
 def strict_fp32():
@@ -84,16 +91,41 @@ def strict_fp32():
     return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False)
 
 
-def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk) -> dict[str, torch.Tensor]:
+def _ranking_inputs_key(x0: torch.Tensor, y: torch.Tensor, epsilon: float) -> str:
+    """What a saved partial ranking must have been computed from (its start, labels and step)."""
+    digest = hashlib.sha256(x0.detach().float().cpu().numpy().tobytes())
+    digest.update(y.cpu().numpy().tobytes())
+    return f"{digest.hexdigest()}-{epsilon!r}"
+
+
+def _ranked_so_far(checkpoint, inputs_key: str) -> dict[str, torch.Tensor]:
+    saved = verified_load(Path(checkpoint)) if checkpoint is not None else None
+    if saved is None:
+        return {}
+    if saved.get("inputs") != inputs_key:
+        warnings.warn(f"ignoring the partial ranking {Path(checkpoint).name}: it was computed from other inputs")
+        return {}
+    return dict(saved["scores"])
+
+
+def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint=None) -> dict[str, torch.Tensor]:
     z, x0 = _clean_and_start(model, x, alpha, gen, double_norm)
+    inputs_key = _ranking_inputs_key(x0, y, epsilon) if checkpoint is not None else ""
+    done = _ranked_so_far(checkpoint, inputs_key)
     scores = {}
     for layer in conv_layers(model, tuple(x.shape[1:])):
+        if layer.name in done:
+            scores[layer.name] = done[layer.name]
+            continue
         site = feature_map_site(model, layer.name)
         with torch.no_grad():
             clean_maps = forward_to(model, site, z).float()
         parts = [_fgsm_scores(model, site, list(range(s, min(s + chunk, layer.channels))), x0, clean_maps, y,
                               epsilon) for s in range(0, layer.channels, chunk)]
         scores[layer.name] = torch.cat(parts).cpu()
+        if checkpoint is not None:
+            atomic_save({"scores": scores, "inputs": inputs_key}, Path(checkpoint))
+            check_time_budget(f"the feature maps of {layer.name} ({Path(checkpoint).name})")
     return scores
 
 

@@ -1,0 +1,93 @@
+"""Every registered defense resumes mid-stage: each of its checkpointing stages is stopped once at its first
+checkpoint (as a ``--max-minutes`` deadline or a kill right after that checkpoint leaves it) and the defense is
+rerun until it finishes; its model and every stage's history equal an uninterrupted run's. Registering a defense
+puts it under this test: it must name here a config with two epochs (or chunks) in each long stage."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from backdoor_repro import resume
+from backdoor_repro.cache import ArtifactCache
+from backdoor_repro.defenses import DEFENSES, anp, fmp_rank, get_defense
+from backdoor_repro.resume import EpochCheckpoint, TimeBudgetExhausted
+from test_defense_contract import tiny, tiny_data, tiny_spec  # noqa: F401 (tiny: a fixture)
+
+TWO_EPOCHS = {  # the shortened config with two epochs in every stage that checkpoints
+    "none": lambda cfg: cfg,
+    "dbd": lambda cfg: cfg.with_(simclr={"epochs": 2}, head={"epochs": 2}, finetune={"epochs": 2}),
+    "fct_dst": lambda cfg: cfg.with_(sd={"warmup_epochs": 1, "intra_epochs": 1}, encoder={"epochs": 2},
+                                     classifier={"epochs": 2}),
+    "fct_dbr": lambda cfg: cfg.with_(sd={"warmup_epochs": 1, "intra_epochs": 1}, br={"epochs": 2}),
+    "ft": lambda cfg: replace(cfg, finetune=cfg.finetune.with_(epochs=2)),
+    "fp": lambda cfg: replace(cfg, finetune=cfg.finetune.with_(epochs=2)),
+    "fmp": lambda cfg: cfg.with_(finetune={"epochs": 2}),
+    "anp": lambda cfg: replace(cfg, iterations=2),  # with a checkpoint every iteration (below)
+    "trap_and_replace": lambda cfg: cfg.with_(trap={"epochs": 2}, patch={"epochs": 2}),
+}
+
+
+def test_every_registered_defense_names_its_two_epoch_config():
+    assert set(TWO_EPOCHS) == set(DEFENSES)
+
+
+@pytest.fixture
+def stop_once_at_each_checkpoint(monkeypatch):
+    """Checkpoints every epoch; the first checkpoint of each checkpoint file raises TimeBudgetExhausted."""
+    stopped = []
+    original_init = EpochCheckpoint.__init__
+
+    def every_epoch(self, path, config_key, every, epochs, device):
+        original_init(self, path, config_key, 1, epochs, device)
+
+    def stop_once(where):
+        if "(" in where:  # a checkpoint's, naming its file; not the start of an artifact
+            name = where.rsplit("(", 1)[1].rstrip(")")
+            if name not in stopped:
+                stopped.append(name)
+                raise TimeBudgetExhausted(f"test deadline at {where}")
+
+    monkeypatch.setattr(EpochCheckpoint, "__init__", every_epoch)
+    monkeypatch.setattr(anp, "ANP_CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(resume, "check_time_budget", stop_once)
+    monkeypatch.setattr(fmp_rank, "check_time_budget", stop_once)
+    return stopped
+
+
+def _two_epoch_spec(defense, tiny):  # noqa: F811
+    spec = tiny_spec(defense, tiny)
+    return replace(spec, supervised=spec.supervised.with_(epochs=2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(DEFENSES))
+def test_each_stage_stopped_at_a_checkpoint_resumes_to_the_uninterrupted_result(key, tiny, tmp_path,  # noqa: F811
+                                                                                 stop_once_at_each_checkpoint):
+    d = get_defense(key)
+    spec = _two_epoch_spec(d, tiny)
+    cfg = TWO_EPOCHS[key](d.shortened(d.config("smoke")))
+    data = tiny_data(spec, tiny, ArtifactCache(tmp_path / "data"))
+
+    stops = 0
+    while True:  # the sliced run: rerun the same command until it finishes
+        try:
+            resumed = d.run(spec, data, cfg, ArtifactCache(tmp_path / "sliced"))
+            break
+        except TimeBudgetExhausted:
+            stops += 1
+            assert stops <= 12, "no progress between slices"
+    assert stops == len(stop_once_at_each_checkpoint) and stops >= 1
+
+    with pytest.MonkeyPatch.context() as m:  # the uninterrupted run: no deadline at all
+        m.setattr(resume, "check_time_budget", lambda where: None)
+        m.setattr(fmp_rank, "check_time_budget", lambda where: None)
+        whole = d.run(spec, data, cfg, ArtifactCache(tmp_path / "whole"))
+
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), f"{key}: {name} differs after resuming"
+    assert whole.stages.keys() == resumed.stages.keys()
+    for name, record in whole.stages.items():
+        assert record.history == resumed.stages[name].history, f"{key}: the {name} history differs"
+    # every stage was stopped once and resumed (its partial file was named at a stop)
+    checkpointed = {name for name, r in resumed.stages.items() if f"{r.key}.partial.pt" in stop_once_at_each_checkpoint}
+    assert checkpointed == set(resumed.stages), (key, checkpointed)
