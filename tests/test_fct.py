@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from backdoor_repro.attacks import get_attack, pgd_adversary
 from backdoor_repro.augment import rotate_translate
 from backdoor_repro.defenses.fct import BRConfig, _pass
-from backdoor_repro.defenses.fct_sd import SDConfig, SDObjective, split_quality, split_samples
+from backdoor_repro.defenses.fct_sd import SDConfig, SDObjective, split_quality, split_samples, split_used
 from backdoor_repro.losses import (FLAG_CLEAN, FLAG_POISONED, FLAG_UNCERTAIN, intra_class_separation,
                                    mixed_cross_entropy, supcon_loss, supcon_positive_mask)
 from backdoor_repro.models import ContrastiveEncoder, build_model
@@ -96,6 +96,22 @@ def test_thresholds_and_split_sizes():
     assert quality["D_p precision"] == 100 and quality["D_p recall"] == 100 and quality["D_c purity"] == 100
 
 
+def test_a_collapsed_score_distribution_falls_back_to_the_rank_split():
+    # 30 of 100 scores exactly 0 (the collapse users of the code report): two-pass would put all 30 in D_c
+    scores = torch.cat([torch.zeros(30), torch.arange(1, 71, dtype=torch.float32)])
+    cfg = SDConfig(alpha_c=0.2, alpha_p=0.05)
+    flags, gamma_c, _ = split_samples(scores, scores, cfg)
+    assert gamma_c == 0 and split_used(scores, gamma_c, 66.0, cfg) == "rank"
+    assert int((flags == FLAG_CLEAN).sum()) == 20 and torch.equal(torch.nonzero(flags == FLAG_CLEAN).flatten(),
+                                                                  torch.arange(20))  # ties by index
+    code, _, _ = split_samples(scores, scores, SDConfig(alpha_c=0.2, alpha_p=0.05, rank_if_ties_above=None))
+    assert int((code == FLAG_CLEAN).sum()) == 30  # the code's split, without the guard
+    distinct = torch.arange(100, dtype=torch.float32)
+    assert split_used(distinct, 20.0, 95.0, cfg) == "two_pass"  # one tie at each threshold: 1 %, not above it
+    with pytest.raises(ValueError, match="rank_if_ties_above"):
+        SDConfig(rank_if_ties_above=1.5)
+
+
 def test_sd_objective_switches_from_cross_entropy_to_l_intra():
     model = build_model("resnet18_maxpool", 10, 4)
     objective = SDObjective(warmup_epochs=2, num_classes=10)
@@ -139,6 +155,13 @@ def test_networks_shapes_and_parameter_counts():
     assert sum(p.numel() for p in encoder.projector.parameters()) == 512 * 512 + 512 + 512 * 128 + 128
     z = encoder(x)
     assert z.shape == (2, 128) and torch.allclose(z.norm(dim=1), torch.ones(2))
+    # a max-pool has no parameters: the counts cannot tell it apart; the last stage's map size does (4x4 without it)
+    for backbone, side in ((maxpool.backbone, 2), (plain.backbone, 4), (encoder.backbone, 4)):
+        seen = []
+        handle = backbone.layer4.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        backbone(x)
+        handle.remove()
+        assert seen == [(2, 512, side, side)] and (backbone.maxpool is None) == (side == 4)
 
 
 def test_cl_fct_corners_and_pgd_without_clamp_wrap_like_the_official_cast():

@@ -133,3 +133,13 @@ def test_run_all_runs_a_notebook_named_twice_once():
     out = run(["bash", "run_all.sh", "--only", "attacks,attacks,dbd,attacks", "--device", "mps"])
     assert "notebooks: attacks dbd (smoke)" in out.stdout, out.stdout
     assert out.returncode != 0 and "device must be" in out.stderr  # stops at the preflight, before any notebook
+
+
+def test_setup_lists_each_deviation_once_when_two_defenses_share_their_protocol(capsys):
+    from backdoor_repro.defenses import get_defense
+    from backdoor_repro.experiment import setup
+    setup("smoke", defenses=("fct_dst", "fct_dbr"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(" - ")]
+    assert len(lines) == len(set(lines))
+    shared = get_defense("fct_dst").deviations["smoke"][0]
+    assert shared in get_defense("fct_dbr").deviations["smoke"] and f" - {shared}" in lines

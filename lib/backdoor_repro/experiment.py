@@ -165,7 +165,8 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
         print("Deviations from the papers' code:")
         own_model = any(p.name in get_defense(name).spec_changes for name in defenses)  # e.g. T&R's WRN-16
         model_deviations = () if own_model else p.model_deviations
-        for d in p.deviations + model_deviations + tuple(x for name in defenses for x in get_defense(name).deviations[p.name]):
+        listed = p.deviations + model_deviations + tuple(x for name in defenses for x in get_defense(name).deviations[p.name])
+        for d in dict.fromkeys(listed):  # once each: defenses of one paper share their protocol's lines
             print(" -", d)
         if subset is not None:
             print(f"slice: attacks {', '.join(subset)} only; sections that need other attacks are skipped")

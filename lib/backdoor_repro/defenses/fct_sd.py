@@ -41,10 +41,15 @@ class SDConfig:
     degrees: float = 180.0  # τ: RandomRotation(180)...
     translate: float = 0.2  # ...then RandomAffine(0, translate=(0.2, 0.2))
     split: str = "two_pass"
+    # the guard against the FCT collapse users of the code report (many scores exactly equal, e.g. 0): when more
+    # than this share of the first pass ties at γ_c or γ_p, the split is by rank, ties by index (None: never)
+    rank_if_ties_above: float | None = 0.01
 
     def __post_init__(self):
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.rank_if_ties_above is not None and not 0 <= self.rank_if_ties_above < 1:
+            raise ValueError(f"rank_if_ties_above must be in [0, 1) or None, got {self.rank_if_ties_above}")
         if not (0 < self.alpha_c < 1 and 0 < self.alpha_p < 1 and self.alpha_c + self.alpha_p <= 1):
             raise ValueError(f"alpha_c and alpha_p must be in (0, 1) with a sum <= 1, got {self.alpha_c}, {self.alpha_p}")
 
@@ -87,15 +92,29 @@ def fct_scores(model, images: torch.Tensor, cfg: SDConfig, gen: torch.Generator)
     return out[:, 0], out[:, 1]
 
 
+def tied_share(first: torch.Tensor, gamma_c: float, gamma_p: float) -> float:
+    """The share of first-pass scores equal to a threshold, the larger of the two (0 to 1)."""
+    return max(float((first == gamma_c).float().mean()), float((first == gamma_p).float().mean()))
+
+
+def split_used(first: torch.Tensor, gamma_c: float, gamma_p: float, cfg: SDConfig) -> str:
+    """``cfg.split``, or ``rank`` when the two-pass split would cut through more ties than the guard allows."""
+    if cfg.split == "two_pass" and cfg.rank_if_ties_above is not None \
+            and tied_share(first, gamma_c, gamma_p) > cfg.rank_if_ties_above:
+        return "rank"
+    return cfg.split
+
+
 def split_samples(first: torch.Tensor, second: torch.Tensor, cfg: SDConfig) -> tuple[torch.Tensor, float, float]:
     """``(flags, γ_c, γ_p)``: flags 0 (D_c), 1 (D_u), 2 (D_p). Thresholds from the sorted first-pass scores at
     ``int(α_c N)`` and ``N − int(α_p N)`` (``calculate_gamma.py``); membership from the second pass (``two_pass``)
-    or exactly the lowest / highest shares of the first pass, ties by index (``rank``)."""
+    or exactly the lowest / highest shares of the first pass, ties by index (``rank``, also the two-pass split's
+    fallback when more than ``rank_if_ties_above`` of the scores tie at a threshold: :func:`split_used`)."""
     n = first.shape[0]
     ordered = torch.sort(first).values
     gamma_c, gamma_p = float(ordered[int(n * cfg.alpha_c)]), float(ordered[n - int(n * cfg.alpha_p)])
     flags = torch.full((n,), FLAG_UNCERTAIN, dtype=torch.int8, device=first.device)
-    if cfg.split == "two_pass":
+    if split_used(first, gamma_c, gamma_p, cfg) == "two_pass":
         flags[second <= gamma_c] = FLAG_CLEAN
         flags[second >= gamma_p] = FLAG_POISONED
     else:
@@ -139,8 +158,11 @@ def sd_stage(spec: RunSpec, data: RunData, cfg: SDConfig, cache: ArtifactCache, 
         second, _ = fct_scores(model, data.train.images, cfg, gen)
         flags, gamma_c, gamma_p = split_samples(first, second, cfg)
         extras = {"scores": first.cpu(), "scores_second_pass": second.cpu(), "flags": flags.cpu(),
-                  "gamma_c": gamma_c, "gamma_p": gamma_p, "feature_norm_mean": float(norms.mean()),
-                  "zero_score_share": 100.0 * float((first == 0).float().mean())}
+                  "gamma_c": gamma_c, "gamma_p": gamma_p, "feature_norms": norms.cpu(),
+                  "feature_norm_mean": float(norms.mean()),
+                  "zero_score_share": 100.0 * float((first == 0).float().mean()),
+                  "tied_share": 100.0 * tied_share(first, gamma_c, gamma_p),
+                  "split_used": split_used(first, gamma_c, gamma_p, cfg)}
         return StageOutput(model, result.history, extras)
 
     key = {"data": spec.training_key(), "sd": cfg}
