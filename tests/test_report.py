@@ -44,3 +44,15 @@ def test_write_table_outputs_three_formats(tmp_path, monkeypatch):
     assert pd.read_csv(paths["csv"]).equals(df)
     assert "50.00" in paths["md"].read_text() and "tabular" in paths["tex"].read_text()
     assert paths["csv"].parent == tmp_path / "tables" / "smoke"
+
+
+def test_mean_std_over_seeds_uses_the_sample_std_and_counts_the_seeds():
+    rows = [{"attack": "a", "defense": d, "metric": m, "seed": s, "value": v}
+            for d, m, values in (("none", "ASR", (90.0, 94.0, 98.0)), ("none", "ACC", (50.0, 50.0, 53.0)),
+                                 ("tr", "ASR", (5.0,)))
+            for s, v in enumerate(values)]
+    view = report.mean_std(pd.DataFrame(rows), ["attack", "defense"]).set_index("defense")
+    assert view.loc["none", "ASR"] == "94.00 ± 4.00"  # sample std of 90, 94, 98 (n - 1 = 2)
+    assert view.loc["none", "ACC"] == "51.00 ± 1.73"
+    assert view.loc["tr", "ASR"] == "5.00" and view.loc["tr", "seeds"] == 1  # one seed: no ± shown
+    assert view.loc["none", "seeds"] == 3

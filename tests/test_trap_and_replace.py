@@ -20,7 +20,7 @@ from backdoor_repro.models import build_model
 from backdoor_repro.models.wrn import WRNBlock
 from backdoor_repro.pipeline import run_data
 from backdoor_repro.spec import Holdout, RunSpec
-from backdoor_repro.train import TrainConfig
+from backdoor_repro.train import TrainConfig, train_supervised
 
 
 @pytest.mark.parametrize("stem_end, stem_shape, head_params", [(4, (32, 16, 16), 132618), (5, (64, 8, 8), 74890),
@@ -79,7 +79,52 @@ def test_total_variation_and_mse_by_hand():
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
 
 
-def test_label_smoothing_cross_entropy_by_hand():
+def test_total_variation_divides_by_every_element_of_the_batch():
+    img = torch.zeros(2, 2, 2, 3)
+    img[0, 0] = torch.tensor([[0.0, 1.0, 3.0], [2.0, 2.0, 2.0]])  # vertical 4 + 1 + 1, horizontal 1 + 4: 11
+    img[0, 1] = 1.0  # constant: 0
+    img[1, 0, 0, 0] = 1.0  # one corner: 1 + 1
+    img[1, 1, 1, 2] = 5.0  # the other corner: 25 + 25
+    assert total_variation(img).item() == pytest.approx(63 / 24)  # / (B·C·H·W), not per image or per batch
+
+
+class _FixedOutputs(torch.nn.Module):
+    """Zero logits and a fixed reconstruction, whatever the input."""
+
+    def __init__(self, rec):
+        super().__init__()
+        self.rec = rec
+
+    def forward_with_reconstruction(self, x):
+        return torch.zeros(x.shape[0], 10), self.rec
+
+
+def test_trap_loss_by_hand():
+    x = torch.zeros(1, 3, 2, 2)
+    rec = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).expand(1, 3, 2, 2)  # MSE to x: 0.5; TV: 3 x 2 x 1 / 12 = 0.5
+    loss, _ = TrapObjective(10.0, 1.0).loss(_FixedOutputs(rec), x, torch.tensor([4]), None, None)
+    assert loss.item() == pytest.approx(math.log(10) + 10 * 0.5 + 0.5)  # CE of zero logits over 10 classes: ln 10
+    no_rec, _ = TrapObjective(0.0, 0.0).loss(_FixedOutputs(rec), x, torch.tensor([4]), None, None)
+    assert no_rec.item() == pytest.approx(math.log(10))
+
+
+def test_the_reconstruction_target_is_the_augmented_input():
+    seen = []
+
+    class Recording(TrapObjective):
+        def loss(self, model, x, y, gen, idx):
+            seen.append((x.detach().clone(), idx.clone()))
+            return super().loss(model, x, y, gen, idx)
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    model = build_model("wrn16", 10, 4, decoder=True)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, optimizer="adam", augmentation="crop_flip")
+    train_supervised(model, images, torch.zeros(8, dtype=torch.long), cfg, progress=False,
+                     objective=Recording(10.0, 1.0))
+    (x, idx), = seen
+    assert not torch.equal(x, images[idx].float() / 255)  # cropped / flipped: the target is what the model saw
+
     logits = torch.tensor([[2.0, 0.0, 0.0]])
     logp = [2 - math.log(math.exp(2) + 2), -math.log(math.exp(2) + 2), -math.log(math.exp(2) + 2)]
     want = 0.9 * -logp[0] + 0.1 * -sum(logp) / 3
@@ -210,3 +255,13 @@ def test_last_holdout_on_class_ordered_torchvision_sets_shuffles_first():
     with pytest.warns(UserWarning, match="shuffled"):
         _, held = split_holdout(gtsrb, Holdout(0.05, "last"), 0)
     assert len(set(held.labels.tolist())) > 5  # not the last two classes
+
+
+def test_relative_centroid_distance_by_hand():
+    from backdoor_repro.embedding import relative_centroid_distance
+    toward = np.array([[0.0, 0.0], [2.0, 0.0]])  # centroid (1, 0)
+    away = np.array([[10.0, 0.0], [10.0, 2.0]])  # centroid (10, 1)
+    points = np.array([[1.0, 3.0], [1.0, -3.0]])  # 3 from (1, 0); sqrt(81 + 4) and sqrt(81 + 16) from (10, 1)
+    want = 3.0 / ((np.sqrt(85) + np.sqrt(97)) / 2)
+    assert relative_centroid_distance(points, toward, away) == pytest.approx(want)
+    assert relative_centroid_distance(points, away, toward) == pytest.approx(1 / want)

@@ -68,3 +68,13 @@ def pca_group_panels(panels: dict[str, dict[str, np.ndarray]], markers=("o", "s"
     axes[0, -1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def relative_centroid_distance(points: np.ndarray, toward: np.ndarray, away: np.ndarray) -> float:
+    """Mean distance of ``points`` to the centroid of ``toward`` over their mean distance to the centroid of
+    ``away``, in the full feature space (a ratio, so models with differently scaled features compare): below 1,
+    the points sit nearer ``toward``. T&R's Figure 2 in one number: poisoned source-class images against the
+    target class (toward) and their own class (away)."""
+    to_toward = np.linalg.norm(points - toward.mean(0), axis=1).mean()
+    to_away = np.linalg.norm(points - away.mean(0), axis=1).mean()
+    return float(to_toward / to_away)

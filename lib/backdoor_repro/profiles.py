@@ -62,9 +62,11 @@ PROFILES = {
         gallery_attacks=_GALLERY,
         deviations=(
             "data: 5,000 training / 1,000 test images of CIFAR-10 (JPEG re-encoded), not 50,000 / 10,000",
-            "dirty-label poisoning rate 10% instead of each paper's default, so the backdoor is learned on 5,000 images",
-            "poisoned indices: our own stream (numpy default_rng(data_seed)); the bundled subset is not in torchvision's "
-            "order, so the official streams cannot apply",
+            "dirty-label poisoning rate 10% for every attack, so the backdoor is learned on 5,000 images (DBD's "
+            "attacks: 5% in the paper; T&R's, FCT's and BackdoorBench's attacks already poison 10%)",
+            "poisoned indices: a fixed rule is applied to the bundled subset's order (T&R's first N non-target, or "
+            "target, images); a random one draws from our own stream (numpy default_rng(data_seed)): the subset is not "
+            "in torchvision's order, so the official random streams cannot apply",
         ),
         model_deviations=(
             "model: ResNet-18 with base width 8 (features 64-d) instead of 64 (512-d)",
