@@ -76,3 +76,19 @@ def test_a_reused_scratch_folder_rereads_its_tables_and_reruns_only_what_is_aske
     assert row["seed 1"] == 72.0  # the rerun's table (80 + 2 runs - CTR 10)
     with pytest.raises(SystemExit):
         seed_spread.main(argv + ["--rerun", "nosuch"])
+
+
+def test_a_run_over_some_notebooks_keeps_the_other_notebooks_rows_of_the_same_seeds(tmp_path):
+    def table(rows, seeds):
+        records = [{"notebook": nb, "quantity": q, "check": ">= 1", "value": v + s, "margin": v + s - 1, "seed": s}
+                   for nb, q, v in rows for s in seeds]
+        return seed_spread.spread_frame(records)
+    previous = tmp_path / "seed_spread.csv"
+    table([("attacks", "a1", 5.0), ("fct", "f1", 6.0), ("grid", "g1", 7.0)], [0, 1]).to_csv(previous, index=False)
+    merged = seed_spread.keep_other_notebooks(table([("fct", "f1", 60.0)], [0, 1]), previous)
+    assert list(merged["notebook"]) == ["attacks", "fct", "grid"]  # the notebooks' order, not the runs'
+    assert list(merged["seed 1"]) == [6.0, 61.0, 8.0] and list(merged["passed"]) == ["2/2"] * 3
+    # measured at other seeds: the previous table is not mixed in
+    other_seeds = seed_spread.keep_other_notebooks(table([("fct", "f1", 60.0)], [0, 1, 2]), previous)
+    assert list(other_seeds["notebook"]) == ["fct"]
+    assert seed_spread.keep_other_notebooks(table([("fct", "f1", 1.0)], [0]), tmp_path / "none.csv").shape[0] == 1

@@ -127,9 +127,21 @@ def _commit() -> str:
         return os.environ.get("BACKDOOR_REPRO_COMMIT") or "unknown"
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), so that CPU timings name their machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def provenance(**extra) -> dict:
     info = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
-            "torch": torch.__version__, "machine": platform.machine(),
+            "torch": torch.__version__, "machine": platform.machine(), "cpu": cpu_model(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)",
             "threads": torch.get_num_threads(), "cpu_numerics": cpu_numerics(), "commit": _commit()}
     info.update(extra)

@@ -30,6 +30,7 @@ import pandas as pd
 from .paths import output_root, project_root
 
 CHANCE = 10.0  # the smoke profile's CIFAR-10: 100 / 10 classes
+FCT_ACCURACY_BOUNDS = {"fct_dbr": 1.7, "fct_dst": 1.5}  # x chance, as the fct notebook's check cell asserts
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,12 @@ def _checks() -> list[Check]:
     c += [Check("fct", "grid3: D_p precision", ">=", 70, lambda t: _sd(t, "D_p precision")),
           Check("fct", "grid3: D_p recall / its ceiling", ">=", 0.7, lambda t: _sd(t, "recall / ceiling")),
           Check("fct", "grid3: ASR - CTR, no defense", ">=", 60, lambda t: _effect(t, "fct_t1", "grid3", "none"))]
-    for d, accuracy_bound in (("fct_dbr", 1.7), ("fct_dst", 1.2)):
+    for d, accuracy_bound in FCT_ACCURACY_BOUNDS.items():  # FCT's ACC: on the non-target test images
         c += [Check("fct", f"grid3: ASR - CTR after {d}", "<=", 25, lambda t, d=d: _effect(t, "fct_t1", "grid3", d)),
               Check("fct", f"grid3: effect drop, no defense -> {d}", ">=", 50,
                     lambda t, d=d: _drop(t, "fct_t1", "grid3", d)),
-              Check("fct", f"grid3: ACC after {d}", ">=", accuracy_bound * CHANCE,
-                    lambda t, d=d: _metric(t, "fct_t1", "grid3", d, "ACC"))]
+              Check("fct", f"grid3: ACC (non-target images) after {d}", ">=", accuracy_bound * CHANCE,
+                    lambda t, d=d: _metric(t, "fct_t1", "grid3", d, "ACC_no_target"))]
     w = "white3_bb"
     c += [Check("fmp", f"{w}: ASR - CTR, no defense", ">=", 60, lambda t: _effect(t, "fmp_t1", w, "none")),
           Check("fmp", f"{w}: effect drop, no defense -> FMP", ">=", 35, lambda t: _drop(t, "fmp_t1", w, "fmp")),
@@ -184,6 +185,22 @@ def spread_frame(records: list[dict]) -> pd.DataFrame:
     return wide.reset_index()
 
 
+def keep_other_notebooks(frame: pd.DataFrame, previous: Path) -> pd.DataFrame:
+    """``frame`` with the rows of the notebooks it does not cover taken from the ``previous`` table, so that
+    ``--notebooks grid`` refreshes the grid's rows and keeps the others. Only where both have the same seeds:
+    a row measured at other seeds is never mixed into the table (the previous one is then replaced whole)."""
+    if not previous.exists():
+        return frame
+    old = pd.read_csv(previous, dtype={"check": str, "passed": str})
+    if list(old.columns) != list(frame.columns):
+        print(f"{previous.name} has columns {list(old.columns)}; replaced whole by this run's notebooks")
+        return frame
+    kept = old[~old["notebook"].isin(frame["notebook"])]
+    merged = pd.concat([kept, frame], ignore_index=True)
+    order = {name: i for i, name in enumerate(SLICES)}
+    return merged.sort_values("notebook", key=lambda n: n.map(order), kind="stable").reset_index(drop=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1,2,3", help="seeds to rerun (seed 0 is read from tables/smoke)")
@@ -233,7 +250,7 @@ def main(argv=None) -> int:
             rows = read_checks(notebook, _run_folder(scratch, notebook, seed) / "tables" / "smoke") \
                 if r["outcome"] != "error" else []
             records += [{**row, "seed": seed, "outcome": r["outcome"]} for row in rows]
-    frame = spread_frame(records)
+    frame = keep_other_notebooks(spread_frame(records), output_root() / "tables" / "reliability" / "seed_spread.csv")
     from .report import write_frame
     write_frame(frame, "seed_spread", "reliability")  # not under tables/smoke: no notebook writes it
     print(frame.to_string(index=False))
