@@ -90,6 +90,15 @@ def test_tables_from_hand_made_records():
     assert len(dbd_asr) >= 1 and (dbd_asr["ours, own protocol"] == 1).all()
     assert dbd_asr["ours, common protocol"].isna().all() and dbd_asr["claimed"].notna().all()
     assert set(cross["defense"]) <= {"dbd", "ft", "fmp"}
+    # FCT's ACC is on the non-target images: its claims (and DBD's numbers it re-ran) read our ACC_no_target
+    fct_records = [{**_record("fct_dst", a, 40, 5, 90, 100, protocol="own")} for a in ("grid3", "white3_fct")]
+    fct_records[0]["metrics"]["ACC_no_target"] = 33.0  # white3_fct (all-to-all) has no target: no ACC_no_target
+    fct_own = grid_report.records_frame(fct_records, "own", "smoke", "cifar10-smoke")
+    fct_cross = grid_report.cross_paper(["fct_dst"], fct_own, common).set_index(["attack", "metric", "claim"])
+    grid3_acc = fct_cross.xs(("grid3", "ACC"), level=("attack", "metric"))
+    assert (grid3_acc["ours, own protocol"] == 33.0).all() and (grid3_acc["ours measured as"] == "ACC_no_target").all()
+    assert (fct_cross.xs(("white3_fct", "ACC"), level=("attack", "metric"))["ours, own protocol"] == 40.0).all()
+    assert (fct_cross.xs(("grid3", "ASR"), level=("attack", "metric"))["ours, own protocol"] == 5.0).all()
     fig = grid_report.heatmaps(common)
     assert len(fig.axes) == 3
 

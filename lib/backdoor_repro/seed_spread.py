@@ -30,7 +30,7 @@ import pandas as pd
 from .paths import output_root, project_root
 
 CHANCE = 10.0  # the smoke profile's CIFAR-10: 100 / 10 classes
-FCT_ACCURACY_BOUNDS = {"fct_dbr": 1.7, "fct_dst": 1.5}  # x chance, as the fct notebook's check cell asserts
+FCT_ACCURACY_BOUNDS = {"fct_dbr": 1.7, "fct_dst": 1.8}  # x chance, as the fct notebook's check cell asserts
 
 
 @dataclass(frozen=True)
