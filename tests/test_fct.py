@@ -107,7 +107,11 @@ def test_a_collapsed_score_distribution_falls_back_to_the_rank_split():
     code, _, _ = split_samples(scores, scores, SDConfig(alpha_c=0.2, alpha_p=0.05, rank_if_ties_above=None))
     assert int((code == FLAG_CLEAN).sum()) == 30  # the code's split, without the guard
     distinct = torch.arange(100, dtype=torch.float32)
-    assert split_used(distinct, 20.0, 95.0, cfg) == "two_pass"  # one tie at each threshold: 1 %, not above it
+    assert split_used(distinct, 20.0, 95.0, cfg) == "two_pass"  # no score ties with a threshold
+    one_tie = torch.cat([distinct[:50], torch.tensor([20.0]), distinct[51:]])  # 20 twice: 1 % besides itself
+    assert split_used(one_tie, 20.0, 95.0, cfg) == "two_pass"
+    two_ties = torch.cat([distinct[:50], torch.tensor([20.0, 20.0]), distinct[52:]])  # 2 %: over the guard
+    assert split_used(two_ties, 20.0, 95.0, cfg) == "rank"
     with pytest.raises(ValueError, match="rank_if_ties_above"):
         SDConfig(rank_if_ties_above=1.5)
 

@@ -54,6 +54,22 @@ def stop_once_at_each_checkpoint(monkeypatch):
     return stopped
 
 
+def same(a, b) -> bool:
+    """Equal to the bit: tensors by ``torch.equal``, containers item by item, anything else by ``==``."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def untimed(extras: dict) -> dict:
+    """A stage's extras (e.g. ANP's masks, FCT's scores and flags) without its timings."""
+    return {k: v for k, v in extras.items() if "seconds" not in k and "per_second" not in k}
+
+
 def _two_epoch_spec(defense, tiny):  # noqa: F811
     spec = tiny_spec(defense, tiny)
     return replace(spec, supervised=spec.supervised.with_(epochs=2))
@@ -88,6 +104,7 @@ def test_each_stage_stopped_at_a_checkpoint_resumes_to_the_uninterrupted_result(
     assert whole.stages.keys() == resumed.stages.keys()
     for name, record in whole.stages.items():
         assert record.history == resumed.stages[name].history, f"{key}: the {name} history differs"
+        assert same(untimed(record.extras), untimed(resumed.stages[name].extras)), f"{key}: the {name} extras differ"
     # every stage was stopped once and resumed (its partial file was named at a stop)
     checkpointed = {name for name, r in resumed.stages.items() if f"{r.key}.partial.pt" in stop_once_at_each_checkpoint}
     assert checkpointed == set(resumed.stages), (key, checkpointed)

@@ -109,22 +109,33 @@ def test_trap_loss_by_hand():
 
 
 def test_the_reconstruction_target_is_the_augmented_input():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen)
     seen = []
 
     class Recording(TrapObjective):
-        def loss(self, model, x, y, gen, idx):
-            seen.append((x.detach().clone(), idx.clone()))
-            return super().loss(model, x, y, gen, idx)
+        """The loss the loop trains on, beside the formula with the augmented input and with the raw images."""
 
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen)
+        def loss(self, model, x, y, gen, idx):
+            loss, logits = super().loss(model, x, y, gen, idx)
+            with torch.no_grad():  # the same parameters, before the step (no dropout in the trap network)
+                out, rec = model.forward_with_reconstruction(x)
+                rest = F.cross_entropy(out.float(), y) + total_variation(rec.float())
+                raw = images[idx].float() / 255
+                seen.append((loss.item(), (rest + 10 * F.mse_loss(rec.float(), x)).item(),
+                             (rest + 10 * F.mse_loss(rec.float(), raw)).item()))
+            return loss, logits
+
     model = build_model("wrn16", 10, 4, decoder=True)
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, optimizer="adam", augmentation="crop_flip")
     train_supervised(model, images, torch.zeros(8, dtype=torch.long), cfg, progress=False,
                      objective=Recording(10.0, 1.0))
-    (x, idx), = seen
-    assert not torch.equal(x, images[idx].float() / 255)  # cropped / flipped: the target is what the model saw
+    (trained, with_augmented, with_raw), = seen
+    assert trained == pytest.approx(with_augmented, rel=1e-5)  # the target is what the model saw (crop + flip)...
+    assert abs(trained - with_raw) > 1e-3  # ...not the stored image
 
+
+def test_label_smoothing_cross_entropy_by_hand():
     logits = torch.tensor([[2.0, 0.0, 0.0]])
     logp = [2 - math.log(math.exp(2) + 2), -math.log(math.exp(2) + 2), -math.log(math.exp(2) + 2)]
     want = 0.9 * -logp[0] + 0.1 * -sum(logp) / 3

@@ -99,14 +99,18 @@ def cross_paper(defenses, own: pd.DataFrame, common: pd.DataFrame, datasets=("CI
 
     rows = []
     for _, c in _claims(defenses, datasets).iterrows():
-        ours = {}
+        ours, used = {}, []
         for name, means in (("ours, own protocol", own_means), ("ours, common protocol", common_means)):
-            ours[name] = lookup(means, c["defense"], c["attack"], measured_as(c))
-            if pd.isna(ours[name]):  # an attack without a target (all-to-all): FCT's ACC is on every test image
-                ours[name] = lookup(means, c["defense"], c["attack"], c["metric"])
+            metric = measured_as(c)
+            ours[name] = lookup(means, c["defense"], c["attack"], metric)
+            if pd.isna(ours[name]) and metric != c["metric"]:  # all-to-all has no target: ACC on every test image
+                metric = c["metric"]
+                ours[name] = lookup(means, c["defense"], c["attack"], metric)
+            if pd.notna(ours[name]):
+                used.append(metric)
         rows.append({"defense": c["defense"], "attack": c["attack"], "metric": c["metric"], "claimed": c["value"],
                      "claim": f"{c['paper']}:{c['table']} ({c['defense_name']} on {c['attack_name']}, {c['model']})",
-                     **ours, "ours measured as": measured_as(c)})
+                     **ours, "ours measured as": " / ".join(dict.fromkeys(used)) or measured_as(c)})
     return pd.DataFrame(rows, columns=["defense", "attack", "metric", "claimed", "ours, own protocol",
                                        "ours, common protocol", "ours measured as", "claim"])
 

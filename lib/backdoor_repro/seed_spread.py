@@ -187,8 +187,9 @@ def spread_frame(records: list[dict]) -> pd.DataFrame:
 
 def keep_other_notebooks(frame: pd.DataFrame, previous: Path) -> pd.DataFrame:
     """``frame`` with the rows of the notebooks it does not cover taken from the ``previous`` table, so that
-    ``--notebooks grid`` refreshes the grid's rows and keeps the others. Only where both have the same seeds:
-    a row measured at other seeds is never mixed into the table (the previous one is then replaced whole)."""
+    ``--notebooks grid`` refreshes the grid's rows and keeps the others as they were written (their checks are not
+    re-applied: their runs' tables are not at hand). Only where both have the same seeds: a row measured at other
+    seeds is never mixed into the table (the previous one is then replaced whole, which is printed)."""
     if not previous.exists():
         return frame
     old = pd.read_csv(previous, dtype={"check": str, "passed": str})

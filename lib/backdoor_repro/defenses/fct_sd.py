@@ -23,7 +23,7 @@ from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
 from ..train import Objective, TrainConfig, batched_outputs, train_supervised
 
-SD_VERSION = 1
+SD_VERSION = 2  # 2: the collapse guard and its tied share (2026-12-06)
 SPLITS = ("two_pass", "rank")
 
 
@@ -93,8 +93,10 @@ def fct_scores(model, images: torch.Tensor, cfg: SDConfig, gen: torch.Generator)
 
 
 def tied_share(first: torch.Tensor, gamma_c: float, gamma_p: float) -> float:
-    """The share of first-pass scores equal to a threshold, the larger of the two (0 to 1)."""
-    return max(float((first == gamma_c).float().mean()), float((first == gamma_p).float().mean()))
+    """The share of first-pass scores tied with a threshold, besides the score that is the threshold: the larger of
+    the two (0 to 1; 0 when every score is distinct)."""
+    n = first.shape[0]
+    return max(float((first == g).sum() - 1) / n for g in (gamma_c, gamma_p))
 
 
 def split_used(first: torch.Tensor, gamma_c: float, gamma_p: float, cfg: SDConfig) -> str:
