@@ -96,13 +96,13 @@ def optimize_masks(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     mask_opt = torch.optim.SGD(masks, lr=cfg.mask_lr, momentum=0.9)
     net.train()
     every = ANP_CHECKPOINT_EVERY  # a chunk of iterations is the checkpoint's "epoch"
-    ckpt = EpochCheckpoint(checkpoint, artifact_key("anp_checkpoint", {"cfg": cfg, "n": n, "every": every}, VERSION), 1,
-                           -(-cfg.iterations // every), device)
+    key = artifact_key("anp_checkpoint", {"cfg": cfg, "n": n, "every": every}, VERSION)
+    ckpt = EpochCheckpoint(checkpoint, key, 1, -(-cfg.iterations // every), device)
     saved = ckpt.resume(net, mask_opt, gen)
     if saved is None:
         start, order, pos = 0, torch.randperm(n, generator=gen, device=device), 0
     else:
-        start, order, pos = saved["epoch"] * every, saved["order"], 0
+        start, order, pos = saved["epoch"] * every, saved["order"], int(saved["pos"])
     for iteration in range(start, cfg.iterations):
         if pos + cfg.batch_size > n:
             order, pos = torch.randperm(n, generator=gen, device=device), 0
