@@ -12,15 +12,23 @@ import pandas as pd
 from . import report
 
 TEST_SELECTED = " (test-selected epoch)"
+FCT_ACC = "ACC_no_target"  # our metric for the ACC FCT reports, where the attack has a target (else ACC)
+
+
+def fct_accuracy(metrics) -> float:
+    """The ACC FCT reports from one model's metrics (a dict or Series): ``ACC_no_target``, or ``ACC`` for an
+    all-to-all attack, which has no target."""
+    value = metrics.get(FCT_ACC)
+    return metrics["ACC"] if value is None or pd.isna(value) else value
 
 
 def as_fct_metrics(table: pd.DataFrame) -> pd.DataFrame:
     """The ASR rows and, per attack, the ACC FCT reports: ``ACC_no_target`` where the attack has one (renamed
     ``ACC``), else ``ACC`` (all-to-all)."""
-    with_target = set(table.loc[table["metric"] == "ACC_no_target", "attack"])
-    keep = (table["metric"].isin(["ASR", "ACC_no_target"])
+    with_target = set(table.loc[table["metric"] == FCT_ACC, "attack"])
+    keep = (table["metric"].isin(["ASR", FCT_ACC])
             | ((table["metric"] == "ACC") & ~table["attack"].isin(with_target)))
-    return table[keep].assign(metric=table.loc[keep, "metric"].replace({"ACC_no_target": "ACC"}))
+    return table[keep].assign(metric=table.loc[keep, "metric"].replace({FCT_ACC: "ACC"}))
 
 
 def compare_t1(t1: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:

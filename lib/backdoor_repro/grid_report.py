@@ -9,6 +9,7 @@ import pandas as pd
 
 from .attacks import ATTACKS
 from .defenses import DEFENSES
+from .fct_tables import FCT_ACC
 from .reported import load_reported
 
 HEATMAP_METRICS = ("ASR", "ACC", "DER")
@@ -91,26 +92,25 @@ def cross_paper(defenses, own: pd.DataFrame, common: pd.DataFrame, datasets=("CI
     protocol and under the common protocol (seed means; empty where that cell has not run)."""
     own_means, common_means = seed_mean(own) if len(own) else None, seed_mean(common) if len(common) else None
 
-    def lookup(means, defense, attack, metric):
-        if means is None or (defense, attack) not in means.index or metric not in means.columns:
-            return np.nan
-        value = means.loc[(defense, attack), metric]
-        return np.nan if pd.isna(value) else round(float(value), 2)
+    def lookup(means, defense, attack, metrics):
+        """``(value, metric)`` of the first of ``metrics`` the cell has, or ``(nan, None)``."""
+        if means is None or (defense, attack) not in means.index:
+            return np.nan, None
+        for metric in metrics:
+            if metric in means.columns and pd.notna(means.loc[(defense, attack), metric]):
+                return round(float(means.loc[(defense, attack), metric]), 2), metric
+        return np.nan, None
 
     rows = []
     for _, c in _claims(defenses, datasets).iterrows():
-        ours, used = {}, []
-        for name, means in (("ours, own protocol", own_means), ("ours, common protocol", common_means)):
-            metric = measured_as(c)
-            ours[name] = lookup(means, c["defense"], c["attack"], metric)
-            if pd.isna(ours[name]) and metric != c["metric"]:  # all-to-all has no target: ACC on every test image
-                metric = c["metric"]
-                ours[name] = lookup(means, c["defense"], c["attack"], metric)
-            if pd.notna(ours[name]):
-                used.append(metric)
+        metrics = list(dict.fromkeys([measured_as(c), c["metric"]]))  # all-to-all has no target: ACC on every image
+        own, own_metric = lookup(own_means, c["defense"], c["attack"], metrics)
+        common, common_metric = lookup(common_means, c["defense"], c["attack"], metrics)
+        used = " / ".join(dict.fromkeys(m for m in (own_metric, common_metric) if m))
         rows.append({"defense": c["defense"], "attack": c["attack"], "metric": c["metric"], "claimed": c["value"],
                      "claim": f"{c['paper']}:{c['table']} ({c['defense_name']} on {c['attack_name']}, {c['model']})",
-                     **ours, "ours measured as": " / ".join(dict.fromkeys(used)) or measured_as(c)})
+                     "ours, own protocol": own, "ours, common protocol": common,
+                     "ours measured as": used or metrics[0]})
     return pd.DataFrame(rows, columns=["defense", "attack", "metric", "claimed", "ours, own protocol",
                                        "ours, common protocol", "ours measured as", "claim"])
 
@@ -119,5 +119,5 @@ def measured_as(claim) -> str:
     """Our metric that matches a claimed one: FCT measures ACC on the non-target test images (``fct_tables``), in
     its own tables and in the DBD numbers it re-ran (``secondary_fct_*`` in DBD's file); every other claim as named."""
     if claim["metric"] == "ACC" and (claim["paper"] == "fct" or "fct" in claim["table"]):
-        return "ACC_no_target"
+        return FCT_ACC
     return claim["metric"]
