@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from backdoor_repro.data import DatasetUnavailable, class_balanced_subset, load_dataset
+from backdoor_repro.datasets import CIFAR10_CLASSES
 
 
 def test_smoke_bundle_is_class_balanced_real_cifar10(smoke_train, smoke_test):
@@ -26,7 +27,7 @@ def test_class_balanced_subset(smoke_train):
 def _write_tree(root, per_class=3, size=32):
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
-        for cls in ("airplane", "automobile"):
+        for cls in CIFAR10_CLASSES:  # all ten: a tree with fewer is refused (test_data_class_lists)
             d = root / "cifar10-jpeg" / split / cls
             d.mkdir(parents=True)
             for i in range(per_class):
@@ -37,7 +38,7 @@ def test_image_folder_tree_and_decoded_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BACKDOOR_REPRO_CACHE", str(tmp_path / "cache"))
     _write_tree(tmp_path / "data")
     ds = load_dataset("cifar10", "train", root=tmp_path / "data")
-    assert ds.images.shape == (6, 3, 32, 32) and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ds.images.shape == (30, 3, 32, 32) and ds.labels.tolist() == [c for c in range(10) for _ in range(3)]
     with Image.open(tmp_path / "data/cifar10-jpeg/train/automobile/0001.png") as im:
         assert np.array_equal(ds.images[4].permute(1, 2, 0).numpy(), np.asarray(im))
     cached = list((tmp_path / "cache" / "datasets").glob("*.npz"))

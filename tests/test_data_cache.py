@@ -8,12 +8,13 @@ import pytest
 from PIL import Image
 
 from backdoor_repro.data import DatasetUnavailable, load_dataset
+from backdoor_repro.datasets import CIFAR10_CLASSES
 
 from test_data_fixtures import CIFAR_LAYOUT, WNIDS, write_cifar_pickles, write_image_tree, write_imagenet_tree
 from test_data_gtsrb import write_torchvision_gtsrb
 
 
-def write_tree(root, per_class=3, classes=("airplane", "cat")):
+def write_tree(root, per_class=3, classes=CIFAR10_CLASSES):
     rng = np.random.default_rng(1)
     for split in ("train", "test"):
         for c in classes:
@@ -53,8 +54,16 @@ def test_the_torchvision_layout_cache_follows_its_files(tmp_path, cache):
     write_torchvision_gtsrb(tmp_path / "data", per_class=1)
     assert len(load_dataset("gtsrb", "test", tmp_path / "data")) == 2 * 43
     csv = tmp_path / "data" / "gtsrb" / "GT-final_test.csv"
-    csv.write_text("\n".join(csv.read_text().splitlines()[:11]) + "\n")  # header + 10 rows
+    lines = csv.read_text().splitlines()
+    for line in lines[11:]:  # keep 10 rows and their images (a CSV cut short alone is refused: test_data_gtsrb_checks)
+        (tmp_path / "data" / "gtsrb" / "GTSRB" / "Final_Test" / "Images" / line.split(";")[0]).unlink()
+    csv.write_text("\n".join(lines[:11]) + "\n")
     assert len(load_dataset("gtsrb", "test", tmp_path / "data")) == 10
+    before = load_dataset("gtsrb", "test", tmp_path / "data").labels.tolist()
+    lines = csv.read_text().splitlines()
+    lines[1] = lines[1].rsplit(";", 1)[0] + f";{(before[0] + 1) % 43:d}"  # another label, the same file size or not
+    _rewrite_later(csv, ("\n".join(lines) + "\n").encode())
+    assert load_dataset("gtsrb", "test", tmp_path / "data").labels.tolist() == [(before[0] + 1) % 43] + before[1:]
 
 
 def test_an_image_folder_cache_follows_a_renamed_file(tmp_path, cache):
@@ -67,7 +76,8 @@ def test_an_image_folder_cache_follows_a_renamed_file(tmp_path, cache):
 
 def test_an_empty_class_folder_is_named(tmp_path, cache):
     root = write_tree(tmp_path / "data")
-    (root / "train" / "dog").mkdir()
+    for f in (root / "train" / "dog").iterdir():
+        f.unlink()
     with pytest.raises(DatasetUnavailable, match="class folder.* dog hold no images"):
         load_dataset("cifar10", "train", root)
 
@@ -103,16 +113,20 @@ def test_a_cifar_pickle_cache_follows_its_files(tmp_path, cache, name):
 
 
 def test_a_gtsrb_image_folder_cache_follows_an_added_file(tmp_path, cache):
-    root = write_image_tree(tmp_path / "data" / "gtsrb", [f"{c:05d}" for c in range(3)])
-    assert len(load_dataset("gtsrb", "train", tmp_path / "data")) == 6
+    root = write_image_tree(tmp_path / "data" / "gtsrb", [f"{c:05d}" for c in range(43)], size=(8, 8))
+    assert len(load_dataset("gtsrb", "train", tmp_path / "data")) == 86
     (root / "train" / "00001" / "0000.png").rename(root / "train" / "00001" / "0007.png")
-    write_image_tree(root, ["00002"], per_class=3, splits=("train",), seed=5)  # overwrites 2, adds 0002.png
-    assert load_dataset("gtsrb", "train", tmp_path / "data").labels.tolist() == [0, 0, 1, 1, 2, 2, 2]
+    write_image_tree(root, ["00002"], per_class=3, splits=("train",), size=(8, 8), seed=5)  # overwrites 2, adds 1
+    labels = load_dataset("gtsrb", "train", tmp_path / "data").labels.tolist()
+    assert labels[:7] == [0, 0, 1, 1, 2, 2, 2] and len(labels) == 87
 
 
-def test_an_imagenet12_cache_follows_a_new_first_wnid(tmp_path, cache):
+def test_an_imagenet12_cache_follows_an_added_image(tmp_path, cache):
     base = write_imagenet_tree(tmp_path / "data")
     assert load_dataset("imagenet12", "test", tmp_path / "data").classes[0] == WNIDS[0]
-    write_image_tree(base, ["n00000001"], per_class=1, splits=("train", "val"))  # sorts first: the 12 shift by one
+    write_image_tree(base, [WNIDS[3]], 2, ("val",), seed=4, suffix="JPEG")  # rewrites 0000.JPEG, adds 0001.JPEG
     ds = load_dataset("imagenet12", "test", tmp_path / "data")
-    assert list(ds.classes) == ["n00000001", *WNIDS[:11]] and len(ds) == 12
+    assert list(ds.classes) == WNIDS[:12] and ds.labels.tolist() == [0, 1, 2, 3, 3, *range(4, 12)]
+    write_image_tree(base, ["n00000001"], per_class=1, splits=("train", "val"))  # sorts first: refused, not shifted
+    with pytest.raises(DatasetUnavailable, match="n00000001 sort among them"):
+        load_dataset("imagenet12", "test", tmp_path / "data")

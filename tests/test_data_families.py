@@ -12,7 +12,11 @@ from backdoor_repro.data import DATASETS, DatasetUnavailable, ImageSet, class_ba
 from backdoor_repro.datasets import TABLE
 from backdoor_repro.models import NORMALIZATIONS, normalization_stats
 
+from backdoor_repro.datasets import CIFAR10_CLASSES
+
 from test_data_fixtures import WNIDS, write_image_tree, write_imagenet_tree
+
+CIFAR10 = list(CIFAR10_CLASSES)
 
 
 @pytest.fixture(autouse=True)
@@ -21,27 +25,29 @@ def cache(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- one class list for both splits
-def test_a_test_split_lacking_a_class_keeps_the_training_splits_labels(tmp_path):
-    root = write_image_tree(tmp_path, ["airplane", "bird", "cat"], splits=("train",))
-    write_image_tree(tmp_path, ["airplane", "cat"], splits=("test",))
-    with pytest.warns(UserWarning, match="no folder for class.* bird"):
-        test = load_dataset("cifar10", "test", root)
-    assert test.classes == ("airplane", "bird", "cat") and test.labels.tolist() == [0, 0, 2, 2]  # cat stays 2
+def test_a_test_split_lacking_a_class_is_an_error_naming_it(tmp_path):
+    """(Before: a warning, the other classes keeping their labels.) A test split without a class is not the
+    dataset's."""
+    root = write_image_tree(tmp_path, CIFAR10, 1, splits=("train",), size=(8, 8))
+    write_image_tree(tmp_path, [c for c in CIFAR10 if c != "bird"], 1, splits=("test",), size=(8, 8))
+    for split in ("train", "test"):
+        with pytest.raises(DatasetUnavailable, match="no folder for class.* bird"):
+            load_dataset("cifar10", split, root)
 
 
 def test_a_class_only_the_test_split_has_is_an_error_naming_both_folders(tmp_path):
-    root = write_image_tree(tmp_path, ["airplane", "cat"], splits=("train",))
-    write_image_tree(tmp_path, ["airplane", "cat", "dog"], splits=("test",))
+    root = write_image_tree(tmp_path, CIFAR10, 1, splits=("train",), size=(8, 8))
+    write_image_tree(tmp_path, CIFAR10 + ["dog2"], 1, splits=("test",), size=(8, 8))
     for split in ("train", "test"):
-        message = f"'dog' is in {tmp_path / 'test'} but not in {tmp_path / 'train'}"
+        message = f"'dog2' is in {tmp_path / 'test'} but not in {tmp_path / 'train'}"
         with pytest.raises(DatasetUnavailable, match=re.escape(message)):
             load_dataset("cifar10", split, root)
 
 
 def test_numbered_class_folders_are_ordered_by_number(tmp_path):
-    root = write_image_tree(tmp_path, [str(c) for c in range(12)], per_class=1)
+    root = write_image_tree(tmp_path, [str(c) for c in reversed(range(43))], per_class=1, size=(8, 8))
     ds = load_dataset("gtsrb", "test", root)
-    assert ds.classes[2] == "2" and ds.classes[10] == "10" and ds.labels.tolist() == list(range(12))
+    assert ds.classes[2] == "2" and ds.classes[10] == "10" and ds.labels.tolist() == list(range(43))
 
 
 # ---------------------------------------------------------------- seeded class-balanced subsets

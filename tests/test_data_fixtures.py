@@ -1,8 +1,9 @@
 """Fixture writers, one per on-disk layout (fake pixels, the real structure), and ``load_dataset`` on each of them.
 
 Layouts: torchvision's CIFAR-10 / CIFAR-100 pickles (``cifar-10-batches-py``, ``cifar-100-python``), GTSRB's
-torchvision layout (``test_data_gtsrb.write_torchvision_gtsrb``), image-folder trees, and a 224-px ImageNet-style
-tree with WNID class folders (``train/`` and ``val/``)."""
+torchvision layout and official release (``test_data_gtsrb.write_torchvision_gtsrb``, ``write_release_gtsrb``),
+image-folder trees, and a 224-px ImageNet-style tree with WNID class folders (``train/`` and ``val/``). Every writer
+uses the dataset's real class names: a copy with other classes is refused (``test_data_class_lists``)."""
 import pickle
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from backdoor_repro.data import load_dataset
+from backdoor_repro.datasets import CIFAR10_CLASSES, CIFAR100_CLASSES, IMAGENET12_WNIDS
 
 from test_data_gtsrb import CLASSES as GTSRB_CLASSES, write_torchvision_gtsrb
 
@@ -20,11 +22,13 @@ CIFAR_LAYOUT = {  # name: (folder, {split: files}, meta file, meta key, label ke
     "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]}, "meta", "fine_label_names",
                  "fine_labels", 100),
 }
+CLASS_NAMES = {"cifar10": list(CIFAR10_CLASSES), "cifar100": list(CIFAR100_CLASSES)}
 
 
-def write_cifar_pickles(root, name, per_file=6, seed=0):
+def write_cifar_pickles(root, name, per_file=6, seed=0, classes=None):
     """torchvision's CIFAR files: pickled dicts with ``data`` uint8 (N, 3072) rows in CHW order and the labels,
-    plus the meta file with the class names. Returns ``{split: (images HWC, labels)}``."""
+    plus the meta file with the class names (the real ones unless ``classes``). Returns ``{split: (images HWC,
+    labels)}``."""
     folder, files, meta, meta_key, label_key, n_classes = CIFAR_LAYOUT[name]
     rng = np.random.default_rng(seed)
     base = root / folder
@@ -42,7 +46,7 @@ def write_cifar_pickles(root, name, per_file=6, seed=0):
             images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             labels += lab
         written[split] = (np.concatenate(images), np.asarray(labels))
-    names = [f"class_{i:03d}" for i in range(n_classes)]
+    names = CLASS_NAMES[name] if classes is None else classes
     (base / meta).write_bytes(pickle.dumps({meta_key: names}))
     return written
 
@@ -60,7 +64,7 @@ def write_image_tree(root, classes, per_class=2, splits=("train", "test"), size=
     return root
 
 
-WNIDS = [f"n{7000000 + 37 * i:08d}" for i in range(14)]  # 14 WNID-shaped names: imagenet12 keeps the first 12
+WNIDS = list(IMAGENET12_WNIDS) + ["n01532829", "n01534433"]  # ImageNet's first 14 WNIDs: imagenet12 keeps 12
 
 
 def write_imagenet_tree(root, wnids=WNIDS, per_class=2):
@@ -82,7 +86,8 @@ def test_cifar_pickles_load_as_written_in_torchvision_order(tmp_path, name):
     for split, (images, labels) in written.items():
         with pytest.warns(UserWarning, match="differ from the official"):
             ds = load_dataset(name, split, tmp_path / "data")
-        assert ds.order == "torchvision" and ds.num_classes == CIFAR_LAYOUT[name][5] and ds.classes[1] == "class_001"
+        assert ds.order == ds.layout == "torchvision" and ds.num_classes == CIFAR_LAYOUT[name][5]
+        assert ds.classes[1] == CLASS_NAMES[name][1]
         assert np.array_equal(ds.images.permute(0, 2, 3, 1).numpy(), images) and ds.labels.tolist() == labels.tolist()
 
 
@@ -102,14 +107,15 @@ def test_cifar_pickles_give_torchvisions_own_arrays(tmp_path, monkeypatch, name)
         assert list(ds.classes) == ref.classes
 
 
-@pytest.mark.parametrize("name, classes", [("cifar10", ["airplane", "cat"]), ("cifar100", ["apple", "bear"]),
-                                           ("gtsrb", [f"{c:05d}" for c in range(3)])])
+@pytest.mark.parametrize("name, classes", [("cifar10", list(CIFAR10_CLASSES)), ("cifar100", list(CIFAR100_CLASSES)),
+                                           ("gtsrb", [f"{c:05d}" for c in range(GTSRB_CLASSES)])])
 def test_image_folder_trees_load_for_every_family(tmp_path, name, classes):
-    write_image_tree(tmp_path / "data" / f"{name}-jpeg", classes, size=lambda r: tuple(r.integers(20, 50, 2)))
+    write_image_tree(tmp_path / "data" / f"{name}-jpeg", list(reversed(classes)), per_class=1,
+                     size=lambda r: tuple(r.integers(20, 50, 2)))
     for split in ("train", "test"):
         ds = load_dataset(name, split, tmp_path / "data")
-        assert ds.images.shape == (2 * len(classes), 3, 32, 32) and list(ds.classes) == classes
-        assert ds.order == "folder" and ds.labels.tolist() == sorted(list(range(len(classes))) * 2)
+        assert ds.images.shape == (len(classes), 3, 32, 32) and list(ds.classes) == classes
+        assert ds.order == ds.layout == "folder" and ds.labels.tolist() == list(range(len(classes)))
 
 
 def test_gtsrb_torchvision_layout_loads(tmp_path):
@@ -125,3 +131,4 @@ def test_imagenet12_tree_loads_the_first_12_wnids_at_224(tmp_path):
     assert train.images.shape == (24, 3, 224, 224) and train.images.dtype == torch.uint8
     assert test.images.shape == (12, 3, 224, 224) and list(test.classes) == WNIDS[:12] == list(train.classes)
     assert test.labels.tolist() == list(range(12)) and train.order == test.order == "folder"
+    assert list(train.classes) == list(IMAGENET12_WNIDS)

@@ -2,13 +2,21 @@
 
 Every loader ends in an :class:`ImageSet`: ``images`` uint8 ``(N, 3, H, W)``, ``labels`` int64. What is known about
 each dataset (classes, stored size, folders, normalisation) is one table, :mod:`backdoor_repro.datasets`.
-Sources, in the order they are tried for ``cifar10`` / ``cifar100`` / ``gtsrb`` / ``imagenet12``:
+Sources (layouts), in the order they are tried for ``cifar10`` / ``cifar100`` / ``gtsrb`` / ``imagenet12``:
 
-1. an image-folder tree under ``root`` (``train/<class>/*`` and ``test/<class>/*``, or ``val/<class>/*`` for
-   ImageNet; also one level down, as in the unpacked ``cifar10-jpeg`` archive). Both splits take their labels from
+1. ``folder``: an image-folder tree under ``root`` (``train/<class>/*`` and ``test/<class>/*``, or ``val/<class>/*``
+   for ImageNet; also one level down, as in the unpacked ``cifar10-jpeg`` archive). Both splits take their labels from
    the *training* split's class folders (sorted by name; by number when every name is a number);
-2. torchvision's own files under ``root`` (downloaded only when ``download=True``; CIFAR pickles are read here,
-   GTSRB through torchvision). ImageNet subsets exist only as image-folder trees.
+2. ``release`` (GTSRB only): the official release, ``GTSRB/Final_Training`` + ``Final_Test`` (:mod:`.gtsrb`);
+3. ``torchvision``: torchvision's own files under ``root`` (downloaded only when ``download=True``; read here, not
+   through torchvision: CIFAR pickles, GTSRB's ``Training`` folders and test CSV). ImageNet subsets exist only as
+   image-folder trees.
+
+Every copy is checked against the dataset's own class list (:mod:`.class_folders`) and its splits against each other
+before anything is decoded (``check_dataset_available``): a missing or foreign class folder, a label file without its
+labels or with rows missing is an error naming what was found and what was expected, never a silent shift of labels.
+The layout a set came from is ``ImageSet.layout`` (``dataset_layout`` without loading; ``layout_deviation`` names a
+GTSRB training set other than the release's).
 
 ``cifar10-smoke`` is the small real CIFAR-10 subset bundled with the package (no download).
 Decoded arrays are cached (``.cache/datasets``) so a tree of JPEG files is decoded once.
@@ -18,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +35,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .datasets import PIPELINES, TABLE, DatasetInfo, dataset_info
+from . import cifar_files, gtsrb
+from .class_folders import class_dirs, split_classes
+from .datasets import PIPELINES, TABLE, DatasetIncomplete, DatasetInfo, DatasetUnavailable, dataset_info
 from .paths import SMOKE_BUNDLE, cache_dir
 
 DATASETS = tuple(TABLE)
@@ -36,14 +45,11 @@ SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
 
 
-class DatasetUnavailable(FileNotFoundError):
-    """The dataset is not on disk and downloading was not allowed."""
-
-
 ORDERS = {
     "torchvision": "torchvision's file order (the official repositories' index order)",
     "folder": "an image-folder tree: class by class, files by name",
     "bundled": "the bundled smoke subset: class by class",
+    "release": "the official GTSRB release: training class by class, files by name; test in its CSV's row order",
     "subset": "a subset of another set",
 }
 
@@ -55,6 +61,8 @@ class ImageSet:
     classes: tuple[str, ...]
     name: str
     order: str = "subset"  # see ORDERS: official poison indices need "torchvision"
+    layout: str | None = None  # the files it was loaded from ("folder", "release", "torchvision", "bundled"); kept
+    # by subsets, so a caller can name a layout the papers did not use (gtsrb.deviation)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -70,15 +78,16 @@ class ImageSet:
         return len(self.classes)
 
     def to(self, device) -> "ImageSet":
-        return ImageSet(self.images.to(device), self.labels.to(device), self.classes, self.name, self.order)
+        return ImageSet(self.images.to(device), self.labels.to(device), self.classes, self.name, self.order,
+                        self.layout)
 
     def subset(self, index) -> "ImageSet":
         index = torch.as_tensor(index, device=self.labels.device)
-        return ImageSet(self.images[index], self.labels[index], self.classes, self.name)
+        return ImageSet(self.images[index], self.labels[index], self.classes, self.name, layout=self.layout)
 
     def head(self, n: int) -> "ImageSet":
         """The first ``n`` samples; a prefix keeps the source's order (and so its official indices)."""
-        return ImageSet(self.images[:n], self.labels[:n], self.classes, self.name, self.order)
+        return ImageSet(self.images[:n], self.labels[:n], self.classes, self.name, self.order, self.layout)
 
 
 def fingerprint(data: ImageSet) -> str:
@@ -127,27 +136,81 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, d
         images, labels, classes, order = _load_full(info, split, root, download, image_size or info.image_size,
                                                     pipeline)
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                    torch.from_numpy(labels).long(), tuple(classes), name, order).to(device)
+                    torch.from_numpy(labels).long(), tuple(classes), name, order, order).to(device)
 
 
 def check_dataset_available(name: str, root, download: bool) -> None:
-    """Raise :class:`DatasetUnavailable` before any compute if ``name`` cannot be loaded."""
+    """Raise :class:`DatasetUnavailable` before any compute if ``name`` cannot be loaded: not on disk (and not to be
+    downloaded), or a copy on disk that fails the checks of the module docstring (nothing is decoded). A copy
+    torchvision is allowed to download into is checked when it is read."""
     info = dataset_info(name)
-    if name == "cifar10-smoke" or (download and info.downloadable):
+    if name == "cifar10-smoke":
         return
-    if root is None or (_find_image_folder(info, Path(root)) is None and not _torchvision_present(info, Path(root))):
+    found = _locate(info, root)
+    if found is None:
+        if download and info.downloadable:
+            return
         raise DatasetUnavailable(_missing_message(name, root))
+    layout, where = found
+    try:
+        if layout == "folder":
+            split_classes(info, where[0] / "train", where[0] / where[1], "test")
+        elif layout == "torchvision" and download:
+            return
+        elif info.name == "gtsrb":
+            gtsrb.check_layout(where)
+        else:
+            cifar_files.check_files(info, where)
+    except DatasetIncomplete as err:
+        raise DatasetIncomplete(f"{err}\n{_missing_message(name, root)}") from None
 
 
-_TORCHVISION_LAYOUTS = {
-    "cifar10": "data_batch_1 ... data_batch_5, test_batch, batches.meta",
-    "cifar100": "train, test, meta",
-    "gtsrb": "GTSRB/Training/<class>/*.ppm, GTSRB/Final_Test/Images/*.ppm, GT-final_test.csv",
-}
+def dataset_layout(name: str, root) -> str | None:
+    """The layout ``load_dataset(name, ..., root)`` would read (``folder``, ``release``, ``torchvision``;
+    ``bundled`` for the smoke subset), unchecked; None when nothing is there."""
+    if name == "cifar10-smoke":
+        return "bundled"
+    found = _locate(dataset_info(name), root)
+    return None if found is None else found[0]
+
+
+def layout_deviation(name: str, root, download: bool = False) -> str | None:
+    """A line naming a training set other than the one the papers' code reads, for the printed deviations (GTSRB
+    only: torchvision's download, or a tree without the release's 39,209 images); None when there is none."""
+    if name != "gtsrb":
+        return None
+    found = _locate(dataset_info(name), root)
+    if found is None:
+        return gtsrb.deviation(None, None) if download else None
+    layout, where = found
+    train_dir = where[0] / "train" if layout == "folder" else where.train_dir
+    count = sum(1 for f in train_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if train_dir.is_dir() else 0
+    return gtsrb.deviation(layout, count)
+
+
+def _locate(info: DatasetInfo, root) -> tuple[str, object] | None:
+    """``(layout, where)`` of the first copy of ``info`` under ``root``: ``folder`` with (tree, test folder name),
+    ``release`` / ``torchvision`` with a :class:`gtsrb.Layout` for GTSRB, ``torchvision`` with its folder for CIFAR."""
+    if root is None:
+        return None
+    root = Path(root)
+    tree = _find_image_folder(info, root)
+    if tree is not None:
+        return "folder", tree
+    if info.name == "gtsrb":
+        layout = gtsrb.find_layout(root)
+        return None if layout is None else (layout.name, layout)
+    if info.torchvision_dir is not None and (root / info.torchvision_dir).is_dir():
+        return "torchvision", root / info.torchvision_dir
+    return None
+
+
+_TORCHVISION_LAYOUTS = dict(cifar_files.LAYOUT_TEXT, gtsrb="GTSRB/Training/<class>/*.ppm, "
+                            "GTSRB/Final_Test/Images/*.ppm, GT-final_test.csv")
 _TREE_EXAMPLES = {"cifar10": " (e.g. the unpacked cifar10-jpeg archive)",
                   "gtsrb": " (class folders 00000 ... 00042)",
                   "imagenet12": " (WNID class folders, the validation images sorted into them; the first 12 WNIDs "
-                                "of train/ are used)"}
+                                "of train/ are used and must be ImageNet's first 12, n01440764 ... n01531178)"}
 
 
 def _missing_message(name: str, root) -> str:
@@ -161,8 +224,9 @@ def _missing_message(name: str, root) -> str:
     if info.downloadable:
         ways.append("allow the download: --download (run_all.sh) / download=True (library);")
     if info.torchvision_dir:
+        release = f"; {gtsrb.release_hint(base)}" if name == "gtsrb" else ""
         ways.append(f"point --data-root / root= at an existing torchvision copy of {name}: looked for "
-                    f"{base / info.torchvision_dir}/ holding {_TORCHVISION_LAYOUTS[name]};")
+                    f"{base / info.torchvision_dir}/ holding {_TORCHVISION_LAYOUTS[name]}{release};")
     ways.append(f"point --data-root / root= at an image-folder tree with train/<class>/ and {tests}"
                 f"{_TREE_EXAMPLES.get(name, '')}: looked in {trees}.")
     count = {1: "this way", 2: "one of two ways", 3: "one of three ways"}[len(ways)]
@@ -185,20 +249,62 @@ def _load_full(info: DatasetInfo, split, root, download, image_size, pipeline):
         root = cache_dir().parent / ".data"
     check_dataset_available(info.name, root, download)
     root = Path(root)
-    found = _find_image_folder(info, root)
-    if found is not None:
-        folder, test_name = found
-        split_dir = folder / ("train" if split == "train" else test_name)
-        classes, own = _split_classes(info, folder / "train", folder / test_name, split)
-        key = ("folder", info.name, split, str(folder.resolve()), image_size, _tree_signature(split_dir, only=classes))
-        if classes != sorted(own) or pipeline != "squash":  # keys of trees labelled as before the class list stay
-            key += (tuple(classes), pipeline, info.resize)
-        return (*_cached(key, lambda: _read_image_folder(split_dir, classes, image_size, pipeline, info.resize)),
-                "folder")
+    layout, where = _locate(info, root) or ("torchvision", None)
+    if layout == "folder":
+        return (*_load_folder(info, split, *where, image_size, pipeline), "folder")
+    if layout == "torchvision" and download:
+        _download(info.name, split, root)
+    if info.name == "gtsrb":
+        return _load_gtsrb(split, root, image_size, pipeline)
     tv_dir = root / info.torchvision_dir
-    signature = _tree_signature(tv_dir, recursive=True) if tv_dir.is_dir() else None
-    return (*_cached(("torchvision", info.name, split, str(root.resolve()), image_size, signature),
-                     lambda: _read_torchvision(info.name, split, root, download, image_size)), "torchvision")
+    return (*_cached(("torchvision", info.name, split, str(root.resolve()), image_size,
+                      _tree_signature(tv_dir, recursive=True)), lambda: cifar_files.read(info, split, tv_dir)),
+            "torchvision")
+
+
+def _load_folder(info: DatasetInfo, split: str, folder: Path, test_name: str, image_size: int, pipeline: str):
+    split_dir = folder / ("train" if split == "train" else test_name)
+    classes, own = split_classes(info, folder / "train", folder / test_name, split)
+    key = ("folder", info.name, split, str(folder.resolve()), image_size, _tree_signature(split_dir, only=classes))
+    if classes != sorted(own) or pipeline != "squash":  # keys of trees labelled as before the class list stay
+        key += (tuple(classes), pipeline, info.resize)
+    return _cached(key, lambda: _read_image_folder(split_dir, classes, image_size, pipeline, info.resize))
+
+
+def _load_gtsrb(split: str, root: Path, image_size: int, pipeline: str):
+    """``(images, labels, classes, layout)`` of GTSRB's release or torchvision's files: checked file lists
+    (:mod:`.gtsrb`), decoded once and cached."""
+    layout = gtsrb.find_layout(root)
+    if layout is None:
+        raise DatasetUnavailable(_missing_message("gtsrb", root))
+    files, labels = gtsrb.split_files(layout, split)
+    if layout.name == "torchvision":  # the key of the copies read through torchvision before
+        key = ("torchvision", "gtsrb", split, str(root.resolve()), image_size,
+               _tree_signature(root / "gtsrb", recursive=True))
+    else:
+        folder = layout.train_dir if split == "train" else layout.test_dir
+        csv = [] if split == "train" else [layout.test_csv]
+        key = ("release", "gtsrb", split, str(folder.resolve()), image_size, _tree_signature(folder, recursive=True),
+               tuple((str(p), p.stat().st_size, p.stat().st_mtime) for p in csv))
+    if pipeline != "squash":
+        key += (pipeline,)
+    resize = dataset_info("gtsrb").resize
+    return (*_cached(key, lambda: (_decode_all(files, image_size, pipeline, resize),
+                                   np.asarray(labels, dtype=np.int64), list(dataset_info("gtsrb").classes))),
+            layout.name)
+
+
+def _download(name: str, split: str, root: Path) -> None:
+    """torchvision downloads (and checks) its archive; the files are then read by this module."""
+    import torchvision.datasets as tvd
+
+    try:
+        if name == "gtsrb":
+            tvd.GTSRB(root, split=split, download=True)
+        else:
+            (tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100)(root, train=split == "train", download=True)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        raise DatasetUnavailable(_missing_message(name, root)) from err
 
 
 def _find_image_folder(info: DatasetInfo, root: Path) -> tuple[Path, str] | None:
@@ -209,49 +315,6 @@ def _find_image_folder(info: DatasetInfo, root: Path) -> tuple[Path, str] | None
             if test is not None:
                 return candidate, test
     return None
-
-
-def _torchvision_present(info: DatasetInfo, root: Path) -> bool:
-    return info.torchvision_dir is not None and (root / info.torchvision_dir).is_dir()
-
-
-def _class_dirs(split_dir: Path) -> list[str]:
-    return [e.name for e in os.scandir(split_dir) if e.is_dir()]
-
-
-def _sorted_classes(names) -> list[str]:
-    """By name, as torchvision's ImageFolder sorts; by number when every name is one (``2`` before ``10``)."""
-    if names and all(n.isdigit() for n in names):
-        return sorted(names, key=lambda n: (int(n), n))
-    return sorted(names)
-
-
-def _split_classes(info: DatasetInfo, train_dir: Path, test_dir: Path, split: str) -> tuple[list[str], list[str]]:
-    """``(the class list both splits are labelled with, the class folders of this split)``.
-
-    The list is the training split's folders (its first ``class_limit`` for ImageNet subsets). A test folder the
-    training split lacks is an error, whichever split is loaded; a class missing from the test split is allowed (the
-    others keep their labels), with a warning when the test split is loaded."""
-    train = _sorted_classes(_class_dirs(train_dir))
-    if not train:
-        raise DatasetUnavailable(f"{train_dir} has no class folders")
-    if info.class_limit is not None and len(train) < info.class_limit:
-        raise DatasetUnavailable(f"{train_dir} has {len(train)} class folders; {info.name} takes the first "
-                                 f"{info.class_limit}")
-    classes = train[:info.class_limit] if info.class_limit else train
-    test = _class_dirs(test_dir)
-    extra = sorted(set(test) - set(train))
-    if extra:
-        more = f" (and {len(extra) - 1} more: {', '.join(extra[1:4])})" if len(extra) > 1 else ""
-        raise DatasetUnavailable(f"class folder {extra[0]!r} is in {test_dir} but not in {train_dir}{more}: both "
-                                 "splits are labelled by the training split's class folders; add it there or remove it")
-    if split == "train":
-        return classes, train
-    missing = [c for c in classes if c not in test]
-    if missing:
-        warnings.warn(f"{test_dir} has no folder for class(es) {', '.join(missing[:5])} of {train_dir}; the other "
-                      "classes keep the training split's labels")
-    return classes, test
 
 
 def _tree_signature(split_dir: Path, recursive: bool = False, only=None) -> tuple:
@@ -270,7 +333,7 @@ def _tree_signature(split_dir: Path, recursive: bool = False, only=None) -> tupl
 
 
 def _read_image_folder(split_dir: Path, classes: list[str], image_size: int, pipeline: str, resize: int | None):
-    present = set(_class_dirs(split_dir))
+    present = set(class_dirs(split_dir))
     files, labels, empty = [], [], []
     for label, cls in enumerate(classes):
         if cls not in present:
@@ -287,66 +350,6 @@ def _read_image_folder(split_dir: Path, classes: list[str], image_size: int, pip
         raise DatasetUnavailable(f"{split_dir} holds none of the class folders {', '.join(classes[:5])}, ...: sort its "
                                  "images into the training split's class folders (ImageFolder layout)")
     return _decode_all(files, image_size, pipeline, resize), np.asarray(labels, dtype=np.int64), classes
-
-
-_CIFAR_PICKLES = {"cifar10": ({"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
-                              "batches.meta", "label_names"),
-                  "cifar100": ({"train": ["train"], "test": ["test"]}, "meta", "fine_label_names")}
-
-
-def _read_torchvision(name, split, root, download, image_size):
-    import torchvision.datasets as tvd
-
-    try:
-        if name == "gtsrb":
-            ds = tvd.GTSRB(root, split=split, download=download)
-        elif download:  # downloads and checks the archive; the files are then read below
-            (tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100)(root, train=split == "train", download=True)
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetUnavailable(_missing_message(name, root)) from err
-    if name in _CIFAR_PICKLES:
-        return _read_cifar_pickles(name, split, Path(root) / dataset_info(name).torchvision_dir)
-    paths = [p for p, _ in ds._samples]
-    labels = np.asarray([t for _, t in ds._samples], dtype=np.int64)
-    return _decode_all(paths, image_size), labels, list(dataset_info("gtsrb").classes)
-
-
-def _read_cifar_pickles(name: str, split: str, base: Path):
-    """torchvision's CIFAR arrays (batches in file order, CHW rows to HWC), read from its pickles directly, so a
-    copy whose checksums differ from the official release (a test fixture) loads too, with a warning."""
-    files, meta, key = _CIFAR_PICKLES[name]
-    files = files[split]
-    missing = [f for f in files + [meta] if not (base / f).is_file()]
-    if missing:
-        raise DatasetUnavailable(f"{base} lacks {', '.join(missing)} (torchvision's {name} layout: "
-                                 f"{_TORCHVISION_LAYOUTS[name]})")
-    _warn_if_not_official(name, base, files + [meta])
-    chunks, labels = [], []
-    for f in files:
-        try:
-            with open(base / f, "rb") as fh:
-                entry = pickle.load(fh, encoding="latin1")
-            chunks.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels += list(entry["labels"] if "labels" in entry else entry["fine_labels"])
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
-            raise ValueError(f"cannot read {base / f}: {error!r}") from error
-    with open(base / meta, "rb") as fh:
-        classes = [str(c) for c in pickle.load(fh, encoding="latin1")[key]]
-    return np.concatenate(chunks).transpose(0, 2, 3, 1), np.asarray(labels, dtype=np.int64), classes
-
-
-def _warn_if_not_official(name: str, base: Path, files: list[str]) -> None:
-    try:
-        import torchvision.datasets as tvd
-        from torchvision.datasets.utils import check_integrity
-    except ImportError:
-        return
-    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-    md5 = {f: m for f, m in cls.train_list + cls.test_list} | {cls.meta["filename"]: cls.meta["md5"]}
-    differ = [f for f in files if f in md5 and not check_integrity(str(base / f), md5[f])]
-    if differ:
-        warnings.warn(f"{base}: {', '.join(differ)} differ from the official {name} release (md5); loading them "
-                      "anyway (the data fingerprint keeps their artifacts apart)")
 
 
 def _fit(im: Image.Image, image_size: int | None, pipeline: str, resize: int | None) -> Image.Image:
