@@ -5,8 +5,9 @@
 #   ./run_all.sh --profile paper --download --only attacks,dbd
 #   ./run_all.sh --profile fast --dry-run  every fast-profile code path, a couple of steps per stage, outputs in a temp folder
 set -euo pipefail
-caller_dir="$PWD"
+caller_dir="$PWD"  # paths given on the command line or in BACKDOOR_REPRO_OUTPUT / _CACHE are relative to it
 cd "$(dirname "$0")"
+absolute() { if [[ "$1" = /* ]]; then echo "$1"; else echo "$caller_dir/$1"; fi; }
 
 ORDER=(attacks dbd trap_and_replace fct fmp grid)  # the order notebooks run in; missing ones are skipped
 profile=smoke; only=""; data_root=""; download=False; device=auto; dataset=""; attacks=""; dry_run=False; max_minutes=""
@@ -22,7 +23,7 @@ Options:
   --download                   allow torchvision to download the dataset
   --attacks a,b                a slice: only these of each notebook's attacks (and the sections that use them);
                                partial tables, marked in each notebook's <name>_run.json
-  --device auto|cpu|cuda       default auto
+  --device auto|cpu|cuda|cuda:N   default auto
   --max-minutes N              stop cleanly after about N minutes (right after a checkpoint, or between stages and
                                notebooks) and exit with status 75; rerun the same command to continue from there
   --dry-run                    fast / paper: every notebook with that profile's configs and code paths, each stage cut
@@ -31,7 +32,7 @@ Options:
                                folder ($BACKDOOR_REPRO_OUTPUT if set), never into tables/<profile>
   --list                       list the notebooks and exit
 Executed notebooks go to notebooks/executed/<profile>[-<dataset>]/, figures to figures/<profile>[-<dataset>]/,
-tables to tables/<profile>[-<dataset>]/.
+tables to tables/<profile>[-<dataset>]/ (under $BACKDOOR_REPRO_OUTPUT if set). One run at a time per output folder.
 TXT
 }
 
@@ -41,7 +42,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
     --only) only="${2:?--only needs a value}"; shift 2 ;;
-    --data-root) data_root="${2:?--data-root needs a value}"; [[ "$data_root" = /* ]] || data_root="$caller_dir/$data_root"; shift 2 ;;
+    --data-root) data_root="$(absolute "${2:?--data-root needs a value}")"; shift 2 ;;
     --download) download=True; shift ;;
     --dataset) dataset="${2:?--dataset needs a value}"; shift 2 ;;
     --attacks) attacks="${2:?--attacks needs a value}"; shift 2 ;;
@@ -71,18 +72,32 @@ fi
 if [[ -n "$max_minutes" ]]; then
   [[ "$max_minutes" =~ ^[0-9]+$ ]] && (( 10#$max_minutes > 0 )) || { echo "error: --max-minutes must be a positive whole number of minutes, got '$max_minutes'" >&2; exit 2; }
   export BACKDOOR_REPRO_DEADLINE=$(( $(date +%s) + 60 * 10#$max_minutes ))
-elif [[ -n "${BACKDOOR_REPRO_DEADLINE:-}" && ! "$BACKDOOR_REPRO_DEADLINE" =~ ^[0-9]+$ ]]; then
-  echo "error: BACKDOOR_REPRO_DEADLINE must be whole seconds since the epoch (date +%s), got '$BACKDOOR_REPRO_DEADLINE'" >&2; exit 2
+  budget="the --max-minutes $max_minutes budget is spent"
+elif [[ -n "${BACKDOOR_REPRO_DEADLINE:-}" ]]; then  # set by a wrapper, e.g. a cluster job that knows its end
+  [[ "$BACKDOOR_REPRO_DEADLINE" =~ ^[0-9]+$ ]] || { echo "error: BACKDOOR_REPRO_DEADLINE must be whole seconds since the epoch (date +%s), got '$BACKDOOR_REPRO_DEADLINE'" >&2; exit 2; }
+  when="$(date -d "@$BACKDOOR_REPRO_DEADLINE" 2>/dev/null || echo "seconds since the epoch")"
+  budget="the deadline BACKDOOR_REPRO_DEADLINE=$BACKDOOR_REPRO_DEADLINE ($when) has passed"
 fi
-TIME_BUDGET_EXIT=75  # resume.TIME_BUDGET_EXIT: stopped at the --max-minutes budget, progress saved; rerun to continue
+TIME_BUDGET_EXIT=75  # resume.TIME_BUDGET_EXIT: stopped at the deadline, progress saved; rerun to continue
 stopped_at_budget() {
-  echo "stopped: the --max-minutes budget is spent $1; finished stages and checkpoints are in the cache." \
+  echo "stopped: $budget $1; finished stages and checkpoints are in the cache." \
        "Rerun the same command to continue." >&2
   exit "$TIME_BUDGET_EXIT"
 }
 
 echo "notebooks: ${notebooks[*]} ($profile)"
-source scripts/ensure_env.sh
+if [[ ! "$device" =~ ^(auto|cpu|cuda(:[0-9]+)?)$ ]]; then
+  echo "error: --device must be auto, cpu, cuda or cuda:N, got '$device'" >&2; exit 2
+fi
+source scripts/ensure_env.sh  # sets PYTHON; makes BACKDOOR_REPRO_OUTPUT and BACKDOOR_REPRO_CACHE absolute (caller_dir)
+params=(-p profile "$profile" -p device "$device" -p download "$download")
+[[ -n "$data_root" ]] && params+=(-p data_root "$(cd "$data_root" && pwd)")
+[[ -n "$dataset" ]] && params+=(-p dataset "$dataset")
+[[ -n "$attacks" ]] && params+=(-p attacks "$attacks")
+[[ "$dry_run" == True ]] && params+=(-p dry_run True)
+# papermill only warns about a parameter that a notebook does not declare, and runs it without: refuse that here
+paths=(); for n in "${notebooks[@]}"; do paths+=("notebooks/$n.ipynb"); done
+package_module notebook_params "${paths[@]}" "${params[@]}"
 preflight=(--profile "$profile" --device "$device")
 [[ -n "$data_root" ]] && preflight+=(--data-root "$data_root")
 [[ "$download" == True ]] && preflight+=(--download)
@@ -93,52 +108,83 @@ run_name="$profile${dataset:+-$dataset}"
 final_root="${BACKDOOR_REPRO_OUTPUT:-$PWD}"
 if [[ "$dry_run" == True ]]; then  # nothing of a dry run lands in the repository or the real cache
   [[ -n "${BACKDOOR_REPRO_OUTPUT:-}" ]] || final_root="$(mktemp -d "${TMPDIR:-/tmp}/backdoor-repro-dry-run-XXXXXX")"
-  export BACKDOOR_REPRO_OUTPUT="$final_root" BACKDOOR_REPRO_CACHE="$final_root/.cache"
+  export BACKDOOR_REPRO_CACHE="$final_root/.cache"
   run_name="$run_name-dry-run"
   out="$final_root/notebooks/executed/$run_name"
   echo "dry run: outputs, executed notebooks and cache under $final_root"
 else
   out="notebooks/executed/$run_name"
 fi
+export BACKDOOR_REPRO_OUTPUT="$final_root"  # what the preflight checks (each notebook gets its staging folder)
 "$PYTHON" -m backdoor_repro.preflight "${preflight[@]}"
 mkdir -p "$out" "$final_root"
-params=(-p profile "$profile" -p device "$device" -p download "$download")
-[[ -n "$data_root" ]] && params+=(-p data_root "$(cd "$data_root" && pwd)")
-[[ -n "$dataset" ]] && params+=(-p dataset "$dataset")
-[[ -n "$attacks" ]] && params+=(-p attacks "$attacks")
-[[ "$dry_run" == True ]] && params+=(-p dry_run True)
+out_abs="$(cd "$out" && pwd)"
+
+# one run at a time per output folder: a second would mix its outputs into the first's and drop its staging folders
+command -v flock >/dev/null || { echo "error: run_all.sh needs flock (util-linux)" >&2; exit 2; }
+lock="$final_root/.run_all.lock"
+exec 9<>"$lock"  # opened without truncating it: the pid of the run that holds it stays readable
+if ! flock -n 9; then
+  echo "error: another run_all.sh is running on $final_root (pid $(cat "$lock" 2>/dev/null || echo unknown))." \
+       "Wait for it to end, or point BACKDOOR_REPRO_OUTPUT at another folder." >&2
+  exit 2
+fi
+echo $$ >"$lock"
+
 export MPLBACKEND=Agg
-# a notebook writes its tables and figures into a staging folder; they replace the previous ones only once the
-# notebook has passed, so a failed or killed run never leaves new outputs beside old ones
-publish() {
+# A notebook writes its tables and figures into a staging folder; they replace the previous ones only once it has
+# passed. Publishing is all or nothing: the moves are first listed in the folder's manifest; a run killed while
+# moving leaves the manifest, and the next run on this output folder completes the moves from it.
+publish() {  # <staging folder> <executed notebook> <its final path>
   local kind f
   for kind in figures tables; do
     [[ -d "$1/$kind" ]] || continue
-    while IFS= read -r f; do
-      mkdir -p "$final_root/$(dirname "$f")"; mv -f "$1/$f" "$final_root/$f"
-    done < <(cd "$1" && find "$kind" -type f)
-  done
+    while IFS= read -r f; do printf '%s\t%s\n' "$1/$f" "$final_root/$f"; done < <(cd "$1" && find "$kind" -type f)
+  done >"$1/.manifest.tmp"
+  printf '%s\t%s\n' "$2" "$3" >>"$1/.manifest.tmp"
+  mv "$1/.manifest.tmp" "$1/.manifest"
+  complete_publish "$1"
 }
-# staging folders of runs that were killed (kill -9 leaves them: nothing can clean up after it); the pid in the name
-# tells a dead run's folder from a concurrent live one's
+complete_publish() {  # <staging folder with a manifest>
+  local from to
+  while IFS=$'\t' read -r from to; do
+    [[ -e "$from" ]] || continue  # moved before the kill
+    mkdir -p "$(dirname "$to")"; mv -f "$from" "$to"
+    [[ -z "${BACKDOOR_REPRO_TEST_PUBLISH_PAUSE:-}" ]] || sleep "$BACKDOOR_REPRO_TEST_PUBLISH_PAUSE"  # tests: a kill window
+  done <"$1/.manifest"
+  rm -rf "$1"
+}
+alive() { [[ "$1" != $$ ]] && { kill -0 "$1" 2>/dev/null || [[ -e "/proc/$1" ]]; }; }
+# what killed runs left (kill -9 leaves it: nothing can clean up after it). Staging folders: the lock says their run
+# is gone; a publish with its manifest is completed, the rest dropped. Running notebooks: by their pid, as a live run
+# on another output folder shares notebooks/executed/.
 for stale in "$final_root"/.staging-*-p*-*; do
   [[ -d "$stale" ]] || continue
-  pid="${stale%-*}"; pid="${pid##*-p}"  # .staging-<notebook>-p<pid>-<random>
-  [[ "$pid" =~ ^[0-9]+$ ]] || continue  # not a name this script makes: leave it alone
-  kill -0 "$pid" 2>/dev/null || [[ -e "/proc/$pid" ]] || rm -rf "$stale"  # alive (also another user's): keep
+  if [[ -f "$stale/.manifest" ]]; then
+    echo "completing the publish that a killed run left in $stale"
+    complete_publish "$stale"
+  else
+    rm -rf "$stale"
+  fi
 done
+for stale in "$out"/.*.p*-*.running.ipynb; do  # .<notebook>.p<pid>-<random>.running.ipynb
+  [[ -f "$stale" ]] || continue
+  pid="${stale##*.p}"; pid="${pid%%-*}"
+  [[ "$pid" =~ ^[0-9]+$ ]] && ! alive "$pid" && rm -f "$stale"
+done
+
 for n in "${notebooks[@]}"; do
   if [[ -n "${BACKDOOR_REPRO_DEADLINE:-}" && $(date +%s) -ge $BACKDOOR_REPRO_DEADLINE ]]; then
     stopped_at_budget "before notebook '$n'"
   fi
   echo "== $n ($profile)"
   start=$SECONDS
-  tmp="$out/.$n.running.ipynb"
+  running=".$n.p$$-$RANDOM.running.ipynb"  # this run's own (a run on another output folder may run the same notebook)
+  tmp="$out/$running"
   staging="$(mktemp -d "$final_root/.staging-$n-p$$-XXXXXX")"
   if BACKDOOR_REPRO_OUTPUT="$staging" "$PYTHON" -m papermill "notebooks/$n.ipynb" "$tmp" "${params[@]}" --cwd notebooks \
        -k python3 --log-level WARNING; then
-    publish "$staging"; rm -rf "$staging"
-    mv "$tmp" "$out/$n.ipynb"
+    publish "$staging" "$out_abs/$running" "$out_abs/$n.ipynb"
     echo "   done in $((SECONDS - start)) s -> $out/$n.ipynb"
   else
     rm -rf "$staging"

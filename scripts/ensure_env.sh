@@ -2,9 +2,14 @@
 # Sourced by run_all.sh and run_tests.sh: sets PYTHON to an interpreter that has this package and its
 # notebook/test dependencies. Uses, in order: $BACKDOOR_REPRO_PYTHON; the active conda env or virtualenv
 # if it already has them (e.g. after `conda env create -f environment.yml`); else a local .venv that it
-# creates and keeps up to date with pyproject.toml.
+# creates and keeps up to date with pyproject.toml. Also makes BACKDOOR_REPRO_OUTPUT and BACKDOOR_REPRO_CACHE
+# absolute (relative to $caller_dir when the sourcing script set it, else to the current folder) before anything
+# starts, since kernels run in notebooks/; and exports the CPU numerics settings (lib/backdoor_repro/numerics.py).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+for var in BACKDOOR_REPRO_OUTPUT BACKDOOR_REPRO_CACHE; do
+  [[ -z "${!var:-}" || "${!var}" = /* ]] || export "$var=${caller_dir:-$PWD}/${!var}"
+done
 has_deps() { "$1" -c "import backdoor_repro, papermill, nbval, ipykernel" >/dev/null 2>&1; }
 
 if [[ -n "${BACKDOOR_REPRO_PYTHON:-}" ]]; then
@@ -28,15 +33,22 @@ else
   PYTHON="$venv/bin/python"
 fi
 export PYTHON
-# the same CPU kernels on every x86-64 machine with AVX2 (lib/backdoor_repro/numerics.py); values already set win.
-# Only that module is loaded, from the package's folder: importing the package would import torch (5 s per call).
-eval "$("$PYTHON" - <<'PY'
-import importlib.util, os
+
+# `package_module NAME ARGS...`: NAME's main(ARGS) from the package's folder, as a script, without importing the
+# package (which imports torch: 5 s per call); exits with its status
+package_module() {
+  "$PYTHON" - "$@" <<'PY'
+import importlib.util, os, sys
+name, args = sys.argv[1], sys.argv[2:]
 package = importlib.util.find_spec("backdoor_repro")  # finds the package without running its __init__
 spec = importlib.util.spec_from_file_location(
-    "backdoor_repro_numerics", os.path.join(package.submodule_search_locations[0], "numerics.py"))
-numerics = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(numerics)
-print("\n".join(numerics.export_lines()))
+    f"backdoor_repro_{name}", os.path.join(package.submodule_search_locations[0], f"{name}.py"))
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sys.exit(module.main(args))
 PY
-)"
+}
+# the same CPU kernels on every x86-64 machine with AVX2, and OpenMP threads that sleep when idle; values already
+# set win (numerics.shell_exports)
+exports="$(package_module numerics)"
+eval "$exports"

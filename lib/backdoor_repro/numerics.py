@@ -12,10 +12,15 @@ machine with the same instruction set can differ; repeats at fixed settings were
   MKL's AVX2 branch, oneDNN and ATen at most AVX2; a value already set in the environment wins), so that machines of
   either vendor, with or without AVX-512, pick the same kernels (not yet verified on a second machine);
 * the kernel family, the caps and the thread count join the key of every trained CPU artifact
-  (:func:`cpu_numerics`), so that a cache shared between machines never mixes results computed differently.
+  (:func:`cpu_numerics`), so that a cache shared between machines never mixes results computed differently;
+* OpenMP threads that wait sleep instead of spinning (:data:`WAIT_POLICY`, ``OMP_WAIT_POLICY=PASSIVE``; a value
+  already set wins). It changes no result; on a loaded 2-core machine spin-waiting threads starved the run (no
+  checkpoint written in 110 min, where PASSIVE finished in 65). The OpenMP runtime reads it when it loads (with
+  torch), so the scripts export it (:func:`shell_exports`) and :func:`pin_cpu_threads` sets it for child processes.
 
 CUDA runs are not bit-reproducible (atomics in cuDNN / cuBLAS); they carry no such key.
-``export_lines()`` gives the shell exports of the caps for this machine (``scripts/ensure_env.sh`` evaluates them).
+``shell_exports()`` gives the shell exports of the caps for this machine and of the wait policy
+(``scripts/ensure_env.sh`` evaluates them, through :func:`main`).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import shlex
 
 CPU_THREADS = 2
 KERNEL_CAPS = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def pinned_threads() -> int:
@@ -34,8 +40,11 @@ def pinned_threads() -> int:
 
 
 def pin_cpu_threads() -> int:
-    """Set torch's intra-op thread count to the pinned value; returns it."""
+    """Set torch's intra-op thread count to the pinned value; returns it. Also sets :data:`WAIT_POLICY` (unless set)
+    for the processes this one starts (kernels, workers): this process's OpenMP runtime has read it already."""
     import torch
+    for name, value in WAIT_POLICY.items():
+        os.environ.setdefault(name, value)
     threads = pinned_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -90,3 +99,15 @@ def export_lines() -> list[str]:
     lines = [f"export {name}={value}" for name, value in caps.items()] if has_avx2() else []
     cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", inductor_cache_dir(caps))
     return lines + [f"export TORCHINDUCTOR_CACHE_DIR={shlex.quote(cache)}"]
+
+
+def shell_exports() -> list[str]:
+    """:func:`export_lines`, then the wait policy (:data:`WAIT_POLICY`; a value already set is kept)."""
+    policy = [f"export {name}={shlex.quote(os.environ.get(name, value))}" for name, value in WAIT_POLICY.items()]
+    return export_lines() + policy
+
+
+def main(argv=None) -> int:
+    """Print :func:`shell_exports` (``scripts/ensure_env.sh`` evaluates them)."""
+    print("\n".join(shell_exports()))
+    return 0

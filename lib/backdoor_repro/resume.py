@@ -40,8 +40,11 @@ def check_time_budget(where: str) -> None:
     """Raise :class:`TimeBudgetExhausted` if the deadline has passed (call only where stopping loses nothing)."""
     end = deadline()
     if end is not None and time.time() >= end:
-        raise TimeBudgetExhausted(f"time budget spent at {where}; progress up to here is saved: rerun the same "
-                                  "command to continue")
+        # named by its variable: run_all.sh --max-minutes sets it, and so may a wrapper (a cluster job's end)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(end))
+        raise TimeBudgetExhausted(f"time budget spent at {where}: the deadline {DEADLINE_ENV}="
+                                  f"{os.environ[DEADLINE_ENV]} ({when}) has passed; progress up to here is saved: "
+                                  "rerun the same command to continue")
 
 
 class EpochCheckpoint:
