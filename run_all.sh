@@ -97,7 +97,7 @@ params=(-p profile "$profile" -p device "$device" -p download "$download")
 [[ "$dry_run" == True ]] && params+=(-p dry_run True)
 # papermill only warns about a parameter that a notebook does not declare, and runs it without: refuse that here
 paths=(); for n in "${notebooks[@]}"; do paths+=("notebooks/$n.ipynb"); done
-package_module notebook_params "${paths[@]}" "${params[@]}"
+package_module orchestration.notebook_params "${paths[@]}" "${params[@]}"
 preflight=(--profile "$profile" --device "$device")
 [[ -n "$data_root" ]] && preflight+=(--data-root "$data_root")
 [[ "$download" == True ]] && preflight+=(--download)
@@ -116,7 +116,7 @@ else
   out="notebooks/executed/$run_name"
 fi
 export BACKDOOR_REPRO_OUTPUT="$final_root"  # what the preflight checks (each notebook gets its staging folder)
-"$PYTHON" -m backdoor_repro.preflight "${preflight[@]}"
+"$PYTHON" -m backdoor_repro.orchestration.preflight "${preflight[@]}"
 mkdir -p "$out" "$final_root"
 out_abs="$(cd "$out" && pwd)"
 

@@ -87,12 +87,12 @@ def ours_images_per_second(images, labels, args, device) -> float:
     images, labels = images.to(device), labels.to(device)
     cfg = br.TrainConfig(epochs=1, batch_size=args.batch_size, lr=0.1, schedule="constant",
                          augmentation="crop_flip", compile=args.compile)
-    model = br.build_model("resnet18", 10, args.width)
-    br.train_supervised(model, images, labels, cfg, progress=False)  # warm-up (compile, autotune)
+    model = br.build_model(args.model, 10, args.width)
+    br.train_model(model, images, labels, cfg, progress=False)  # warm-up (compile, autotune)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    br.train_supervised(model, images, labels, cfg.with_(epochs=args.epochs), progress=False)
+    br.train_model(model, images, labels, cfg.with_(epochs=args.epochs), progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return args.epochs * len(labels) / (time.perf_counter() - start)
@@ -205,7 +205,7 @@ def tr_trap_ours(images, labels, args, device) -> float:
     model, _ = _trap_model(args, device)
     cfg = TrapConfig(epochs=1).train_config(seed=0).with_(compile=args.compile)
     objective = TrapObjective(10.0, 1.0)
-    run = lambda: br.train_supervised(model, images, labels, cfg, progress=False, objective=objective)  # noqa: E731
+    run = lambda: br.train_model(model, images, labels, cfg, progress=False, objective=objective)  # noqa: E731
     return _timed(run, args.epochs, (len(labels) // 256) * 256, device)
 
 
@@ -256,7 +256,7 @@ def ssctl_ours(images, labels, args, device) -> float:
     model, _ = _ssctl_model(args, device)
     cfg = EncoderConfig(epochs=1, batch_size=args.simclr_batch, warmup_epochs=0).train_config(seed=0)
     objective = SSCTLObjective(_flags(len(labels)).to(device), EncoderConfig())
-    run = lambda: br.train_supervised(model, images, labels, cfg.with_(compile=args.compile), progress=False,  # noqa: E731
+    run = lambda: br.train_model(model, images, labels, cfg.with_(compile=args.compile), progress=False,  # noqa: E731
                                       objective=objective)
     return _timed(run, args.epochs, len(labels), device)
 
@@ -299,6 +299,21 @@ STAGES = {"supervised": (baseline_images_per_second, ours_images_per_second),
 UNITS = {"fmp_rank": "feature maps"}  # the others: source images
 
 
+def measure(stage: str, images, labels, args, device) -> dict:
+    """One stage both ways (ours only with ``--ours-only``), printed and returned as a result row."""
+    baseline, ours = STAGES[stage]
+    fast = ours(images, labels, args, device)
+    unit = UNITS.get(stage, "images")
+    if args.ours_only:
+        print(f"{stage:10s} ours: {fast:9.1f} {unit}/s")
+        return {"stage": stage, "unit": f"{unit} per second", "ours_per_s": round(fast, 1)}
+    base = baseline(images, labels, args, device)
+    reference = "one map per pass" if stage == "fmp_rank" else "torchvision DataLoader"
+    print(f"{stage:10s} {reference}: {base:9.1f} {unit}/s | ours: {fast:9.1f} {unit}/s | speed-up {fast / base:.2f}x")
+    return {"stage": stage, "unit": f"{unit} per second", "baseline_per_s": round(base, 1),
+            "ours_per_s": round(fast, 1), "speedup": round(fast / base, 2)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", default="supervised", choices=[*STAGES, "all"])
@@ -313,6 +328,9 @@ def main():
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
+    ap.add_argument("--model", default="resnet18", help="the supervised stage's network (ours only): resnet18, "
+                    "resnet18_maxpool, preact_resnet18, wrn16")
+    ap.add_argument("--ours-only", action="store_true", help="skip the DataLoader baseline (sizing a schedule)")
     args = ap.parse_args()
     device = br.resolve_device(args.device)
     name = "cifar10" if args.data_root else "cifar10-smoke"
@@ -323,18 +341,12 @@ def main():
     results = []
     for stage in (STAGES if args.stage == "all" else [args.stage]):
         torch.manual_seed(0)
-        baseline, ours = STAGES[stage]
-        base, fast = baseline(images, labels, args, device), ours(images, labels, args, device)
-        unit = UNITS.get(stage, "images")
-        results.append({"stage": stage, "unit": f"{unit} per second", "baseline_per_s": round(base, 1),
-                        "ours_per_s": round(fast, 1), "speedup": round(fast / base, 2)})
-        reference = "one map per pass" if stage == "fmp_rank" else "torchvision DataLoader"
-        print(f"{stage:10s} {reference}: {base:9.1f} {unit}/s | ours: {fast:9.1f} {unit}/s | "
-              f"speed-up {fast / base:.2f}x")
+        results.append(measure(stage, images, labels, args, device))
     result = provenance(benchmark="throughput per stage (training; FMP ranking)", dataset=name, n=args.n, width=args.width,
                         tr_width=args.tr_width,
                         batch_size=args.batch_size, simclr_batch=args.simclr_batch, epochs=args.epochs,
-                        workers=args.workers, compile=args.compile, results=results)
+                        workers=args.workers, compile=args.compile, model=args.model, ours_only=args.ours_only,
+                        results=results)
     print(f"({result['device']}, torch {torch.__version__})")
     if args.out:
         with open(args.out, "w") as f:

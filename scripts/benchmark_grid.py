@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from backdoor_repro.grid import GridSettings, make_cells, run_grid
+from backdoor_repro.orchestration.grid import GridSettings, make_cells, run_grid
 from backdoor_repro.report import provenance
 
 

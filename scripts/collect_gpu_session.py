@@ -121,8 +121,31 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
     complete_runs = {run for (run, _) in records} - sliced
     bench = [json.loads(read(n)) for n in names if PurePosixPath(n).parts[0] == "bench" and n.endswith(".json")]
 
+    record = {"session": stamp, "gpu": gpu, "torch": environment.get("torch"), "commit": summary.get("commit"),
+              "started": summary["started"], "wall_seconds": summary.get("wall_seconds"),
+              "budget_seconds": summary.get("budget_seconds"), "rehearsal": bool(summary.get("rehearsal")),
+              "environment": environment, "steps": summary.get("steps", []), "dry_run": verdicts,
+              "runs": {f"{run}/{notebook}": {"wall_seconds": r.get("wall_seconds"),
+                                             "attack_subset": r.get("attack_subset")}
+                       for (run, notebook), r in sorted(records.items())},
+              "benchmark": [stage for b in bench for stage in b.get("results", [])],
+              "archive": {k: summary.get(f"archive_{k}") for k in ("level", "bytes", "fits")}}
+    file_outputs(repo, stamp, names, contents, complete_runs, bench, record, rehearsal_ok)
+    raw = repo / ".cache" / "gpu_sessions" / stamp  # not under .device/, which travels to the GPU machine
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "results.tar.gz", "session.log"):
+        if (folder / name).exists():
+            shutil.copy2(folder / name, raw / name)
+    write_index(repo / "tables" / "gpu_sessions")
+    return record
+
+
+def file_outputs(repo: Path, stamp: str, names, contents: dict, complete_runs, bench, record: dict,
+                 rehearsal_ok: bool) -> None:
+    """Write every output, the benchmark and the session record (with the list of what was filed) into a staging
+    folder, then move them into ``repo``: everything was checked before, nothing is left half-written."""
     filed = []
-    with tempfile.TemporaryDirectory(dir=repo) as staging:  # everything is checked above; written here, then moved
+    with tempfile.TemporaryDirectory(dir=repo) as staging:
         staging = Path(staging)
         for name in names:
             parts = PurePosixPath(name).parts
@@ -140,16 +163,7 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
             (staging / target).parent.mkdir(parents=True, exist_ok=True)
             (staging / target).write_text(json.dumps({"session": stamp, "stages": bench}, indent=1) + "\n")
             filed.append(target)
-        record = {"session": stamp, "gpu": gpu, "torch": environment.get("torch"), "commit": summary.get("commit"),
-                  "started": summary["started"], "wall_seconds": summary.get("wall_seconds"),
-                  "budget_seconds": summary.get("budget_seconds"), "rehearsal": bool(summary.get("rehearsal")),
-                  "environment": environment, "steps": summary.get("steps", []), "dry_run": verdicts,
-                  "runs": {f"{run}/{notebook}": {"wall_seconds": r.get("wall_seconds"),
-                                                 "attack_subset": r.get("attack_subset")}
-                           for (run, notebook), r in sorted(records.items())},
-                  "benchmark": [stage for b in bench for stage in b.get("results", [])],
-                  "archive": {k: summary.get(f"archive_{k}") for k in ("level", "bytes", "fits")},
-                  "filed": sorted(filed)}
+        record["filed"] = sorted(filed)
         target = f"tables/gpu_sessions/{stamp}.json"
         (staging / target).parent.mkdir(parents=True, exist_ok=True)
         (staging / target).write_text(json.dumps(record, indent=1) + "\n")
@@ -157,13 +171,6 @@ def collect(folder: Path, repo: Path = REPO, rehearsal_ok: bool = False) -> dict
             final = repo / path.relative_to(staging)
             final.parent.mkdir(parents=True, exist_ok=True)
             path.replace(final)
-    raw = repo / ".cache" / "gpu_sessions" / stamp  # not under .device/, which travels to the GPU machine
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "results.tar.gz", "session.log"):
-        if (folder / name).exists():
-            shutil.copy2(folder / name, raw / name)
-    write_index(repo / "tables" / "gpu_sessions")
-    return record
 
 
 def write_index(folder: Path) -> None:

@@ -34,15 +34,15 @@ else
 fi
 export PYTHON
 
-# `package_module NAME ARGS...`: NAME's main(ARGS) from the package's folder, as a script, without importing the
+# `package_module NAME ARGS...`: NAME's main(ARGS) (NAME: a module path under the package, dotted) from the package's folder, as a script, without importing the
 # package (which imports torch: 5 s per call); exits with its status
 package_module() {
   "$PYTHON" - "$@" <<'PY'
 import importlib.util, os, sys
 name, args = sys.argv[1], sys.argv[2:]
 package = importlib.util.find_spec("backdoor_repro")  # finds the package without running its __init__
-spec = importlib.util.spec_from_file_location(
-    f"backdoor_repro_{name}", os.path.join(package.submodule_search_locations[0], f"{name}.py"))
+spec = importlib.util.spec_from_file_location(  # NAME may be dotted: orchestration.notebook_params
+    "backdoor_repro_" + name.replace(".", "_"), os.path.join(package.submodule_search_locations[0], *name.split(".")) + ".py")
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 sys.exit(module.main(args))

@@ -18,7 +18,7 @@ cp -f "$archive" .device/cifar10-jpeg.tar.gz
 # submitit (the grid CLI's local and SLURM executors; the notebooks run cells inline) is not on the lent machines'
 # image: fetch its pure-Python wheel where an index is reachable, else go on without it
 python3 -m pip download -q --no-deps --only-binary=:all: -d .device/wheels 'submitit>=1.5' >/dev/null 2>&1 ||
-  echo "note: no submitit wheel (no package index here): 'python -m backdoor_repro.grid --executor local' will not run there" >&2
+  echo "note: no submitit wheel (no package index here): 'python -m backdoor_repro.orchestration.grid --executor local' will not run there" >&2
 commit="$(git rev-parse --short=12 HEAD)"
 [[ -z "$(git status --porcelain -- lib scripts notebooks run_all.sh)" ]] || commit="$commit+dirty"
 echo "$commit" > .device/COMMIT

@@ -50,6 +50,13 @@ def smoke_test():
     return load_dataset("cifar10-smoke", "test")
 
 
+@pytest.fixture(scope="module")
+def tiny(smoke_train, smoke_test):
+    """200 training and 50 test images of the bundled subset (defense_fixtures.py builds specs and data on them)."""
+    from backdoor_repro.data import class_balanced_subset
+    return class_balanced_subset(smoke_train, 20), class_balanced_subset(smoke_test, 5)
+
+
 @pytest.fixture
 def gray_images():
     """Four uniform images with values 0, 100, 200, 255."""

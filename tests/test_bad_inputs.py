@@ -5,7 +5,7 @@ import math
 import pytest
 
 from backdoor_repro.attacks import get_attack
-from backdoor_repro.grid import make_cells
+from backdoor_repro.orchestration.grid import make_cells
 from backdoor_repro.spec import Holdout
 from backdoor_repro.train import TrainConfig
 

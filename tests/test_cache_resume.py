@@ -4,9 +4,10 @@ import os
 import pytest
 import torch
 
+from backdoor_repro.graph import Stage
 from backdoor_repro.cache import ArtifactCache, artifact_key, atomic_save, verified_load
 from backdoor_repro.models import build_model
-from backdoor_repro.train import TrainConfig, train_supervised
+from backdoor_repro.train import TrainConfig, train_model
 
 
 def test_key_depends_on_stage_config_and_version():
@@ -33,11 +34,11 @@ def test_corrupt_artifact_is_rebuilt(tmp_path):
         calls.append(1)
         return {"value": torch.tensor([len(calls)])}
 
-    assert cache.get_or_build("stage", {"n": 1}, 1, build)["value"].item() == 1
-    assert cache.get_or_build("stage", {"n": 1}, 1, build)["value"].item() == 1  # reused
-    path = cache.path("stage", {"n": 1}, 1)
+    assert cache.get_or_build(Stage("stage", {"n": 1}, 1), build)["value"].item() == 1
+    assert cache.get_or_build(Stage("stage", {"n": 1}, 1), build)["value"].item() == 1  # reused
+    path = cache.path(Stage("stage", {"n": 1}, 1))
     path.write_bytes(path.read_bytes()[:-10] + b"corrupted!")
-    assert cache.get_or_build("stage", {"n": 1}, 1, build)["value"].item() == 2  # detected, rebuilt
+    assert cache.get_or_build(Stage("stage", {"n": 1}, 1), build)["value"].item() == 2  # detected, rebuilt
     assert len(calls) == 2
 
 
@@ -63,7 +64,7 @@ def _tiny_run(checkpoint=None, fail_at=None, epochs=4):
         return evaluate(m)
 
     calls = []
-    result = train_supervised(model, images, labels, cfg, evaluate=maybe_fail, eval_every=1,
+    result = train_model(model, images, labels, cfg, evaluate=maybe_fail, eval_every=1,
                               checkpoint=checkpoint, progress=False)
     return model, result
 
@@ -108,7 +109,7 @@ def _dropout_run(checkpoint=None, fail_at=None):
         calls.append(1)
         return {}
 
-    train_supervised(model, images, torch.arange(32) % 10, cfg, evaluate=maybe_fail, eval_every=1,
+    train_model(model, images, torch.arange(32) % 10, cfg, evaluate=maybe_fail, eval_every=1,
                      checkpoint=checkpoint, progress=False)
     return model
 
@@ -136,10 +137,10 @@ def test_no_temp_file_outlives_an_error_and_a_leftover_partial_is_cleaned(tmp_pa
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp, no sidecar temp, nothing half-written
     cache = ArtifactCache(tmp_path / "c")
-    cache.get_or_build("s", {"k": 1}, 1, lambda _p: {"x": 1})
-    partial = cache.path("s", {"k": 1}, 1).with_suffix(".partial.pt")
+    cache.get_or_build(Stage("s", {"k": 1}, 1), lambda _p: {"x": 1})
+    partial = cache.path(Stage("s", {"k": 1}, 1)).with_suffix(".partial.pt")
     atomic_save({"epoch": 3}, partial)  # as if killed after the artifact was stored, before the clean-up
-    assert cache.get_or_build("s", {"k": 1}, 1, lambda _p: {"x": 2}) == {"x": 1}
+    assert cache.get_or_build(Stage("s", {"k": 1}, 1), lambda _p: {"x": 2}) == {"x": 1}
     assert not partial.exists() and not partial.with_name(partial.name + ".sha256").exists()
     assert not list((tmp_path / "c").rglob("*.tmp"))
 
@@ -149,9 +150,9 @@ def test_a_resumed_stage_records_its_training_time_across_attempts(tmp_path):
     from backdoor_repro.stages import StageOutput, cached_stage
 
     cache = ArtifactCache(tmp_path)
-    atomic_save({"elapsed": 189.0, "epoch": 3}, cache.path("stage", {"k": 1}, 1).with_suffix(".partial.pt"))
+    atomic_save({"elapsed": 189.0, "epoch": 3}, cache.path(Stage("stage", {"k": 1}, 1)).with_suffix(".partial.pt"))
     make = lambda: torch.nn.Linear(2, 2)  # noqa: E731
-    _, record = cached_stage(cache, "stage", {"k": 1}, 1, lambda _p: StageOutput(make()), make, "cpu")
+    _, record = cached_stage(cache, Stage("stage", {"k": 1}, 1), lambda _p: StageOutput(make()), make, "cpu")
     assert 189.0 <= record.seconds < 189.0 + 60
 
 

@@ -152,16 +152,19 @@ def test_missing_messages_name_the_paths_of_that_dataset(tmp_path):
             load_dataset("imagenet12", "train", tmp_path, download=True)
 
 
-def test_keys_carry_the_statistics_where_dbd_now_means_the_datasets_own():
-    """A CIFAR-100 or GTSRB model normalised with CIFAR-10's values (before this version) is never reused; CIFAR-10
-    keys are unchanged (no statistics in them); another scheme is named in the key, also for the clean model that
+def test_keys_carry_the_normalisation_statistics_of_the_dataset():
+    """The model context names the scheme and the statistics themselves, so a CIFAR-100 or GTSRB model normalised
+    with CIFAR-10's values is never reused, and another scheme is another key, also for the clean model that
     adversarial poisoning perturbs against."""
     from backdoor_repro.spec import RunSpec
     base = RunSpec(dataset="cifar10", train_per_class=None, model="resnet18", width=8, num_classes=10, attack="badnets_dbd_2x2")
-    assert "normalization_stats" not in base.training_key() and "normalization" not in base.attacker_key()
+    assert base.context_stage().config["mean"] == normalization_stats("dbd", "cifar10")[0]
     for dataset, classes in (("cifar100", 100), ("gtsrb", 43)):
         spec = RunSpec(dataset=dataset, train_per_class=None, model="resnet18", width=8, num_classes=classes, attack="badnets_dbd_2x2")
-        stats = normalization_stats("dbd", dataset)
-        assert spec.training_key()["normalization_stats"] == stats == spec.attacker_key()["normalization_stats"]
-    bb = RunSpec(dataset="cifar10", train_per_class=None, model="resnet18", width=8, num_classes=10, attack="badnets_dbd_2x2", normalization="backdoorbench")
-    assert bb.training_key()["normalization"] == "backdoorbench" == bb.attacker_key()["normalization"]
+        mean, std = normalization_stats("dbd", dataset)
+        assert (spec.context_stage().config["mean"], spec.context_stage().config["std"]) == (mean, std)
+    bb = base.with_(normalization="backdoorbench")
+    assert bb.context_stage().config["normalization"] == "backdoorbench"
+    assert bb.no_defense_stage() != base.no_defense_stage()
+    lc = base.with_attack("lc_dbd")
+    assert lc.with_(normalization="backdoorbench").data_stage() != lc.data_stage()

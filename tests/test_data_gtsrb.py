@@ -180,7 +180,7 @@ def test_trap_and_replace_runs_on_43_classes(tmp_path, monkeypatch):
     assert spec.holdout.rule == "shuffled"  # T&R shuffles GTSRB (class-ordered on disk) before splitting
     data = run_data(spec, train, test, ArtifactCache(tmp_path / "artifacts"))
     assert data.train.count == int(0.1 * len(train)) and (data.train.labels[data.train.poison_mask] == 1).all()
-    assert len(set(data.holdout.labels.tolist())) > 10  # a random holdout, not the last classes
-    result = d.run(spec, data, d.shortened(d.config("smoke")), ArtifactCache(tmp_path / "artifacts"))
+    assert len(set(data.clean_holdout.labels.tolist())) > 10  # a random holdout, not the last classes
+    result = d.run(spec, data, d.small_config("smoke"), ArtifactCache(tmp_path / "artifacts"))
     with torch.no_grad():
         assert result.model(test.images[:4].float() / 255).shape == (4, CLASSES)

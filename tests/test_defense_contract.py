@@ -1,40 +1,15 @@
 """The defense contract, checked for every registered defense: registering a defense is what puts it
-under test. Each runs its ``shortened`` smoke config on a tiny real subset (width-4 network)."""
+under test. Each runs its small-run smoke config (``Defense.small_config``) on a tiny real subset (width-4 network)."""
 import math
-import warnings
 
 import pytest
 import torch
 
 from backdoor_repro.cache import ArtifactCache
-from backdoor_repro.data import class_balanced_subset
 from backdoor_repro.defenses import DEFENSES, NEEDS, Defense, DefenseResult, get_defense, register_defense
 from backdoor_repro.defenses.base import PROFILE_NAMES
-from backdoor_repro.pipeline import run_data
-from backdoor_repro.spec import RunSpec
 from backdoor_repro.stages import StageRecord
-from backdoor_repro.train import TrainConfig
-
-TINY_SUPERVISED = TrainConfig(epochs=1, batch_size=50, lr=0.05, schedule="cosine", augmentation="none")
-
-
-@pytest.fixture(scope="module")
-def tiny(smoke_train, smoke_test):
-    return class_balanced_subset(smoke_train, 20), class_balanced_subset(smoke_test, 5)
-
-
-def tiny_spec(defense: Defense, tiny, attack="grid3") -> RunSpec:
-    """A width-4 network of the architecture the defense's protocol sets (ResNet-18 unless it says otherwise)."""
-    model = defense.spec_changes.get("smoke", {}).get("model", "resnet18")
-    return RunSpec("cifar10-smoke", 20, model, 4, 10, attack, {"rate": 0.2}, 0, 0, TINY_SUPERVISED,
-                   defense.holdout_for("smoke")).bound_to(tiny[0])
-
-
-def tiny_data(spec, tiny, cache):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # holdout rule fallbacks on the class-ordered smoke data
-        return run_data(spec, *tiny, cache)
-
+from defense_fixtures import tiny_data, tiny_spec
 
 @pytest.mark.parametrize("key", sorted(DEFENSES))
 def test_declarations(key):
@@ -54,7 +29,7 @@ def test_run_returns_a_defended_model_with_stage_records_and_is_cached(key, tiny
     spec, cache = tiny_spec(d, tiny), ArtifactCache(tmp_path)
     data = tiny_data(spec, tiny, cache)
     test = tiny[1]
-    cfg = d.shortened(d.config("smoke"))
+    cfg = d.small_config("smoke")
     result = d.run(spec, data, cfg, cache)
     assert isinstance(result, DefenseResult) and result.stages
     assert not result.model.training
@@ -87,7 +62,7 @@ def test_bad_input_is_refused_before_any_compute(key, tiny, tmp_path):
     d = get_defense(key)
     spec, cache = tiny_spec(d, tiny), ArtifactCache(tmp_path)
     other = tiny_data(tiny_spec(d, tiny, "badnets_dbd_2x2"), tiny, cache)
-    cfg = d.shortened(d.config("smoke"))
+    cfg = d.small_config("smoke")
     with pytest.raises(ValueError, match="another spec"):
         d.run(spec, other, cfg, cache)
     with pytest.raises(ValueError, match="no attack"):
@@ -112,11 +87,27 @@ def test_registry_refuses_incomplete_defenses():
 
     with pytest.raises(ValueError, match="unknown needs"):
         register_defense(NeedsMagic())
+
+    class NoRecord(Defense):
+        key, paper, title = "norecord", "none", "a defense that says nothing of its notebook"
+        configs = get_defense("ft").configs
+        deviations = {p: () for p in PROFILE_NAMES}
+
+    with pytest.raises(ValueError, match="no protocol record"):
+        register_defense(NoRecord())
+
+    class BadSmallRun(NoRecord):
+        key = "badsmall"
+        record = get_defense("ft").record
+        small_run = {"finetune": {"epoch": 1}}  # a typo: the field is "epochs"
+
+    with pytest.raises(ValueError, match="no field epoch"):
+        register_defense(BadSmallRun())
     with pytest.raises(ValueError, match="already registered"):
         register_defense(get_defense("dbd"))
     with pytest.raises(ValueError, match="unknown defense"):
         get_defense("nc")
-    assert "incomplete" not in DEFENSES and "magic" not in DEFENSES
+    assert not {"incomplete", "magic", "norecord", "badsmall"} & set(DEFENSES)
 
 
 def test_protocols_take_their_codes_settings_on_other_datasets():
@@ -126,14 +117,14 @@ def test_protocols_take_their_codes_settings_on_other_datasets():
     fct, fmp, anp = get_defense("fct_dbr"), get_defense("fmp"), get_defense("anp")
     assert fct.spec_changes_for("paper", "cifar10") == fct.spec_changes["paper"]
     c100 = fct.spec_changes_for("paper", "cifar100")
-    assert c100["model"] == "resnet18" and c100["supervised"].augmentation == "crop_flip_rotate15"
+    assert c100["model"] == "resnet18" and c100["no_defense_schedule"].augmentation == "crop_flip_rotate15"
     assert fct.config("paper", "cifar100").br.augmentation == "crop"
     assert fct.config("paper", "cifar10") == fct.config("paper")
     assert fmp.spec_changes_for("fast", "cifar10") == fmp.spec_changes["fast"]
-    gtsrb = fmp.spec_changes_for("paper", "gtsrb")["supervised"]
+    gtsrb = fmp.spec_changes_for("paper", "gtsrb")["no_defense_schedule"]
     assert (gtsrb.epochs, gtsrb.schedule_epochs, gtsrb.augmentation, gtsrb.drop_last) == (50, 100, "crop", True)
-    assert fmp.spec_changes_for("fast", "gtsrb")["supervised"].epochs == 30
-    assert fmp.spec_changes_for("paper", "cifar100")["supervised"].epochs == 100
+    assert fmp.spec_changes_for("fast", "gtsrb")["no_defense_schedule"].epochs == 30
+    assert fmp.spec_changes_for("paper", "cifar100")["no_defense_schedule"].epochs == 100
     cfg = fmp.config("paper", "gtsrb")
     assert cfg.alpha == 0.03 and cfg.finetune.augmentation == "crop"
     assert fmp.config("paper", "cifar10").alpha == 0.02

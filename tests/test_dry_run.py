@@ -118,10 +118,10 @@ def test_a_dry_run_experiment_cuts_every_schedule_and_keeps_the_profile():
         assert ex.profile.name == "paper" and ex.profile.dataset == "cifar10"  # the profile's branches are taken
         assert len(ex.train) == 100 and len(ex.test) == 100
         for spec in (ex.spec("grid3"), ex.spec("grid3", defense="fct_dbr"), ex.spec("grid3_tr", defense="trap_and_replace")):
-            assert spec.supervised.epochs == 1 and spec.supervised.batch_size <= DRY_RUN_MAX_BATCH
+            assert spec.no_defense_schedule.epochs == 1 and spec.no_defense_schedule.batch_size <= DRY_RUN_MAX_BATCH
             assert spec.width <= DRY_RUN_CPU_WIDTH
         paper = get_defense("fct_dst").config("paper")
-        assert paper.encoder.epochs > 1 and ex.config("fct_dst") == get_defense("fct_dst").shortened(paper)
+        assert paper.encoder.epochs > 1 and ex.config("fct_dst") == get_defense("fct_dst").small_config("paper")
         from backdoor_repro import fast_step
         assert fast_step.device_schedules(torch.device("cpu"))  # the dry run takes the GPU's step paths
     finally:

@@ -15,7 +15,7 @@ from backdoor_repro.defenses.dbd_stages import FinetuneConfig, SelfSupervised, S
 from backdoor_repro.losses import linear_rampup, mix_coefficient
 from backdoor_repro.models import Classifier, build_model
 from backdoor_repro.models.norm import BatchNorm1d, BatchNorm2d
-from backdoor_repro.train import TrainConfig, epoch_learning_rates, lr_factor, train_supervised
+from backdoor_repro.train import TrainConfig, epoch_learning_rates, lr_factor, train_model
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -74,7 +74,7 @@ def test_the_device_path_trains_like_the_scalar_path_and_resumes_bit_identically
     def run(path=None):
         torch.manual_seed(0)
         model = build_model("resnet18", 10, 4)
-        result = train_supervised(model, images, labels, cfg, checkpoint=path, progress=False)
+        result = train_model(model, images, labels, cfg, checkpoint=path, progress=False)
         return model.state_dict(), result.history
 
     device_weights, device_history = run()
@@ -86,7 +86,7 @@ def test_the_device_path_trains_like_the_scalar_path_and_resumes_bit_identically
     for k in scalar_weights:
         assert torch.allclose(device_weights[k].float(), scalar_weights[k].float(), rtol=1e-3, atol=1e-4), k
     # a checkpoint holds the tensor learning rate; resumed, the run ends with the same weights
-    from backdoor_repro.resume import DEADLINE_ENV, TimeBudgetExhausted
+    from backdoor_repro.deadline import DEADLINE_ENV, TimeBudgetExhausted
     import time
     monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
     with pytest.raises(TimeBudgetExhausted):
@@ -197,7 +197,7 @@ def test_compiled_steps_match_the_eager_steps(data):
     def supervised(compile_):
         torch.manual_seed(0)
         model = Classifier(Tiny(), 10)
-        train_supervised(model, images, labels, TrainConfig(epochs=1, batch_size=8, lr=0.05, compile=compile_),
+        train_model(model, images, labels, TrainConfig(epochs=1, batch_size=8, lr=0.05, compile=compile_),
                          progress=False)
         return model.state_dict()
 
@@ -236,24 +236,24 @@ def test_the_compile_switch_of_each_stage_compiles_its_step_model():
 
 
 def test_the_paper_profile_trains_in_fp32_on_the_gpu_and_keys_it_apart():
-    """bf16 autocast is for smoke / fast; paper turns it off on CUDA (as the official code) and its artifacts carry
-    "cuda-fp32" in their keys, so bf16 and fp32 models are never mixed."""
+    """bf16 autocast is for smoke / fast; paper turns it off on CUDA (as the official code). The precision is a field
+    of the spec (resolve.precision_for), so bf16 and fp32 models are never mixed, and running a spec sets it."""
     from backdoor_repro.profiles import get_profile
-    from backdoor_repro.spec import run_numerics
-    from backdoor_repro.train import bf16_on, gpu_bf16, set_gpu_bf16
+    from backdoor_repro.resolve import precision_for
+    from backdoor_repro.train import bf16_on, cpu_autocast, enable_cpu_autocast, gpu_bf16, set_gpu_bf16
     assert not get_profile("paper").bf16 and get_profile("fast").bf16 and get_profile("smoke").bf16
-    from backdoor_repro.numerics import cpu_numerics
-    from backdoor_repro.train import cpu_autocast, enable_cpu_autocast
+    assert precision_for(get_profile("paper"), "cuda", None) == "fp32"
+    assert precision_for(get_profile("fast"), "cuda", None) == precision_for(get_profile("smoke"), "cuda", None) == "bf16"
+    assert precision_for(get_profile("smoke"), "cpu", None) == "fp32"  # the smoke keys: fp32 on the CPU
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert precision_for(get_profile("fast"), "cpu", "dry_run") == ("bf16" if native else "fp32")
+    assert precision_for(get_profile("paper"), "cpu", "dry_run") == "fp32"
     before, before_cpu = gpu_bf16(), cpu_autocast()
     try:
         set_gpu_bf16(True)
-        assert run_numerics("cuda") == "cuda-bf16" and bf16_on(torch.device("cuda"))
+        assert bf16_on(torch.device("cuda"))
         set_gpu_bf16(False)
-        assert run_numerics("cuda") == "cuda-fp32" and not bf16_on(torch.device("cuda"))
-        enable_cpu_autocast(False)
-        assert run_numerics("cpu") == cpu_numerics()  # the smoke keys: no precision suffix
-        if enable_cpu_autocast(True):  # only where the CPU has native bf16: a dry run's artifacts are kept apart
-            assert run_numerics("cpu") == cpu_numerics() + "-bf16"
+        assert not bf16_on(torch.device("cuda"))
     finally:
         set_gpu_bf16(before)
         enable_cpu_autocast(before_cpu)

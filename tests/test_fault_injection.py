@@ -34,7 +34,7 @@ Path(os.environ["FAULT_KERNEL_PID"]).write_text(str(os.getpid()))  # the kernel 
 ex = setup(profile, quiet=True)
 ex.train, ex.test = class_balanced_subset(ex.train, 40), class_balanced_subset(ex.test, 10)
 schedule = TrainConfig(epochs=8, batch_size=50, lr=0.05, schedule="cosine", augmentation="none", checkpoint_every=1)
-spec = ex.spec("grid3", defense="ft").with_(width=4, supervised=schedule)
+spec = ex.spec("grid3", defense="ft").with_(width=4, no_defense_schedule=schedule)
 rows = []
 for name in ("none", "ft"):
     result = ex.run(name, spec)
@@ -108,16 +108,16 @@ def test_a_run_killed_five_times_ends_like_an_uninterrupted_one(tmp_path):
 
     faulty = Checkout(tmp_path / "faulty")
     # 1. during training: right after the No-Defense model's first checkpoint
-    faulty.kill_when(lambda: faulty.artifacts("supervised", "*.partial.pt.sha256"), "during training")
-    assert not faulty.artifacts("supervised", "*.json")  # the stage did not finish; its checkpoint is complete:
-    assert faulty.artifacts("supervised", "*.partial.pt")  # the rerun resumes from it (not from scratch)
+    faulty.kill_when(lambda: faulty.artifacts("no_defense", "*.partial.pt.sha256"), "during training")
+    assert not faulty.artifacts("no_defense", "*.json")  # the stage did not finish; its checkpoint is complete:
+    assert faulty.artifacts("no_defense", "*.partial.pt")  # the rerun resumes from it (not from scratch)
     # 2. during the resumed training: once it has written a newer checkpoint (a stage resumed twice)
-    seal, = faulty.artifacts("supervised", "*.partial.pt.sha256")
+    seal, = faulty.artifacts("no_defense", "*.partial.pt.sha256")
     first = seal.stat().st_mtime_ns
     faulty.kill_when(lambda: seal.exists() and seal.stat().st_mtime_ns > first, "during the resumed training")
-    assert not faulty.artifacts("supervised", "*.json") and faulty.artifacts("supervised", "*.partial.pt")
+    assert not faulty.artifacts("no_defense", "*.json") and faulty.artifacts("no_defense", "*.partial.pt")
     # 3. between stages: the No-Defense model stored, the FT stage not yet
-    faulty.kill_when(lambda: faulty.artifacts("supervised", "*.json"), "between stages")
+    faulty.kill_when(lambda: faulty.artifacts("no_defense", "*.json"), "between stages")
     assert not faulty.artifacts("ft", "*.json")
     # 4. at a random moment of the FT stage (from the moment its build takes the artifact's lock)
     pause = random.Random(4).uniform(0.0, 0.3)  # a fixed draw, so a failure can be replayed

@@ -1,18 +1,14 @@
-"""FMP and its baselines: hook order, the FGSM step, batched vs one-at-a-time ranking, pruning, the prune-order
-switch, fine-pruning and ANP on tiny cases."""
+"""FMP on tiny cases: hook order, the FGSM step, batched vs one-at-a-time ranking, pruning, the prune-order switch
+(its baselines: test_finetune_pruning.py, test_anp.py)."""
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from backdoor_repro.defenses.anp import ANPConfig, PerturbedBatchNorm, optimize_masks, prune_by_threshold
-from backdoor_repro.defenses.finetune_pruning import head_inputs, last_stage_activation, prune_until_accuracy_drops
 from backdoor_repro.defenses.fmp import FMPConfig
 from backdoor_repro.defenses.fmp_rank import (default_chunk, lowest_maps, prune_plan, random_start, rank_feature_maps,
                                               rank_one_at_a_time, zero_feature_maps)
 from backdoor_repro.feature_maps import capture_output, conv_layers, feature_map_site, forward_to
 from backdoor_repro.models import build_model, normalization_stats
-from backdoor_repro.train import predict
 
 
 def tiny(width=2, dtype=torch.float64, seed=0):
@@ -154,117 +150,6 @@ def test_the_official_prune_order_hands_each_list_to_the_documented_module():
     same = [n for n in official if not n.startswith(first_blocks)]
     assert all(official[n] == by_name[n] for n in same)
     assert set(official) == set(by_name) and len(official) == 20 + 16
-
-
-def test_fine_pruning_switches_off_the_least_active_channels_until_accuracy_drops():
-    torch.manual_seed(0)
-    model = build_model("preact_resnet18", 4, 2).eval()
-    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
-    labels = torch.randint(0, 4, (40,))
-    act = last_stage_activation(model, images)
-    assert act.shape == (16,)
-    original = model.head.weight.detach().clone()
-    pruned, path = prune_until_accuracy_drops(model, images, labels, acc_ratio=1.0 - 1e-9)
-    assert pruned == torch.argsort(act, stable=True).tolist()[:len(pruned)]
-    assert (model.head.weight[:, pruned] == 0).all()
-    # 16 channels: a step of max(1, int(16 x 0.01)) = 1, and step n switches off n - 1 channels (the code's slice)
-    assert [p["pruned"] for p in path] == [0] + list(range(len(path) - 1))
-    # each step's accuracy is the full model's with those columns zeroed (the features are computed once)
-    for step in path[1:6]:
-        with torch.no_grad():
-            model.head.weight.copy_(original)
-            model.head.weight[:, torch.argsort(act, stable=True)[:step["pruned"]]] = 0
-        full = 100 * (predict(model, images) == labels).float().mean().item()
-        assert step["accuracy"] == pytest.approx(full, abs=1e-6)
-    with pytest.raises(ValueError):
-        from backdoor_repro.defenses.finetune_pruning import FPConfig
-        FPConfig(acc_ratio=1.5)
-
-
-def test_fine_pruning_steps_and_keeps_the_failing_steps_mask_as_backdoorbench():
-    """BackdoorBench's loop on 512 channels (once_prune_ratio 0.01): steps of 5, step n switches off n - 1
-    channels, and the first step whose accuracy moves by acc_ratio or more is the one kept (its last_net is the
-    pruned network itself). Hand-built head: every image is right only while one chosen channel is on."""
-    torch.manual_seed(0)
-    model = build_model("preact_resnet18", 4, 64).eval()
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
-    features = head_inputs(model, images)
-    order = torch.argsort(features.mean(0).cpu(), stable=True)
-    signed = features[:, order] * features[:, order].sign()[:1]  # each channel times its sign on the first image
-    position = next(p for p in range(5, 60) if signed[:, p].min() > 1e-3)  # one sign and non-zero on every image
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-        model.head.bias[1] = 1.0
-        model.head.weight[0, order[position]] = 1e4 * features[0, order[position]].sign()
-    pruned, path = prune_until_accuracy_drops(model, images, torch.zeros(8, dtype=torch.long), acc_ratio=0.1)
-    failing = 5 * -(-(position + 2) // 5)  # the first step n with n - 1 > position
-    assert [p["pruned"] for p in path] == [0] + [n - 1 for n in range(5, failing + 1, 5)]
-    assert pruned == order[:failing - 1].tolist()  # the failing step's channels stay off, not the last passing ones
-    assert path[-1]["accuracy"] == 0 and all(p["accuracy"] == 100 for p in path[:-1])
-
-
-def test_perturbed_batchnorm_scales_gamma_and_beta():
-    bn = nn.BatchNorm2d(3).eval()
-    with torch.no_grad():
-        bn.weight.copy_(torch.tensor([1.0, 2.0, 3.0]))
-        bn.bias.copy_(torch.tensor([0.5, -1.0, 0.0]))
-        bn.running_mean.uniform_()
-    w = PerturbedBatchNorm(bn).eval()
-    x = torch.randn(2, 3, 4, 4)
-    assert torch.allclose(w(x), bn(x))
-    with torch.no_grad():
-        w.mask.copy_(torch.tensor([1.0, 0.0, 0.5]))
-        w.noise.copy_(torch.tensor([0.1, 0.2, -0.1]))
-        w.noise_bias.copy_(torch.tensor([0.3, 0.0, 0.2]))
-    w.perturbed = True
-    xhat = (x - bn.running_mean.view(1, 3, 1, 1)) / torch.sqrt(bn.running_var.view(1, 3, 1, 1) + bn.eps)
-    expected = xhat * (bn.weight * torch.tensor([1.1, 0.2, 0.4])).view(1, 3, 1, 1) + \
-        (bn.bias * torch.tensor([1.3, 1.0, 1.2])).view(1, 3, 1, 1)
-    assert torch.allclose(w(x), expected, atol=1e-6)
-
-
-def test_anp_masks_stay_in_0_1_and_pruning_zeroes_gamma_below_the_threshold():
-    torch.manual_seed(0)
-    model = build_model("preact_resnet18", 4, 2).eval()
-    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    labels = torch.randint(0, 4, (16,))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    masks = optimize_masks(model, images, labels, ANPConfig(iterations=5, batch_size=8), torch.Generator().manual_seed(0))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the search runs on a copy
-    assert set(masks) == {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
-    assert all(((m >= 0) & (m <= 1)).all() for m in masks.values())
-    assert any((m < 1).any() for m in masks.values())  # the masks moved
-    fake = {n: torch.linspace(0, 1, m.numel()) for n, m in masks.items()}
-    count = prune_by_threshold(model, fake, 0.2)
-    assert count == sum(int((m < 0.2).sum()) for m in fake.values())
-    for n, m in fake.items():
-        w = dict(model.named_modules())[n].weight
-        assert (w[m < 0.2] == 0).all() and torch.equal(w[m >= 0.2], before[f"{n}.weight"][m >= 0.2])
-
-
-def test_anp_mask_step_follows_its_formula_on_one_batch():
-    """One iteration with eps = 0: the mask gradient is that of alpha * CE(clean), one SGD step of lr 0.2."""
-    from backdoor_repro.augment import augment, to_float
-    torch.manual_seed(1)
-    model = build_model("preact_resnet18", 4, 2).eval()
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
-    labels = torch.randint(0, 4, (8,))
-    cfg = ANPConfig(eps=0.0, iterations=1, batch_size=8, alpha=0.2)
-    masks = optimize_masks(model, images, labels, cfg, torch.Generator().manual_seed(0))
-    # by hand: the same loss with masks as leaf tensors, train-mode BatchNorm
-    import copy
-    from backdoor_repro.defenses.anp import wrap_batchnorms
-    net = copy.deepcopy(model)
-    layers = wrap_batchnorms(net)
-    net.train()
-    gen = torch.Generator().manual_seed(0)
-    idx = torch.randperm(8, generator=gen)
-    x = augment(to_float(images[idx]), "crop_flip", gen)  # the search's first batch, augmented as the search does
-    loss = cfg.alpha * F.cross_entropy(net(x), labels[idx])
-    grads = torch.autograd.grad(loss, [w.mask for w in layers.values()])
-    for (name, w), g in zip(layers.items(), grads):
-        assert torch.allclose(masks[name], (1 - 0.2 * g).clamp(0, 1), atol=1e-6)
 
 
 def test_fmp_config_rejects_bad_values_before_compute():

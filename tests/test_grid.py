@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from backdoor_repro import grid
+from backdoor_repro.graph import Stage
+from backdoor_repro.orchestration import grid
 from backdoor_repro.cache import ArtifactCache
-from backdoor_repro.grid import Cell, GridSettings, GridStore, make_cells, run_grid
+from backdoor_repro.orchestration.grid import Cell, GridSettings, GridStore, make_cells, run_grid
 
 
 def settings(tmp_path, name="cache"):
@@ -52,7 +53,7 @@ def test_two_by_two_grid_through_submitit_local_with_two_workers(tmp_path):
 @pytest.mark.slow
 def test_a_killed_grid_reruns_only_the_missing_cells_with_identical_results(tmp_path):
     cells = make_cells(["none", "ft", "fp"], ["white3_bb"])
-    cmd = [sys.executable, "-m", "backdoor_repro.grid", "--defenses", "none,ft,fp", "--attacks", "white3_bb",
+    cmd = [sys.executable, "-m", "backdoor_repro.orchestration.grid", "--defenses", "none,ft,fp", "--attacks", "white3_bb",
            "--device", "cpu", "--plumbing", "--out", str(tmp_path / "killed")]
     env_cache = {"BACKDOOR_REPRO_CACHE": str(tmp_path / "cache_killed")}
     import os
@@ -100,11 +101,11 @@ def test_a_failing_cell_is_recorded_and_the_others_finish(tmp_path, monkeypatch)
     assert rerun.ran == ["common__ft__grid3__default__seed0"] and store.failures() == []
 
 
-def test_slurm_dry_run_prints_the_jobs_and_a_script_with_the_requested_resources(tmp_path, capsys):
+def test_slurm_job_list_prints_the_jobs_and_a_script_with_the_requested_resources(tmp_path, capsys):
     pytest.importorskip("submitit")
     code = grid.main(["--defenses", "none,ft", "--attacks", "grid3,white3_bb", "--executor", "slurm",
                       "--partition", "gpu", "--gpus-per-node", "2", "--time-min", "90", "--cpus-per-task", "8",
-                      "--array-parallelism", "3", "--out", str(tmp_path / "g"), "--dry-run"])
+                      "--array-parallelism", "3", "--out", str(tmp_path / "g"), "--list-jobs"])
     out = capsys.readouterr().out
     assert code == 0 and "would run 4" in out and "common__ft__white3_bb__default__seed0" in out
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --time=90",
@@ -115,7 +116,7 @@ def test_slurm_dry_run_prints_the_jobs_and_a_script_with_the_requested_resources
 
 def test_bad_cli_input_fails_before_any_compute(capsys):
     with pytest.raises(SystemExit):
-        grid.main(["--defenses", "none", "--attacks", "nope", "--dry-run"])
+        grid.main(["--defenses", "none", "--attacks", "nope", "--list-jobs"])
     assert "unknown defense or attack: nope" in capsys.readouterr().err
 
 
@@ -127,13 +128,13 @@ def test_two_jobs_never_build_the_same_artifact_at_once(tmp_path):
         time.sleep(0.3)
         return {"x": 1}
 
-    threads = [threading.Thread(target=cache.get_or_build, args=("stage", {"k": 1}, 1, build)) for _ in range(3)]
+    threads = [threading.Thread(target=cache.get_or_build, args=(Stage("stage", {"k": 1}, 1), build)) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(calls) == 1 and cache.get_or_build("stage", {"k": 1}, 1, build) == {"x": 1}
-    assert json.loads(cache.path("stage", {"k": 1}, 1).with_suffix(".json").read_text())["stage"] == "stage"
+    assert len(calls) == 1 and cache.get_or_build(Stage("stage", {"k": 1}, 1), build) == {"x": 1}
+    assert json.loads(cache.path(Stage("stage", {"k": 1}, 1)).with_suffix(".json").read_text())["stage"] == "stage"
 
 
 def test_refresh_replaces_a_record_of_older_code_and_withdraws_one_that_cannot_be_recomputed(tmp_path, monkeypatch):

@@ -2,11 +2,13 @@
 equal the paper notebooks' specs, the read-only cache, and the notebook's tables computed from hand-made records."""
 import pytest
 
-from backdoor_repro import grid, grid_report
+from backdoor_repro import grid_report
+from backdoor_repro.orchestration import grid
 from backdoor_repro.cache import ArtifactCache, NotCached
 from backdoor_repro.experiment import setup
-from backdoor_repro.grid import Cell, GridSettings, run_grid
-from backdoor_repro.protocol import COMMON_HOLDOUT, common_overrides, protocol_spec
+from backdoor_repro.graph import Stage
+from backdoor_repro.orchestration.grid import Cell, GridSettings, run_grid
+from backdoor_repro.protocol import COMMON_HOLDOUT, common_overrides
 
 
 @pytest.fixture(scope="module")
@@ -15,29 +17,33 @@ def ex():
 
 
 def test_common_protocol_gives_every_defense_the_same_data_network_and_attacker(ex):
-    specs = {d: protocol_spec(ex, "common", d, "badnets_dbd_2x2") for d in grid.ALL_DEFENSES}
+    specs = {d: ex.spec("badnets_dbd_2x2", d, protocol="common") for d in grid.ALL_DEFENSES}
     for d, spec in specs.items():
         attack = spec.make_attack()
         assert (attack.rate, attack.target) == (0.1, 0), d  # DBD's own BadNets: 5 %, class 3
         assert spec.holdout == COMMON_HOLDOUT["smoke"] and not spec.holdout.disjoint, d
     others = {d: s for d, s in specs.items() if d != "trap_and_replace"}
-    assert {(s.model, s.width, s.normalization, s.supervised) for s in others.values()} == {
-        (ex.profile.model, ex.profile.width, "dbd", ex.profile.supervised)}
-    assert len({repr(s.poisoning_key()) for s in specs.values()}) == 1  # one poisoned set
-    assert len({repr(s.attacker_key()) for s in others.values()}) == 1  # one No-Defense model
+    assert {(s.model, s.width, s.normalization, s.no_defense_schedule) for s in others.values()} == {
+        (ex.profile.model, ex.profile.width, "dbd", ex.profile.no_defense_schedule)}
+    assert len({s.data_stage().key for s in specs.values()}) == 1  # one poisoned set
+    assert len({s.no_defense_stage().key for s in others.values()}) == 1  # one No-Defense model
     assert specs["trap_and_replace"].model == "wrn16"  # the listed exception
     # the holdout does not change the attacker's model: it is the attacks notebook's one where settings match
-    assert protocol_spec(ex, "common", "fmp", "grid3").attacker_key() == ex.spec("grid3").attacker_key()
+    assert ex.spec("grid3", "fmp", protocol="common").no_defense_stage() == ex.spec("grid3").no_defense_stage()
+    # ...but it is what the defender is granted
+    assert ex.spec("grid3", "fmp", protocol="common").granted_stage() != ex.spec("grid3").granted_stage()
 
 
 def test_own_protocol_is_exactly_what_each_paper_notebook_runs(ex):
-    assert protocol_spec(ex, "own", "fmp", "white3_bb") == ex.spec("white3_bb", defense="fmp")
-    assert protocol_spec(ex, "own", "dbd", "badnets_dbd_2x2") == ex.spec("badnets_dbd_2x2", defense="dbd")
-    assert protocol_spec(ex, "own", "fct_dbr", "grid3") == ex.spec("grid3", defense="fct_dst")
-    tr = protocol_spec(ex, "own", "trap_and_replace", "grid3_tr")
+    cell = grid.Cell("fmp", "white3_bb", protocol="own")
+    settings = GridSettings("smoke", device="cpu")
+    assert grid.cell_spec(cell, settings, ex)[1] == ex.spec("white3_bb", defense="fmp")
+    assert ex.spec("badnets_dbd_2x2", "dbd", protocol="own") == ex.spec("badnets_dbd_2x2", defense="dbd")
+    assert ex.spec("grid3", "fct_dbr", protocol="own") == ex.spec("grid3", defense="fct_dst")
+    tr = ex.spec("grid3_tr", "trap_and_replace", protocol="own")
     assert tr == ex.spec("grid3_tr", defense="trap_and_replace") and tr.holdout.disjoint
     with pytest.raises(ValueError, match="unknown protocol"):
-        protocol_spec(ex, "mine", "fmp", "grid3")
+        ex.spec("grid3", "fmp", protocol="mine")
 
 
 def test_common_overrides_respect_clean_label_and_all_to_all_attacks():
@@ -48,11 +54,11 @@ def test_common_overrides_respect_clean_label_and_all_to_all_attacks():
 
 def test_a_read_only_cache_never_builds(tmp_path):
     calls = []
-    ArtifactCache(tmp_path).get_or_build("s", {"k": 1}, 1, lambda _p: calls.append(1) or {"x": 1})
+    ArtifactCache(tmp_path).get_or_build(Stage("s", {"k": 1}, 1), lambda _p: calls.append(1) or {"x": 1})
     read_only = ArtifactCache(tmp_path, build=False)
-    assert read_only.get_or_build("s", {"k": 1}, 1, lambda _p: calls.append(1)) == {"x": 1}
+    assert read_only.get_or_build(Stage("s", {"k": 1}, 1), lambda _p: calls.append(1)) == {"x": 1}
     with pytest.raises(NotCached, match="not in the cache"):
-        read_only.get_or_build("s", {"k": 2}, 1, lambda _p: calls.append(1))
+        read_only.get_or_build(Stage("s", {"k": 2}, 1), lambda _p: calls.append(1))
     assert calls == [1] and len(list((tmp_path / "s").glob("*.pt"))) == 1
     assert len(list((tmp_path / "s").glob("*.lock"))) == 1  # the first build's; the miss takes no lock
 
@@ -115,16 +121,19 @@ def test_every_registered_defense_runs_under_the_common_protocol(tmp_path):
     assert models.pop("trap_and_replace") == "wrn16" and set(models.values()) == {"resnet18"}
 
 
-def test_an_experiment_restores_its_own_precision_after_another_setup(ex):
-    """setup() sets process-wide precision; a spec built later by an earlier experiment must carry its own profile's
-    numerics, not those of whatever profile was set up last (e.g. a paper dry run in the same kernel)."""
+def test_a_spec_carries_its_own_precision_whatever_the_process_state(ex):
+    """The precision is a field of the spec, decided by resolve(); no key reads the process state, and running or
+    evaluating a spec sets the process state from it (a paper dry run in the same kernel leaks nothing)."""
     from backdoor_repro.numerics import cpu_numerics
-    from backdoor_repro.train import enable_cpu_autocast, gpu_bf16, set_gpu_bf16
+    from backdoor_repro.train import cpu_autocast, enable_cpu_autocast, gpu_bf16, set_gpu_bf16
     try:
         set_gpu_bf16(False)
         enable_cpu_autocast(True)  # as a dry run of a bf16 profile leaves it where the CPU has native bf16
         spec = ex.spec("grid3")
-        assert gpu_bf16() and spec.numerics == cpu_numerics()
+        assert spec.precision == "fp32" and spec.numerics == cpu_numerics()
+        spec.apply_numerics()
+        assert not cpu_autocast()
+        assert spec.with_(device_type="cuda", precision="bf16").apply_numerics() is None and gpu_bf16()
     finally:
         set_gpu_bf16(True)
         enable_cpu_autocast(False)

@@ -41,7 +41,7 @@ def test_each_defense_runs_on_100_classes(key, cifar100, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # holdout-rule fallbacks on a small random fixture
         data = run_data(spec, train, test, cache)
-    result = d.run(spec, data, d.for_dataset(d.shortened(d.config("smoke")), "cifar100"), cache)
+    result = d.run(spec, data, d.small_config("smoke", "cifar100"), cache)
     with torch.no_grad():
         logits = result.model(test.images[:4].float() / 255)
     assert logits.shape == (4, CLASSES) and torch.isfinite(logits).all()

@@ -9,7 +9,7 @@ import torch
 from backdoor_repro import load_dataset
 from backdoor_repro.numerics import CPU_THREADS, cpu_numerics, pinned_threads
 from backdoor_repro.profiles import get_profile
-from backdoor_repro.spec import RunSpec
+from backdoor_repro.resolve import resolve
 
 
 def test_setup_pins_the_thread_count_whatever_it_was():
@@ -21,15 +21,15 @@ def test_setup_pins_the_thread_count_whatever_it_was():
 
 
 def test_thread_count_and_kernel_family_key_every_cpu_artifact(smoke_train):
-    spec = RunSpec.for_profile(get_profile("smoke"), smoke_train, "grid3")
+    spec = resolve(get_profile("smoke"), smoke_train, "grid3")
     assert spec.numerics == cpu_numerics()
     assert spec.numerics.startswith(f"{torch.backends.cpu.get_cpu_capability()}-{torch.get_num_threads()}t")
     other = spec.with_(numerics="AVX512-4t")
-    assert spec.training_key() != other.training_key() and spec.attacker_key() != other.attacker_key()
-    assert spec.poisoning_key() == other.poisoning_key()  # poison selection does not depend on numerics
-    lc = RunSpec.for_profile(get_profile("smoke"), smoke_train, "lc_dbd")  # its PGD images come from a trained model
-    assert lc.poisoning_key() != lc.with_(numerics="AVX512-4t").poisoning_key()
-    assert spec.with_(numerics="").attacker_key().get("numerics") is None  # an empty tag adds nothing
+    assert spec.context_stage() != other.context_stage() and spec.no_defense_stage() != other.no_defense_stage()
+    assert spec.data_stage() == other.data_stage()  # poison selection does not depend on numerics
+    lc = resolve(get_profile("smoke"), smoke_train, "lc_dbd")  # its PGD images come from a trained model
+    assert lc.data_stage() != lc.with_(numerics="AVX512-4t").data_stage()
+    assert spec.with_(precision="bf16").no_defense_stage() != spec.no_defense_stage()  # the precision too
 
 
 def test_a_bad_thread_override_is_a_clear_error(monkeypatch):

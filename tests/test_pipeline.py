@@ -9,7 +9,8 @@ import torch
 from backdoor_repro import get_profile
 from backdoor_repro.cache import ArtifactCache
 from backdoor_repro.data import ImageSet, class_balanced_subset
-from backdoor_repro.pipeline import poisoned_training_set, run_data, supervised_model
+from backdoor_repro.pipeline import poisoned_training_set, run_data, no_defense_model
+from backdoor_repro.resolve import resolve
 from backdoor_repro.spec import Holdout, RunSpec
 from backdoor_repro.train import TrainConfig
 
@@ -34,7 +35,7 @@ def test_label_consistent_poisoning_through_the_pipeline(smoke_train, tmp_path):
     assert body.abs().max() <= 17 and body.abs().float().mean() > 1
     assert poisoned.images[idx][:, 0, 29:32, 31].tolist() == [[255, 0, 255]] * 5  # grid3 stamped after PGD
     assert len(list((tmp_path / "lc_images").glob("*.pt"))) == 1
-    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 1  # the clean model behind the PGD step
+    assert len(list((tmp_path / "no_defense").glob("*.pt"))) == 1  # the clean model behind the PGD step
     again = poisoned_training_set(spec, train, cache, progress=False)
     assert torch.equal(again.images, poisoned.images)
 
@@ -43,31 +44,36 @@ def test_supervised_models_are_keyed_by_their_spec(smoke_train, tmp_path):
     train = class_balanced_subset(smoke_train, 10)
     cache = ArtifactCache(tmp_path)
     spec = spec_for("grid3", {"rate": 0.2}, per_class=10).bound_to(train)
-    _, record = supervised_model(spec, train, cache, progress=False)
+    _, record = no_defense_model(spec, train, cache, progress=False)
     assert record.extras["poison_count"] == 18 and record.seconds > 0 and len(record.history) == 1
-    supervised_model(spec, train, cache, progress=False)
-    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 1  # reused
-    supervised_model(spec.with_(data_seed=1), train, cache, progress=False)  # another data_seed: another artifact
-    supervised_model(spec.with_(seed=1), train, cache, progress=False)  # another training seed: another artifact
-    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 3
+    no_defense_model(spec, train, cache, progress=False)
+    assert len(list((tmp_path / "no_defense").glob("*.pt"))) == 1  # reused
+    no_defense_model(spec.with_(data_seed=1), train, cache, progress=False)  # another data_seed: another artifact
+    no_defense_model(spec.with_(seed=1), train, cache, progress=False)  # another training seed: another artifact
+    assert len(list((tmp_path / "no_defense").glob("*.pt"))) == 3
 
 
 def test_the_spec_owns_one_seed_and_keys_poisoning_without_it(smoke_train):
     profile = get_profile("smoke")
-    a = RunSpec.for_profile(profile, smoke_train, "lc_dbd", data_seed=0, seed=0)
-    b = RunSpec.for_profile(profile, smoke_train, "lc_dbd", data_seed=0, seed=1)
-    assert b.supervised.seed == 1 and b.train_config.seed == 1  # one seed, copied into the schedule
-    assert RunSpec("d", None, "resnet18", 4, 10, None, seed=5, supervised=TrainConfig(seed=9)).supervised.seed == 5
+    a = resolve(profile, smoke_train, "lc_dbd", data_seed=0, seed=0)
+    b = resolve(profile, smoke_train, "lc_dbd", data_seed=0, seed=1)
+    assert b.no_defense_schedule.seed == 1  # one seed, copied into the schedule
+    assert RunSpec("d", None, "resnet18", 4, 10, None, seed=5,
+                   no_defense_schedule=TrainConfig(seed=9)).no_defense_schedule.seed == 5
     other_pixels = smoke_train.subset(torch.arange(len(smoke_train)))
     other_pixels.images[0] ^= 1
-    assert RunSpec.for_profile(profile, other_pixels, "lc_dbd", 0, 0).data_fingerprint != a.data_fingerprint
+    assert resolve(profile, other_pixels, "lc_dbd").data_fingerprint != a.data_fingerprint
     assert a.device_type == "cpu"
-    assert a.poisoning_key() == b.poisoning_key()  # the training seed does not decide the poisoned set...
-    assert a.training_key() != b.training_key()  # ...but it decides every trained stage
+    assert a.data_stage() == b.data_stage()  # the training seed does not decide the poisoned set...
+    assert a.context_stage() != b.context_stage() and a.no_defense_stage() != b.no_defense_stage()  # ...but trainings
     assert a.clean_model_for_poisoning() == b.clean_model_for_poisoning()
     assert a.clean_model_for_poisoning().seed == 0 and a.clean_model_for_poisoning().attack is None
-    assert "poisoning_clean_model" in a.poisoning_key()  # LC images depend on the clean model's schedule
-    assert "poisoning_clean_model" not in a.with_attack("grid3").poisoning_key()
+    # LC images depend on the clean model and its schedule: the poisoned data's parents name it
+    assert [p.name for p in a.data_stage().parents] == ["lc_images"]
+    assert a.clean_model_for_poisoning().no_defense_stage() in a.data_stage().ancestors()
+    assert a.with_attack("grid3").data_stage().parents == ()
+    longer = a.with_(no_defense_schedule=a.no_defense_schedule.with_(epochs=21))
+    assert longer.data_stage() != a.data_stage()  # a change upstream rebuilds everything downstream
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -104,8 +110,8 @@ def test_last_holdout_is_the_tail_never_poisoned_and_rate_counts_the_whole_set(t
     spec = RunSpec("cifar10", None, "resnet18", 4, 10, "white4_tr", {"rate": 0.1}, 0, 0, TINY_TRAIN,
                    Holdout(0.05, "last")).bound_to(train)
     data = run_data(spec, train, None, ArtifactCache(tmp_path))
-    assert len(data.train) == 380 and len(data.holdout) == 20
-    assert torch.equal(data.holdout.images, train.images[380:]) and torch.equal(data.holdout.labels, train.labels[380:])
+    assert len(data.train) == 380 and len(data.clean_holdout) == 20
+    assert torch.equal(data.clean_holdout.images, train.images[380:]) and torch.equal(data.clean_holdout.labels, train.labels[380:])
     nontarget = torch.nonzero(train.labels[:380] != 0).flatten()
     assert torch.equal(torch.nonzero(data.train.poison_mask).flatten(), nontarget[:40])  # int(0.1 x 400), not 38
     images, labels = data.attacker_training_set()  # No Defense trains on split + holdout (all 400)
@@ -117,16 +123,16 @@ def test_last_holdout_falls_back_to_a_seeded_shuffle_on_class_ordered_data(smoke
     spec = spec_for("grid3_tr", {"rate": 0.1}, holdout=Holdout(0.05, "last")).bound_to(train)
     with pytest.warns(UserWarning, match="torchvision's order"):
         data = run_data(spec, train, None, ArtifactCache(tmp_path))
-    assert len(data.train) == 190 and len(data.holdout) == 10
-    assert len(set(data.holdout.labels.tolist())) > 3  # not one class
+    assert len(data.train) == 190 and len(data.clean_holdout) == 10
+    assert len(set(data.clean_holdout.labels.tolist())) > 3  # not one class
     poisoned_classes = set(data.train.true_labels[data.train.poison_mask].tolist())
     assert data.train.count == 20 and len(poisoned_classes) > 3  # "first N non-target" of a shuffled split
-    held = {tuple(x.flatten()[:64].tolist()) for x in data.holdout.images}
+    held = {tuple(x.flatten()[:64].tolist()) for x in data.clean_holdout.images}
     assert not held & {tuple(x.flatten()[:64].tolist()) for x in data.train.images}  # disjoint
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         again = run_data(spec.with_(data_seed=1), train, None, ArtifactCache(tmp_path))
-    assert not torch.equal(again.holdout.images, data.holdout.images)  # seeded by data_seed
+    assert not torch.equal(again.clean_holdout.images, data.clean_holdout.images)  # seeded by data_seed
 
 
 def test_clean_subset_holdout_is_balanced_clean_and_inside_the_training_set(smoke_train, tmp_path):
@@ -135,11 +141,11 @@ def test_clean_subset_holdout_is_balanced_clean_and_inside_the_training_set(smok
     train = class_balanced_subset(smoke_train, 20)
     spec = spec_for("white3_bb", {"rate": 0.2}, holdout=Holdout(0.1, "clean_subset")).bound_to(train)
     data = run_data(spec, train, None, ArtifactCache(tmp_path))
-    assert len(data.train) == 200 and len(data.holdout) == 20
-    assert np.bincount(data.holdout.labels.numpy(), minlength=10).tolist() == [2] * 10
+    assert len(data.train) == 200 and len(data.clean_holdout) == 20
+    assert np.bincount(data.clean_holdout.labels.numpy(), minlength=10).tolist() == [2] * 10
     assert (data.train.images[data.train.poison_mask][:, :, 29:, 29:] == 255).all()  # the white 3x3 patch...
-    assert not (data.holdout.images[:, :, 29:, 29:] == 255).flatten(1).all(1).any()  # ...on no holdout image
-    for img, label in zip(data.holdout.images, data.holdout.labels):  # each is a clean training image, true label
+    assert not (data.clean_holdout.images[:, :, 29:, 29:] == 255).flatten(1).all(1).any()  # ...on no holdout image
+    for img, label in zip(data.clean_holdout.images, data.clean_holdout.labels):  # each is a clean training image, true label
         match = (train.images == img).flatten(1).all(1)
         assert match.any() and (train.labels[match] == label).all()
     assert data.attacker_training_set()[0].shape[0] == 200  # the attacker's model saw them too
@@ -165,11 +171,11 @@ def test_data_from_another_training_set_is_refused(smoke_train, tmp_path):
     with pytest.raises(ValueError, match="not the one this spec was built from"):
         run_data(spec, class_balanced_subset(smoke_train, 30), None, ArtifactCache(tmp_path))
     with pytest.raises(ValueError, match="not the one this spec was built from"):
-        supervised_model(spec.with_attack(None), class_balanced_subset(smoke_train, 30), ArtifactCache(tmp_path))
+        no_defense_model(spec.with_attack(None), class_balanced_subset(smoke_train, 30), ArtifactCache(tmp_path))
     relabelled_order = smoke_train.subset(torch.arange(len(smoke_train)))  # same pixels, order "subset"
     assert relabelled_order.order != smoke_train.order
-    assert (RunSpec.for_profile(get_profile("smoke"), relabelled_order, "grid3").data_fingerprint
-            != RunSpec.for_profile(get_profile("smoke"), smoke_train, "grid3").data_fingerprint)
+    assert (resolve(get_profile("smoke"), relabelled_order, "grid3").data_fingerprint
+            != resolve(get_profile("smoke"), smoke_train, "grid3").data_fingerprint)
 
 
 def test_no_defense_model_is_shared_across_holdouts_that_do_not_change_its_data(smoke_train, tmp_path):
@@ -177,13 +183,13 @@ def test_no_defense_model_is_shared_across_holdouts_that_do_not_change_its_data(
     train = class_balanced_subset(smoke_train, 10)
     cache = ArtifactCache(tmp_path)
     spec = spec_for("grid3", {"rate": 0.2}, per_class=10).bound_to(train)
-    supervised_model(spec, train, cache, progress=False)
-    supervised_model(spec.with_(holdout=Holdout(0.1, "clean_subset")), train, cache, progress=False)
-    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 1
+    no_defense_model(spec, train, cache, progress=False)
+    no_defense_model(spec.with_(holdout=Holdout(0.1, "clean_subset")), train, cache, progress=False)
+    assert len(list((tmp_path / "no_defense").glob("*.pt"))) == 1
     clean = spec.with_attack(None)
-    supervised_model(clean, train, cache, progress=False)
-    supervised_model(clean.with_(data_seed=3), train, cache, progress=False)  # data_seed means nothing to it
-    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 2
+    no_defense_model(clean, train, cache, progress=False)
+    no_defense_model(clean.with_(data_seed=3), train, cache, progress=False)  # data_seed means nothing to it
+    assert len(list((tmp_path / "no_defense").glob("*.pt"))) == 2
 
 
 def test_equivalent_attack_descriptions_share_one_spec():

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_profiles_are_valid_and_list_their_deviations():
     for name in PROFILES:
         p = get_profile(name)
-        assert p.table_attacks and p.deviations and p.model_deviations, name
+        assert p.deviations and p.model_deviations, name
     assert get_profile("smoke").requires_gpu is False and get_profile("fast").requires_gpu is True
 
 
@@ -26,8 +26,11 @@ def test_profile_errors():
         get_profile("smoke", epochs=3)
     with pytest.raises(ValueError, match="rate"):
         get_profile("smoke", attack_overrides={"rate": 1.5})
+    with pytest.raises(ValueError, match="unknown profile parameter"):
+        get_profile("smoke", table_attacks=("nope",))  # the attack lists live in the protocol records
+    from backdoor_repro.records import ProtocolRecord
     with pytest.raises(ValueError, match="unknown attacks"):
-        get_profile("smoke", table_attacks=("nope",))
+        ProtocolRecord("x", {"smoke": ("nope",)})
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         check_device(get_profile("paper"), torch.device("cpu"))
 
@@ -38,7 +41,7 @@ def run(cmd, **env):
 
 
 def test_preflight_reports_missing_dataset_with_the_three_ways(tmp_path):
-    out = run([sys.executable, "-m", "backdoor_repro.preflight", "--profile", "smoke"])
+    out = run([sys.executable, "-m", "backdoor_repro.orchestration.preflight", "--profile", "smoke"])
     assert out.returncode == 0, out.stderr
     from backdoor_repro.data import DatasetUnavailable, check_dataset_available
 
@@ -106,7 +109,7 @@ def test_a_hung_test_fails_in_seconds_with_its_name(tmp_path):
     (["--download"], "not used by the smoke profile"),
 ])
 def test_preflight_refuses_what_the_run_would_ignore_or_fail_on_later(args, message):
-    out = run([sys.executable, "-m", "backdoor_repro.preflight", "--profile", "smoke", *args])
+    out = run([sys.executable, "-m", "backdoor_repro.orchestration.preflight", "--profile", "smoke", *args])
     assert out.returncode == 2 and message in out.stderr, out.stderr
 
 
@@ -116,7 +119,7 @@ def test_preflight_refuses_a_cache_it_cannot_write(tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        out = run([sys.executable, "-m", "backdoor_repro.preflight"], BACKDOOR_REPRO_CACHE=str(locked / "cache"))
+        out = run([sys.executable, "-m", "backdoor_repro.orchestration.preflight"], BACKDOOR_REPRO_CACHE=str(locked / "cache"))
     finally:
         locked.chmod(0o700)
     assert out.returncode == 2 and "cannot be written" in out.stderr and "BACKDOOR_REPRO_CACHE" in out.stderr
@@ -125,7 +128,7 @@ def test_preflight_refuses_a_cache_it_cannot_write(tmp_path):
 def test_preflight_refuses_a_cache_path_that_is_a_file(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    out = run([sys.executable, "-m", "backdoor_repro.preflight"], BACKDOOR_REPRO_CACHE=str(blocker))
+    out = run([sys.executable, "-m", "backdoor_repro.orchestration.preflight"], BACKDOOR_REPRO_CACHE=str(blocker))
     assert out.returncode == 2 and "cannot be written" in out.stderr and "BACKDOOR_REPRO_CACHE" in out.stderr
 
 

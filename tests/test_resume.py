@@ -10,8 +10,9 @@ from backdoor_repro.defenses import dbd_stages
 from backdoor_repro.defenses.dbd_stages import (FinetuneConfig, HeadConfig, SelfSupervised, SimCLRConfig, finetune,
                                                 train_head, train_simclr)
 from backdoor_repro.models import build_model
-from backdoor_repro.resume import DEADLINE_ENV, EpochCheckpoint, TimeBudgetExhausted, check_time_budget
-from backdoor_repro.train import TrainConfig, train_supervised
+from backdoor_repro.deadline import DEADLINE_ENV, TimeBudgetExhausted, check_time_budget
+from backdoor_repro.resume import EpochCheckpoint
+from backdoor_repro.train import TrainConfig, train_model
 
 WIDTH = 4
 
@@ -68,7 +69,7 @@ def test_supervised_loop_resumes_to_the_same_weights(data, tmp_path, monkeypatch
     def run(path):
         torch.manual_seed(0)
         model = build_model("resnet18", 10, WIDTH)
-        result = train_supervised(model, images, labels, cfg, checkpoint=path, progress=False)
+        result = train_model(model, images, labels, cfg, checkpoint=path, progress=False)
         return model.state_dict(), result.history
 
     weights, history = run(None)

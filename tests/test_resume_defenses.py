@@ -1,7 +1,8 @@
 """Every registered defense resumes mid-stage: each of its checkpointing stages is stopped once at its first
 checkpoint (as a ``--max-minutes`` deadline or a kill right after that checkpoint leaves it) and the defense is
 rerun until it finishes; its model and every stage's history equal an uninterrupted run's. Registering a defense
-puts it under this test: it must name here a config with two epochs (or chunks) in each long stage."""
+puts it under this test: its small-run config with two epochs in each stage that counts epochs
+(``defense_fixtures.with_epochs``; ANP's two iterations checkpoint every iteration here)."""
 from dataclasses import replace
 
 import pytest
@@ -10,26 +11,9 @@ import torch
 from backdoor_repro import resume
 from backdoor_repro.cache import ArtifactCache
 from backdoor_repro.defenses import DEFENSES, anp, fmp_rank, get_defense
-from backdoor_repro.resume import EpochCheckpoint, TimeBudgetExhausted
-from test_defense_contract import tiny, tiny_data, tiny_spec  # noqa: F401 (tiny: a fixture)
-
-TWO_EPOCHS = {  # the shortened config with two epochs in every stage that checkpoints
-    "none": lambda cfg: cfg,
-    "dbd": lambda cfg: cfg.with_(simclr={"epochs": 2}, head={"epochs": 2}, finetune={"epochs": 2}),
-    "fct_dst": lambda cfg: cfg.with_(sd={"warmup_epochs": 1, "intra_epochs": 1}, encoder={"epochs": 2},
-                                     classifier={"epochs": 2}),
-    "fct_dbr": lambda cfg: cfg.with_(sd={"warmup_epochs": 1, "intra_epochs": 1}, br={"epochs": 2}),
-    "ft": lambda cfg: replace(cfg, finetune=cfg.finetune.with_(epochs=2)),
-    "fp": lambda cfg: replace(cfg, finetune=cfg.finetune.with_(epochs=2)),
-    "fmp": lambda cfg: cfg.with_(finetune={"epochs": 2}),
-    "anp": lambda cfg: replace(cfg, iterations=2),  # with a checkpoint every iteration (below)
-    "trap_and_replace": lambda cfg: cfg.with_(trap={"epochs": 2}, patch={"epochs": 2}),
-}
-
-
-def test_every_registered_defense_names_its_two_epoch_config():
-    assert set(TWO_EPOCHS) == set(DEFENSES)
-
+from backdoor_repro.deadline import TimeBudgetExhausted
+from backdoor_repro.resume import EpochCheckpoint
+from defense_fixtures import tiny_data, tiny_spec, with_epochs
 
 @pytest.fixture
 def stop_once_at_each_checkpoint(monkeypatch):
@@ -70,18 +54,18 @@ def untimed(extras: dict) -> dict:
     return {k: v for k, v in extras.items() if "seconds" not in k and "per_second" not in k}
 
 
-def _two_epoch_spec(defense, tiny):  # noqa: F811
+def _two_epoch_spec(defense, tiny):
     spec = tiny_spec(defense, tiny)
-    return replace(spec, supervised=spec.supervised.with_(epochs=2))
+    return replace(spec, no_defense_schedule=spec.no_defense_schedule.with_(epochs=2))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(DEFENSES))
-def test_each_stage_stopped_at_a_checkpoint_resumes_to_the_uninterrupted_result(key, tiny, tmp_path,  # noqa: F811
+def test_each_stage_stopped_at_a_checkpoint_resumes_to_the_uninterrupted_result(key, tiny, tmp_path,
                                                                                  stop_once_at_each_checkpoint):
     d = get_defense(key)
     spec = _two_epoch_spec(d, tiny)
-    cfg = TWO_EPOCHS[key](d.shortened(d.config("smoke")))
+    cfg = with_epochs(d.small_config("smoke"), 2)
     data = tiny_data(spec, tiny, ArtifactCache(tmp_path / "data"))
 
     stops = 0

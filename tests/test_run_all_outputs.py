@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 FAILURES = {"check": "raise RuntimeError('the check failed')",
-            "budget": "from backdoor_repro.resume import TimeBudgetExhausted\nraise TimeBudgetExhausted('spent')"}
+            "budget": "from backdoor_repro.deadline import TimeBudgetExhausted\nraise TimeBudgetExhausted('spent')"}
 
 
 def fake_notebook(fail, value: int) -> dict:

@@ -236,7 +236,7 @@ def test_two_runs_on_one_checkout_with_their_own_output_folders_both_pass(checko
 # 4. undeclared parameters
 
 def test_a_parameter_the_notebook_does_not_declare_is_refused(tmp_path):
-    from backdoor_repro.notebook_params import check_parameters, main
+    from backdoor_repro.orchestration.notebook_params import check_parameters, main
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(fake_notebook(1)))
     check_parameters(path, {"profile": "fast", "device": "cpu", "download": True})
@@ -253,7 +253,7 @@ def test_a_parameter_the_notebook_does_not_declare_is_refused(tmp_path):
 
 
 def test_every_notebook_declares_every_parameter_run_all_passes():
-    from backdoor_repro.notebook_params import check_parameters
+    from backdoor_repro.orchestration.notebook_params import check_parameters
     passed = ["profile", "device", "download", "data_root", "dataset", "attacks", "dry_run"]  # run_all.sh's -p
     for path in sorted((REPO / "notebooks").glob("*.ipynb")):
         check_parameters(path, passed)
@@ -300,7 +300,7 @@ def test_pinning_threads_passes_the_wait_policy_to_child_processes(monkeypatch):
 # 6. a deadline from the environment is named as such
 
 def test_a_past_deadline_names_its_variable(monkeypatch):
-    from backdoor_repro.resume import DEADLINE_ENV, TimeBudgetExhausted, check_time_budget
+    from backdoor_repro.deadline import DEADLINE_ENV, TimeBudgetExhausted, check_time_budget
     monkeypatch.setenv(DEADLINE_ENV, "1")
     with pytest.raises(TimeBudgetExhausted, match=f"{DEADLINE_ENV}=1 .* has passed.*rerun the same command"):
         check_time_budget("the start of a stage")

@@ -1,8 +1,9 @@
-"""The seed-spread study reads each notebook's checked quantities off a run's tables with the notebook's thresholds."""
+"""The seed-spread study reads each notebook's checked quantities off a run's tables with the notebook's thresholds:
+the same protocol records (records.py) that the notebooks assert."""
 import pandas as pd
 import pytest
 
-from backdoor_repro import seed_spread
+from backdoor_repro.orchestration import seed_spread
 from backdoor_repro.paths import project_root
 
 COMMITTED = project_root() / "tables" / "smoke"
@@ -16,10 +17,23 @@ def test_the_committed_smoke_tables_pass_every_check_they_are_read_against():
 
 
 def test_margins_are_signed_by_the_side_of_the_threshold():
-    at_least = seed_spread.Check("x", "q", ">=", 60, lambda t: 0.0)
-    at_most = seed_spread.Check("x", "q", "<=", 15, lambda t: 0.0)
-    assert at_least.margin(70) == 10 and at_least.margin(55) == -5
-    assert at_most.margin(5) == 10 and at_most.margin(20) == -5
+    from backdoor_repro.records import Check
+    at_least = Check("q", ">=", 60, lambda t: 0.0)
+    at_most = Check("q", "<=", 15, lambda t: 0.0)
+    assert at_least.margin(70, 10) == 10 and at_least.margin(55, 10) == -5
+    assert at_most.margin(5, 10) == 10 and at_most.margin(20, 10) == -5
+    relative = Check("q", ">=", 1.5, lambda t: 0.0, times_chance=True)  # 1.5 x chance: 15 on 10 classes, 3.5 on 43
+    assert relative.margin(20, 10) == 5 and round(relative.margin(5, 43), 2) == 1.51
+    with pytest.raises(ValueError, match="number of classes"):
+        relative.margin(20, None)
+
+
+def test_the_slices_and_checks_come_from_the_notebooks_records():
+    from backdoor_repro.defenses import get_defense
+    assert seed_spread.RECORDS["dbd"] is get_defense("dbd").record
+    assert seed_spread.RECORDS["fct"] is get_defense("fct_dst").record is get_defense("fct_dbr").record
+    assert seed_spread.SLICES == {"attacks": "badnets_dbd_2x2,blend_kitty_fct", "dbd": "badnets_dbd_2x2",
+                                  "fct": "grid3", "fmp": "white3_bb", "trap_and_replace": "grid3_tr", "grid": None}
 
 
 def test_a_quantity_is_read_from_its_table(tmp_path):

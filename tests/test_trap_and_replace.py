@@ -20,7 +20,7 @@ from backdoor_repro.models import build_model
 from backdoor_repro.models.wrn import WRNBlock
 from backdoor_repro.pipeline import run_data
 from backdoor_repro.spec import Holdout, RunSpec
-from backdoor_repro.train import TrainConfig, train_supervised
+from backdoor_repro.train import TrainConfig, train_model
 
 
 @pytest.mark.parametrize("stem_end, stem_shape, head_params", [(4, (32, 16, 16), 132618), (5, (64, 8, 8), 74890),
@@ -128,7 +128,7 @@ def test_the_reconstruction_target_is_the_augmented_input():
 
     model = build_model("wrn16", 10, 4, decoder=True)
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, optimizer="adam", augmentation="crop_flip")
-    train_supervised(model, images, torch.zeros(8, dtype=torch.long), cfg, progress=False,
+    train_model(model, images, torch.zeros(8, dtype=torch.long), cfg, progress=False,
                      objective=Recording(10.0, 1.0))
     (trained, with_augmented, with_raw), = seen
     assert trained == pytest.approx(with_augmented, rel=1e-5)  # the target is what the model saw (crop + flip)...
@@ -172,7 +172,7 @@ def test_stage_two_changes_only_the_head_and_the_holdout_is_clean_and_unseen(tmp
                    Holdout(0.1, "last")).bound_to(train)
     cache = ArtifactCache(tmp_path)
     data = run_data(spec, train, None, cache)
-    assert torch.equal(data.holdout.images, train.images[216:]) and len(data.train) == 216
+    assert torch.equal(data.clean_holdout.images, train.images[216:]) and len(data.train) == 216
     assert data.train.count == int(0.1 * 240)  # int(rate x N_total), as the official code counts
     cfg = TRConfig().with_(trap={"epochs": 1, "batch_size": 32}, patch={"epochs": 2, "batch_size": 8})
     trapped, record = trap_stage(spec, data, cfg, cache)
@@ -201,7 +201,7 @@ def test_defense_refuses_a_spec_without_its_network(tmp_path):
     data = run_data(spec, train, None, ArtifactCache(tmp_path))
     d = get_defense("trap_and_replace")
     with pytest.raises(ValueError, match="WRN-16"):
-        d.run(spec, data, d.shortened(d.config("smoke")), ArtifactCache(tmp_path))
+        d.run(spec, data, d.small_config("smoke"), ArtifactCache(tmp_path))
     with pytest.raises(ValueError, match="stem_end_block"):
         TRConfig(stem_end_block=3)
 
@@ -237,9 +237,9 @@ def test_per_epoch_cosine_and_drop_last_follow_the_official_loop():
     net = build_model("wrn16", 10, 4)
     seen = []
     net.stem[0].register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
-    from backdoor_repro.train import train_supervised
+    from backdoor_repro.train import train_model
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
-    train_supervised(net, images, torch.arange(40) % 10, cfg.with_(epochs=1, augmentation="none"), progress=False)
+    train_model(net, images, torch.arange(40) % 10, cfg.with_(epochs=1, augmentation="none"), progress=False)
     assert seen == [16, 16]  # 40 images, batch 16, drop_last: the short batch of 8 is dropped
 
 
@@ -250,8 +250,8 @@ def test_stage_one_sees_exactly_the_poisoned_split(tmp_path, monkeypatch):
                    Holdout(0.1, "last")).bound_to(train)
     data = run_data(spec, train, None, ArtifactCache(tmp_path))
     from backdoor_repro.defenses import trap_and_replace as tr
-    calls, real = [], tr.train_supervised
-    monkeypatch.setattr(tr, "train_supervised",
+    calls, real = [], tr.train_model
+    monkeypatch.setattr(tr, "train_model",
                         lambda model, images, labels, *a, **k: calls.append(images) or real(model, images, labels, *a, **k))
     trap_stage(spec, data, TRConfig().with_(trap={"epochs": 1, "batch_size": 8, "augmentation": "none"}),
                ArtifactCache(tmp_path))

@@ -7,7 +7,7 @@ Five lines from data to a backdoored model and its metrics::
     attack = br.get_attack("badnets_dbd_2x2", rate=0.1)
     poisoned = attack.poison(train, data_seed=0)
     model = br.build_model("resnet18", 10, width=8)
-    br.train_supervised(model, poisoned.images, poisoned.labels, br.TrainConfig(epochs=20, augmentation="flip"))
+    br.train_model(model, poisoned.images, poisoned.labels, br.TrainConfig(epochs=20, augmentation="flip"))
     print(br.AttackEvaluator(attack, test)(model))   # {'ACC': ..., 'ASR': ..., 'RA': ..., 'CTR': ...}
 
 A defense, through the registry (cached stages, the profile's config)::
@@ -26,7 +26,7 @@ from .models import build_model
 from .pipeline import RunData, run_data
 from .profiles import PROFILES, Profile, get_profile
 from .spec import Holdout, RunSpec
-from .train import TrainConfig, predict, resolve_device, train_supervised
+from .train import TrainConfig, predict, resolve_device, train_model
 
 __version__ = "0.1.0"
 
@@ -34,4 +34,4 @@ __all__ = ["ATTACKS", "Attack", "AttackEvaluator", "DATASETS", "DEFENSES", "Data
            "DefenseResult", "Experiment", "Holdout", "ImageSet", "PROFILES", "PoisonedSet", "Profile", "RunData",
            "RunSpec", "TrainConfig", "build_model", "class_balanced_subset", "evaluate", "get_attack", "get_defense",
            "get_profile", "load_dataset", "predict", "register", "register_defense", "resolve_device", "run_data",
-           "setup", "train_supervised"]
+           "setup", "train_model"]

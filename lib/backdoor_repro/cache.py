@@ -1,7 +1,8 @@
 """Content-addressed artifacts.
 
-An artifact's key is the hash of its stage name, its typed config and the stage's code version, so a
-changed parameter or a bumped version gives a new artifact and an unchanged one is reused. Files are
+An artifact is a stage of the stage graph (:class:`backdoor_repro.graph.Stage`): its key is the hash of its name,
+its typed config, its code version and its parents' keys, so a changed parameter, a bumped version or a change
+upstream gives a new artifact and an unchanged one is reused. Files are
 written to a temporary name and renamed (atomic), their sha256 is recorded in a sidecar, and loads use
 ``weights_only=True``. A file whose checksum does not match is treated as absent and rebuilt.
 """
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from .deadline import check_time_budget
 from .paths import cache_dir
 
 try:
@@ -156,37 +158,36 @@ class ArtifactCache:
         self.root = Path(root) if root is not None else cache_dir() / "artifacts"
         self.build = build
 
-    def path(self, stage: str, config: Any, version: int) -> Path:
-        return self.root / stage / f"{artifact_key(stage, config, version)}.pt"
+    def path(self, stage) -> Path:
+        """Where ``stage`` (a :class:`~backdoor_repro.graph.Stage`) is stored: ``<root>/<name>/<key>.pt``."""
+        return self.root / stage.name / f"{stage.key}.pt"
 
-    def get_or_build(self, stage: str, config: Any, version: int, build: Callable[[Path], Any], map_location="cpu"):
-        """Return the cached artifact, or call ``build(partial_path)`` and store what it returns.
+    def get_or_build(self, stage, build: Callable[[Path], Any], map_location="cpu"):
+        """Return the cached artifact of ``stage``, or call ``build(partial_path)`` and store what it returns.
 
         ``partial_path`` is where the builder may keep resumable progress (e.g. training checkpoints);
         it is removed once the artifact is stored.
         """
-        path = self.path(stage, config, version)
+        path = self.path(stage)
         found = verified_load(path, map_location)
         if found is not None:
             self._remove_partial(path)  # left by a kill between storing the artifact and cleaning up
             return found
         if not self.build:
-            raise NotCached(f"{stage} artifact {path.stem} is not in the cache (read-only: nothing is trained)")
+            raise NotCached(f"{stage.name} artifact {path.stem} is not in the cache (read-only: nothing is trained)")
         with _build_lock(path):  # two jobs sharing the cache never build the same artifact at once
             found = verified_load(path, map_location)  # built by another job while this one waited
             if found is not None:
                 return found
-            return self._build(stage, config, version, build, path)
+            return self._build(stage, build, path)
 
-    def _build(self, stage, config, version, build, path):
-        from .resume import check_time_budget  # (resume imports this module)
-        check_time_budget(f"the start of {stage}")  # a sliced run never starts an artifact after its deadline
+    def _build(self, stage, build, path):
+        check_time_budget(f"the start of {stage.name}")  # a sliced run never starts an artifact after its deadline
         remove_dead_temp_files(path.parent, path.stem)  # this artifact's, left by a kill mid-write (under its lock)
         partial = path.with_suffix(".partial.pt")
         result = build(partial)
         atomic_save(result, path)
-        meta = {"stage": stage, "version": version, "config": _jsonable(config)}
-        atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(_jsonable(stage.describe()), indent=1, sort_keys=True))
         self._remove_partial(path)
         return result
 

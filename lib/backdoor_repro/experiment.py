@@ -14,28 +14,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attacks import check_attack_size
-from .cache import ArtifactCache, artifact_key
-from .data import ImageSet, check_dataset_available, class_balanced_subset, load_dataset
+from .cache import ArtifactCache
+from .data import ImageSet, check_dataset_available, class_balanced_subset, layout_deviation, load_dataset
 from .defenses import DefenseResult, get_defense
 from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
 from .numerics import pin_cpu_threads
-from .profiles import (DRY_RUN_CPU_WIDTH, DRY_RUN_TEST_PER_CLASS, DRY_RUN_TRAIN_PER_CLASS, Profile, check_data_arguments, check_device,
-                       check_dry_run, dry_run_profile, dry_run_schedule, profile_for)
+from .records import assert_checks
+from .report import output_dir
+from .profiles import (SMALL_RUN_SETTINGS, Profile, apply_overrides, check_data_arguments, check_device,
+                       check_dry_run, dry_run_profile, profile_for)
+from .resolve import precision_for, resolve
 from .spec import Holdout, RunSpec
-from .fast_step import enable_gpu_step_paths
-from .train import enable_cpu_autocast, resolve_device, set_gpu_bf16
-
-
-def apply_process_settings(profile: Profile, device: torch.device, dry_run: bool) -> bool:
-    """Set this process's precision and step paths for ``profile`` (the paper profile trains in fp32 on the GPU, as
-    the official code; a CPU dry run of a bf16 profile runs under bf16 autocast where the CPU has native bf16; a dry
-    run takes the fused / device-tensor step paths of CUDA, fast_step.py). Returns whether CPU autocast is on."""
-    set_gpu_bf16(profile.bf16)
-    cpu_bf16 = enable_cpu_autocast(dry_run and device.type == "cpu" and profile.bf16)
-    enable_gpu_step_paths(dry_run)
-    return cpu_bf16
+from .train import resolve_device
 
 
 @dataclass
@@ -50,33 +41,18 @@ class Experiment:
     progress: bool = False
     started: float = field(default_factory=time.perf_counter)
     attack_subset: tuple[str, ...] | None = None  # the notebook's ``attacks`` parameter; None: all
-    dry_run: bool = False  # every stage cut to a couple of steps (profiles.DRY_RUN_*): code paths, not numbers
+    small_run: str | None = None  # "dry_run", "plumbing": every stage cut to a couple of steps (profiles.SMALL_RUN_SETTINGS)
     _data: dict = field(default_factory=dict, repr=False)
     _evaluators: dict = field(default_factory=dict, repr=False)
 
     def spec(self, attack: str | None, defense: str | None = None, holdout: Holdout | None = None,
-             seed: int | None = None, **attack_overrides) -> RunSpec:
-        """The run spec of ``attack`` under this profile; ``defense`` supplies its threat model's holdout and
-        whatever its protocol sets in the spec (T&R: its WRN-16 and its No-Defense schedule)."""
-        apply_process_settings(self.profile, self.device, self.dry_run)  # a later setup() must not leak into this one
-        changes = {}
-        if defense is not None:
-            d = get_defense(defense)
-            holdout = holdout if holdout is not None else d.holdout_for(self.profile.name, self.profile.dataset)
-            changes = d.spec_changes_for(self.profile.name, self.profile.dataset)
-        if attack is not None:  # a trigger defined at another image size: a clear error before any compute
-            check_attack_size(attack, tuple(self.train.images.shape), self.data_seed, **attack_overrides)
-        spec = RunSpec.for_profile(self.profile, self.train, attack, self.data_seed,
-                                   self.seed if seed is None else seed, holdout, **attack_overrides)
-        return self.shortened(spec.with_(**changes) if changes else spec)
-
-    def shortened(self, spec: RunSpec) -> RunSpec:
-        """In a dry run, ``spec`` with its No-Defense schedule cut to one short epoch (and, on the CPU, its network
-        narrowed to ``DRY_RUN_CPU_WIDTH``); otherwise ``spec``."""
-        if not self.dry_run:
-            return spec
-        width = min(spec.width, DRY_RUN_CPU_WIDTH) if self.device.type == "cpu" else spec.width
-        return spec.with_(supervised=dry_run_schedule(spec.supervised), width=width)
+             seed: int | None = None, protocol: str = "own", **attack_overrides) -> RunSpec:
+        """The run spec of ``attack`` under this profile (:func:`backdoor_repro.resolve.resolve`); ``defense``
+        supplies its threat model's holdout and whatever its protocol sets in the spec (T&R: its WRN-16 and its
+        No-Defense schedule)."""
+        return resolve(self.profile, self.train, attack, defense, protocol=protocol, small_run=self.small_run,
+                       data_seed=self.data_seed, seed=self.seed if seed is None else seed, holdout=holdout,
+                       **attack_overrides)
 
     def data(self, spec: RunSpec) -> RunData:
         """The run data of ``spec`` (built once). Fallback warnings (official indices or a holdout rule that the
@@ -91,23 +67,34 @@ class Experiment:
         return self._data[key]
 
     def config(self, defense: str, **changes):
-        """The profile's config of ``defense`` with ``changes``; in a dry run, cut to a couple of steps per stage."""
+        """The profile's config of ``defense`` with ``changes``; in a small run, with the defense's ``small_run``
+        overrides (a couple of steps per stage)."""
         d = get_defense(defense)
         cfg = d.config(self.profile.name, self.profile.dataset, **changes)
-        return d.shortened(cfg) if self.dry_run else cfg
+        return apply_overrides(cfg, dict(d.small_run)) if self.small_run else cfg
 
     def run(self, defense: str, spec: RunSpec, cfg=None) -> DefenseResult:
         """Run ``defense`` (the profile's config unless ``cfg`` is given) on ``spec``'s data."""
-        apply_process_settings(self.profile, self.device, self.dry_run)
         d = get_defense(defense)
         return d.run(spec, self.data(spec), cfg if cfg is not None else self.config(defense), self.cache,
                      self.progress)
 
+    def check(self, record, attacks) -> None:
+        """Assert ``record``'s checks (records.py) on the tables this run wrote, skipped in a dry run; print the
+        rules that hold (not the values, which move between machines)."""
+        tables = output_dir("tables", self.profile.outputs)
+        print("\n".join(assert_checks(record, tables, self.train.num_classes, tuple(attacks), self.profile.name,
+                                      self.dry_run)))
+
+    def attack(self, key: str, **overrides):
+        """The registry attack ``key`` as this profile runs it (its rate, indices; ``overrides`` on top)."""
+        return self.spec(key, **overrides).make_attack()
+
     def evaluate(self, model: torch.nn.Module, spec: RunSpec) -> dict:
+        spec.apply_numerics()  # the precision the spec's models run in
         if spec.attack is None:
             return evaluate(model, spec, self.test)
-        key = artifact_key("evaluator", {"attack": spec.attack, "overrides": spec.attack_overrides,
-                                         "data_seed": spec.data_seed}, 1)
+        key = (spec.attack, repr(sorted(spec.attack_overrides.items())), spec.data_seed)
         if key not in self._evaluators:
             self._evaluators[key] = AttackEvaluator(spec.make_attack(), self.test)
         return self._evaluators[key](model)
@@ -130,30 +117,27 @@ class Experiment:
         return self.attack_subset is None or attack in self.attack_subset
 
     @property
+    def dry_run(self) -> bool:
+        return self.small_run == "dry_run"
+
+    @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
 
 def setup(profile: str = "smoke", data_root=None, download: bool = False, device: str = "auto", data_seed: int = 0,
           seed: int = 0, progress: bool = False, defenses: tuple[str, ...] = (), quiet: bool = False,
-          dataset: str | None = None, attacks=None, dry_run: bool = False) -> Experiment:
+          dataset: str | None = None, attacks=None, dry_run: bool = False, small_run: str | None = None) -> Experiment:
     """Check the settings (before any compute), load the profile's data (or ``dataset``'s, on ``fast`` / ``paper``),
     print the profile and every deviation of the profile and of ``defenses``. ``attacks`` ("a,b" or a list) runs
     a slice: only those of the notebook's attacks, and only the sections that use them. ``dry_run`` (fast / paper):
     the profile's configs and code paths with every stage cut to a couple of steps, on a slice of the bundled data,
-    on any device (see ``profiles.DRY_RUN_*``)."""
+    on any device; ``small_run="plumbing"``: the grid's machinery check (profiles.SMALL_RUN_SETTINGS)."""
     started = time.perf_counter()
-    p = profile_for(profile, dataset)
-    dev = resolve_device(device)
     if not isinstance(dry_run, bool):
         raise ValueError(f"dry_run must be True or False, got {dry_run!r}")
-    if dry_run:
-        check_dry_run(p, data_root, download)
-        p = dry_run_profile(p)
-    else:
-        check_device(p, dev)
-        check_data_arguments(p, data_root, download)
-        check_dataset_available(p.dataset, data_root, download)
+    small_run = "dry_run" if dry_run else small_run
+    p, dev = checked_profile(profile, dataset, device, data_root, download, small_run)
     for name in defenses:
         get_defense(name)
     subset = parse_attack_subset(attacks)
@@ -161,34 +145,66 @@ def setup(profile: str = "smoke", data_root=None, download: bool = False, device
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     if not quiet:
-        print(f"profile {p.outputs}: {p.description}" + (f" (dataset: {p.dataset})" if p.run_name else ""))
-        print("Deviations from the papers' code:")
-        own_model = any(p.name in get_defense(name).spec_changes for name in defenses)  # e.g. T&R's WRN-16
-        model_deviations = () if own_model else p.model_deviations
-        listed = p.deviations + model_deviations + tuple(x for name in defenses for x in get_defense(name).deviations[p.name])
-        for d in dict.fromkeys(listed):  # once each: defenses of one paper share their protocol's lines
-            print(" -", d)
-        if subset is not None:
-            print(f"slice: attacks {', '.join(subset)} only; sections that need other attacks are skipped")
-        if dry_run:
-            narrowed = f", networks at width <= {DRY_RUN_CPU_WIDTH} on the CPU" if dev.type == "cpu" else ""
-            print(f"DRY RUN: the {p.name} configs with every stage cut to a couple of steps, on {DRY_RUN_TRAIN_PER_CLASS} "
-                  f"training / {DRY_RUN_TEST_PER_CLASS} test images per class of the bundled subset{narrowed}; the "
-                  "numbers mean nothing and the result checks are skipped")
+        data_line = None if small_run else layout_deviation(p.dataset, data_root, download)
+        print_header(p, defenses, subset, dev, small_run, (data_line,) if data_line else ())
     if dev.type == "cpu":
         pin_cpu_threads()  # CPU results depend on the thread count (numerics.py)
-    cpu_bf16 = apply_process_settings(p, dev, dry_run)  # reset here: one run never inherits another's precision
-    if dry_run and dev.type == "cpu" and not quiet:
-        print("dry run precision: " + ("bf16 autocast, as on the GPU" if cpu_bf16 else
-                                       "fp32, as this profile on the GPU" if not p.bf16 else
-                                       "fp32 (this CPU has no native bf16 kernels; this profile runs bf16 on the GPU)"))
-    if dry_run:
-        train = class_balanced_subset(load_dataset("cifar10-smoke", "train", device=dev), DRY_RUN_TRAIN_PER_CLASS)
-        test = class_balanced_subset(load_dataset("cifar10-smoke", "test", device=dev), DRY_RUN_TEST_PER_CLASS)
+    train, test = small_run_data(p, small_run, dev, data_root, download) if small_run else load_data(p, data_root, download, dev)
+    ex = Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started, attack_subset=subset,
+                    small_run=small_run)
+    ex.spec(None).apply_numerics()  # reset here: one run never inherits another's precision or step paths
+    return ex
+
+
+def checked_profile(profile: str, dataset, device, data_root, download, small_run) -> tuple[Profile, torch.device]:
+    """The profile (on ``dataset``) and the device, every argument checked before any compute."""
+    p = profile_for(profile, dataset)
+    dev = resolve_device(device)
+    if small_run is not None and small_run not in SMALL_RUN_SETTINGS:
+        raise ValueError(f"unknown small run {small_run!r}; choose from {', '.join(SMALL_RUN_SETTINGS)}")
+    if small_run == "dry_run":
+        check_dry_run(p, data_root, download)
+        return dry_run_profile(p), dev
+    check_device(p, dev)
+    check_data_arguments(p, data_root, download)
+    check_dataset_available(p.dataset, data_root, download)
+    return p, dev
+
+
+def small_run_data(profile: Profile, small_run: str, device: torch.device, data_root=None, download=False):
+    """A small run's class-balanced slices: of the bundled subset (dry run) or of the profile's own data."""
+    small = SMALL_RUN_SETTINGS[small_run]
+    if small.bundled_data:
+        train, test = (load_dataset("cifar10-smoke", split, device=device) for split in ("train", "test"))
     else:
-        train, test = load_data(p, data_root, download, dev)
-    return Experiment(p, dev, train, test, ArtifactCache(), data_seed, seed, progress, started, attack_subset=subset,
-                      dry_run=dry_run)
+        train, test = load_data(profile, data_root, download, device)
+    return class_balanced_subset(train, small.train_per_class), class_balanced_subset(test, small.test_per_class)
+
+
+def print_header(p: Profile, defenses, subset, dev: torch.device, small_run: str | None, data_lines=()) -> None:
+    """The profile, every deviation of the profile, of its data and of ``defenses`` (once each), the slice and a
+    small run."""
+    print(f"profile {p.outputs}: {p.description}" + (f" (dataset: {p.dataset})" if p.run_name else ""))
+    print("Deviations from the papers' code:")
+    own_model = any(p.name in get_defense(name).spec_changes for name in defenses)  # e.g. T&R's WRN-16
+    model_deviations = () if own_model else p.model_deviations
+    listed = p.deviations + tuple(data_lines) + model_deviations + tuple(
+        x for name in defenses for x in get_defense(name).deviations[p.name])
+    for d in dict.fromkeys(listed):  # once each: defenses of one paper share their protocol's lines
+        print(" -", d)
+    if subset is not None:
+        print(f"slice: attacks {', '.join(subset)} only; sections that need other attacks are skipped")
+    if small_run == "dry_run":
+        small = SMALL_RUN_SETTINGS["dry_run"]
+        narrowed = f", networks at width <= {small.width} on the CPU" if dev.type == "cpu" else ""
+        print(f"DRY RUN: the {p.name} configs with every stage cut to a couple of steps, on {small.train_per_class} "
+              f"training / {small.test_per_class} test images per class of the bundled subset{narrowed}; the "
+              "numbers mean nothing and the result checks are skipped")
+        if dev.type == "cpu":
+            cpu_bf16 = precision_for(p, "cpu", small_run) == "bf16"
+            print("dry run precision: " + ("bf16 autocast, as on the GPU" if cpu_bf16 else
+                                           "fp32, as this profile on the GPU" if not p.bf16 else
+                                           "fp32 (this CPU has no native bf16 kernels; this profile runs bf16 on the GPU)"))
 
 
 def parse_attack_subset(attacks) -> tuple[str, ...] | None:

@@ -46,3 +46,32 @@ def compare_t4(t4: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
     view = as_fct_metrics(t4)
     view = view.assign(defense="D-ST with " + view["encoder"] + " extractor")
     return report.compare_with_reported(view, reported)
+
+
+# FCT-T2's verdict: FCT reports that DBD fails on its attacks; our DBD supports that report where the backdoor's
+# effect stays at least this large, and DBD's own claim only where it also keeps accuracy (a backdoor removed by a
+# collapsed model says nothing about either paper)
+T2_FAILURE_EFFECT = 50  # points of ASR over the clean->target rate (chance for all2all)
+T2_ACCURACY_TIMES_CHANCE = 3
+
+
+def t2_verdict(t2: pd.DataFrame, attacks, num_classes: int) -> pd.DataFrame:
+    """Per attack, which paper our DBD run supports: FCT's report that DBD fails, DBD's claim, or neither."""
+    chance = 100 / num_classes
+    rows = []
+    for attack in attacks:
+        m = report.wide(t2[t2["attack"] == attack], "defense", "metric").loc["dbd"]
+        # all2all has no single target, so no clean->target rate: its baseline is chance
+        base, base_name = (m["CTR"], "CTR") if pd.notna(m.get("CTR")) else (chance, "chance, all2all")
+        effect = m["ASR"] - base
+        acc = fct_accuracy(m)  # FCT's ACC: on the non-target test images (on every image for all2all)
+        if effect >= T2_FAILURE_EFFECT:
+            supports = "FCT's report that DBD fails here"
+        elif acc >= T2_ACCURACY_TIMES_CHANCE * chance:
+            supports = "DBD's claim (the backdoor is removed and accuracy kept), not FCT's report of failure"
+        else:
+            supports = (f"neither claim: the backdoor is removed, but DBD's accuracy ({acc:.1f}) is under "
+                        f"{T2_ACCURACY_TIMES_CHANCE} x chance")
+        rows.append({"attack": attack, "DBD ASR": m["ASR"], "baseline": base_name, "baseline value": base,
+                     "backdoor effect": effect, "DBD ACC (as FCT)": acc, "supports": supports})
+    return pd.DataFrame(rows).round(2)

@@ -1,10 +1,10 @@
 """Cached stages that connect data, attacks and training; every defense builds on these.
 
 * :func:`load_data` — the profile's train/test sets on the device;
-* :func:`make_attack` — a registry attack with the profile's overrides;
-* :func:`poisoned_training_set` — the defender's training split, poisoned (label-consistent PGD images cached);
-* :func:`run_data` — what a defense is granted: the poisoned set, the test set, the clean holdout;
-* :func:`supervised_model` — a clean or backdoored model trained once and reused by every defense.
+* :func:`poisoned_training_set` — the defender's training split, poisoned (label-consistent PGD images cached:
+  the ``lc_images`` stage);
+* :func:`run_data` — what a defense is granted: the poisoned set, the test set, the clean holdout (``run_data``);
+* :func:`no_defense_model` — a clean or backdoored model trained once and reused by every defense (``no_defense``).
 """
 from __future__ import annotations
 
@@ -12,17 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .attacks import Attack, PoisonedSet, get_attack, pgd_adversary
-from .cache import ArtifactCache, artifact_key
+from .attacks import PoisonedSet, pgd_adversary
+from .cache import ArtifactCache
 from .data import ImageSet, class_balanced_subset, fingerprint, load_dataset
 from .holdout import clean_subset, split_holdout
 from .profiles import Profile
 from .spec import RunSpec
 from .stages import StageOutput, cached_stage
-from .train import train_supervised
-
-SUPERVISED_VERSION = 3  # 3: keyed by RunSpec.attacker_key(); 2: RunSpec keys, no evaluation inside the build
-LC_IMAGES_VERSION = 4  # 4: start projected, no clamp inside the loss (gradients at 0/255 kept); 3: RunSpec keys; 2: PGD iterates clamped to [0, 1] at every step
+from .train import train_model
 
 
 def load_data(profile: Profile, data_root=None, download: bool = False, device="cpu") -> tuple[ImageSet, ImageSet]:
@@ -35,25 +32,12 @@ def load_data(profile: Profile, data_root=None, download: bool = False, device="
     return train, test
 
 
-def attack_overrides(profile: Profile, key: str, **extra) -> dict:
-    """The profile's overrides for ``key`` (its rate applies to dirty-label attacks only)."""
-    overrides = dict(profile.attack_overrides)
-    if get_attack(key).label_mode == "clean_label":
-        overrides.pop("rate", None)
-    overrides.update(extra)
-    return overrides
-
-
-def make_attack(profile: Profile, key: str, data_seed: int, **extra) -> Attack:
-    return get_attack(key, data_seed=data_seed, **attack_overrides(profile, key, **extra))
-
-
 def check_training_set(spec: RunSpec, train: ImageSet) -> None:
     """The loaded training set must be the one the spec was built from (fingerprint, device type), so that no
     artifact is stored under a key that describes other data."""
     if fingerprint(train) != spec.data_fingerprint:
         raise ValueError(f"the training set ({train.name}, {len(train)} images) is not the one this spec was built "
-                         "from: build the spec from it (RunSpec.for_profile, or spec.bound_to(train))")
+                         "from: build the spec from it (resolve(...), or spec.bound_to(train))")
     if train.images.device.type != spec.device_type:
         raise ValueError(f"the training set is on {train.images.device.type}, the spec says {spec.device_type}")
 
@@ -77,13 +61,12 @@ def poisoned_training_set(spec: RunSpec, train: ImageSet, cache: ArtifactCache |
         index = torch.as_tensor(attack.poison_indices(split, spec.data_seed, len(train)))
 
         def build_lc(_partial):
-            model, _ = supervised_model(spec.clean_model_for_poisoning(), train, cache, progress)
+            model, _ = no_defense_model(spec.clean_model_for_poisoning(), train, cache, progress)
             perturb = pgd_adversary(model, seed=spec.data_seed, **attack.pgd)
             idx = index.to(split.labels.device)
             return {"index": index, "images": perturb(split.images[idx], split.labels[idx]).cpu()}
 
-        stored = cache.get_or_build("lc_images", {"poisoning": spec.poisoning_key(), "pgd": attack.pgd},
-                                    LC_IMAGES_VERSION, build_lc)
+        stored = cache.get_or_build(spec.lc_stage(), build_lc)
         if not torch.equal(stored["index"], index):
             raise RuntimeError("cached label-consistent images do not match the poison selection")
         perturbed = stored["images"].to(split.images.device)
@@ -102,21 +85,21 @@ class RunData:
 
     train: PoisonedSet
     test: ImageSet | None
-    holdout: ImageSet | None
+    clean_holdout: ImageSet | None  # the images (RunSpec.holdout is the rule that drew them)
     holdout_disjoint: bool
     key: str
 
     def attacker_training_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)`` the No-Defense model trains on: the poisoned set plus a split-off holdout
         (T&R's baseline trains on all 50,000), or the poisoned set alone."""
-        if self.holdout is None or not self.holdout_disjoint:
+        if self.clean_holdout is None or not self.holdout_disjoint:
             return self.train.images, self.train.labels
-        return (torch.cat([self.train.images, self.holdout.images]),
-                torch.cat([self.train.labels, self.holdout.labels.to(self.train.labels.device)]))
+        return (torch.cat([self.train.images, self.clean_holdout.images]),
+                torch.cat([self.train.labels, self.clean_holdout.labels.to(self.train.labels.device)]))
 
 
 def data_key(spec: RunSpec) -> str:
-    return artifact_key("run_data", spec.poisoning_key(), 1)
+    return spec.granted_stage().key
 
 
 def check_run_data(spec: RunSpec, data: RunData) -> None:
@@ -134,18 +117,14 @@ def run_data(spec: RunSpec, train: ImageSet, test: ImageSet | None = None, cache
     return RunData(poisoned, test, holdout, spec.holdout is None or spec.holdout.disjoint, data_key(spec))
 
 
-def _model_factory(spec: RunSpec):
-    return spec.new_model
-
-
-def supervised_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache | None = None, progress: bool = True,
+def no_defense_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache | None = None, progress: bool = True,
                      data: RunData | None = None):
     """Train (or load) the model ``spec`` describes on the loaded ``train`` (poisoned per ``spec``; clean
     when ``spec.attack`` is None), or on ``data`` when given. Returns ``(model, StageRecord)``; the record's
     extras hold the poison count and the training throughput. Evaluate it with
     :func:`backdoor_repro.evaluation.evaluate`."""
     if train is None and (data is None or spec.attack is None):
-        raise ValueError("supervised_model needs the loaded training set, or the run data of an attacked spec")
+        raise ValueError("no_defense_model needs the loaded training set, or the run data of an attacked spec")
     if data is not None:
         check_run_data(spec, data)
     else:
@@ -161,8 +140,8 @@ def supervised_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache
             images, labels, count = train.images, train.labels, 0
         torch.manual_seed(spec.seed)
         model = spec.new_model()
-        result = train_supervised(model, images, labels, spec.train_config, checkpoint=partial, progress=progress,
+        result = train_model(model, images, labels, spec.no_defense_schedule, checkpoint=partial, progress=progress,
                                   desc=spec.attack or "clean")
         return StageOutput(model, result.history, {"poison_count": count, "images_per_second": result.images_per_second})
 
-    return cached_stage(cache, "supervised", spec.attacker_key(), SUPERVISED_VERSION, build, _model_factory(spec), device)
+    return cached_stage(cache, spec.no_defense_stage(), build, spec.new_model, device)

@@ -3,13 +3,14 @@ shortened schedules) and ``paper`` (the official hyperparameters). Every way a p
 the papers' code is listed in its ``deviations``; notebooks print them."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, fields, replace
 
 import torch
 
 from .train import TrainConfig
 
-PAPER_SUPERVISED = TrainConfig(epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+PAPER_NO_DEFENSE = TrainConfig(epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
                                schedule="multistep", milestones=(100, 150), gamma=0.1, augmentation="crop_flip")
 
 
@@ -23,10 +24,8 @@ class Profile:
     model: str
     width: int
     requires_gpu: bool
-    supervised: TrainConfig  # the No-Defense (backdoored) model
+    no_defense_schedule: TrainConfig  # the No-Defense (backdoored) model
     attack_overrides: dict = field(default_factory=dict)  # applied to every attack ("rate": dirty-label ones only)
-    table_attacks: tuple[str, ...] = ()
-    gallery_attacks: tuple[str, ...] = ()
     deviations: tuple[str, ...] = ()  # data, precision, poisoning: every notebook
     model_deviations: tuple[str, ...] = ()  # the ResNet-18 No-Defense model and table (a defense may set its own)
     run_name: str = ""  # where outputs go when it differs from ``name`` (a fast/paper run on another dataset)
@@ -41,12 +40,6 @@ class Profile:
         return self.run_name or self.name
 
 
-_GALLERY = ("badnets_dbd_2x2", "grid3", "white3_fct", "white3_bb", "blend_kitty_dbd", "blend_kitty_bb",
-            "blend_strip_fct", "blend_noise", "trojan3_fct", "sig_fct", "sig_tr_wrapped", "wanet", "lc_dbd")
-
-_FULL_TABLE = ("badnets_dbd_2x2", "blend_kitty_dbd", "grid3", "white3_fct", "trojan3_fct", "blend_strip_fct",
-               "blend_kitty_fct", "sig_fct", "wanet", "lc_dbd")
-
 PROFILES = {
     "smoke": Profile(
         name="smoke",
@@ -55,11 +48,9 @@ PROFILES = {
                     "qualitative effect",
         dataset="cifar10-smoke", train_per_class=None, test_per_class=None, model="resnet18", width=8,
         requires_gpu=False,
-        supervised=TrainConfig(epochs=20, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="cosine",
+        no_defense_schedule=TrainConfig(epochs=20, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="cosine",
                                augmentation="none", checkpoint_every=5),
         attack_overrides={"rate": 0.1},
-        table_attacks=("badnets_dbd_2x2", "blend_kitty_fct", "grid3"),
-        gallery_attacks=_GALLERY,
         deviations=(
             "data: 5,000 training / 1,000 test images of CIFAR-10 (JPEG re-encoded), not 50,000 / 10,000",
             "dirty-label poisoning rate 10% for every attack, so the backdoor is learned on 5,000 images (DBD's "
@@ -71,22 +62,18 @@ PROFILES = {
         model_deviations=(
             "model: ResNet-18 with base width 8 (features 64-d) instead of 64 (512-d)",
             "No-Defense training: 20 epochs, SGD lr 0.05, batch 64, cosine, no augmentation "
-            "(paper: 200 epochs, lr 0.1, batch 128, steps at 100/150, random crop + flip). Measured on this "
-            "data: with flip (which moves a corner patch) the 2x2 BadNets patch reached only ASR 24-50% "
-            "against a clean->target rate of 16-17%; without augmentation ASR 97% at CTR 10%",
-            "No-Defense table limited to three attacks for the CPU budget (the gallery shows all); measured earlier "
-            "on this data: sig_bb ASR 99.7% (clean->target 0.0%), trojan3_fct 78.4% (8.4%), and WaNet not learned "
-            "(24.4% vs 20.4%); those run in fast/paper",
+            "(paper: 200 epochs, lr 0.1, batch 128, steps at 100/150, random crop + flip): with a flip, which moves a "
+            "corner patch, the 2x2 BadNets patch is not learned on this data (ARCHITECTURE.md, smoke choices)",
+            "No-Defense table limited to three attacks for the CPU budget (the gallery shows all); the others run in "
+            "fast/paper",
         )),
     "fast": Profile(
         name="fast",
         description="one GPU: full CIFAR-10, ResNet-18, shortened schedules",
         dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=64,
         requires_gpu=True,
-        supervised=PAPER_SUPERVISED.with_(epochs=40, schedule="cosine"),
+        no_defense_schedule=PAPER_NO_DEFENSE.with_(epochs=40, schedule="cosine"),
         attack_overrides={"indices": "official"},
-        table_attacks=_FULL_TABLE,
-        gallery_attacks=_GALLERY,
         deviations=(
             "bf16 autocast and channels_last on the GPU (the official code trains in fp32)",
             "poisoned indices: each official code's own selection (its seeded random stream, or T&R's first N "
@@ -101,10 +88,8 @@ PROFILES = {
         name="paper",
         description="the official hyperparameters on full CIFAR-10",
         dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=64,
-        requires_gpu=True, supervised=PAPER_SUPERVISED, bf16=False,
+        requires_gpu=True, no_defense_schedule=PAPER_NO_DEFENSE, bf16=False,
         attack_overrides={"indices": "official"},
-        table_attacks=_FULL_TABLE,
-        gallery_attacks=_GALLERY,
         deviations=(
             "channels_last on the GPU; fp32 as the official code (torch lets cuDNN run convolutions in TF32 on "
             "Ampere and later GPUs, as it did for the official code on such GPUs)",
@@ -119,14 +104,10 @@ PROFILES = {
 
 
 def validated(profile: Profile) -> Profile:
-    from .attacks import ATTACKS
     from .data import DATASETS
 
     if profile.dataset not in DATASETS:
         raise ValueError(f"profile {profile.name}: unknown dataset {profile.dataset!r}")
-    unknown = [a for a in profile.table_attacks + profile.gallery_attacks if a not in ATTACKS]
-    if unknown:
-        raise ValueError(f"profile {profile.name}: unknown attacks {unknown}")
     rate = profile.attack_overrides.get("rate")
     if rate is not None and not (0 < rate <= 1):
         raise ValueError(f"profile {profile.name}: rate must be in (0, 1], got {rate}")
@@ -164,26 +145,69 @@ def check_data_arguments(profile: Profile, data_root, download: bool) -> None:
                          "it, or choose --profile fast / paper to run on that data")
 
 
-# The dry run of a GPU profile (``run_all.sh --profile fast --dry-run``): every notebook with that profile's configs,
-# models and code paths, each stage cut to a couple of steps, on a class-balanced slice of the bundled CIFAR-10
-# subset, on the CPU (or a GPU). It checks that every line of the profile runs and every output is written; its numbers mean
-# nothing, and its outputs go to a temporary folder (run_all.sh), never into tables/<profile>.
-DRY_RUN_TRAIN_PER_CLASS = 10
-DRY_RUN_TEST_PER_CLASS = 10
-DRY_RUN_MAX_BATCH = 32
-# On the CPU the dry run narrows every network to this base width (the smoke width; ResNet-18 at 8: 64-d features,
-# 600 feature maps): at the full width 64, FMP's ranking of 4,800 maps and its single-map ablations alone take the
-# better part of an hour on 2 cores, and at 16 both dry runs took 12 of CI's 45 minutes. On CUDA the dry run keeps
-# the profile's widths.
-DRY_RUN_CPU_WIDTH = 8
+# Small runs: every stage cut to a couple of steps, to check code paths, never numbers. One table, applied by
+# resolve.resolve (the spec: schedule, width) and Experiment.config (each defense's ``small_run`` overrides):
+# * ``dry_run`` (``run_all.sh --profile fast --dry-run``): every notebook with a GPU profile's configs, models and code
+#   paths on a class-balanced slice of the bundled CIFAR-10 subset, on the CPU (or a GPU); its outputs go to a
+#   temporary folder, never into tables/<profile>. On the CPU the networks are narrowed to the smoke width: at the
+#   full width 64, FMP's ranking of 4,800 maps and its single-map ablations alone take the better part of an hour on
+#   2 cores, and at 16 both dry runs took 12 of CI's 45 minutes. On CUDA the dry run keeps the profile's widths.
+# * ``plumbing`` (the grid's ``--plumbing``): a slice of the profile's own data, width-4 networks, one short epoch.
+@dataclass(frozen=True)
+class SmallRun:
+    name: str
+    train_per_class: int
+    test_per_class: int
+    bundled_data: bool  # the bundled CIFAR-10 subset instead of the profile's dataset
+    width: int  # the networks' base width is at most this...
+    width_on_cpu_only: bool  # ...on the CPU only (the dry run keeps the GPU's widths)
+    max_batch: int  # every schedule's batch is at most this
+    schedule: TrainConfig | None = None  # the No-Defense schedule replaced whole (None: the profile's, cut)
+
+
+SMALL_RUN_SETTINGS = {
+    "dry_run": SmallRun("dry_run", train_per_class=10, test_per_class=10, bundled_data=True, width=8,
+                        width_on_cpu_only=True, max_batch=32),
+    "plumbing": SmallRun("plumbing", train_per_class=20, test_per_class=5, bundled_data=False, width=4,
+                         width_on_cpu_only=False, max_batch=50,
+                         schedule=TrainConfig(epochs=1, batch_size=50, lr=0.05, schedule="cosine", augmentation="none")),
+}
+DRY_RUN = SMALL_RUN_SETTINGS["dry_run"]
+DRY_RUN_TRAIN_PER_CLASS, DRY_RUN_TEST_PER_CLASS = DRY_RUN.train_per_class, DRY_RUN.test_per_class
+DRY_RUN_MAX_BATCH, DRY_RUN_CPU_WIDTH = DRY_RUN.max_batch, DRY_RUN.width
+
+
+def small_schedule(cfg: TrainConfig, small: SmallRun) -> TrainConfig:
+    """The No-Defense schedule of a small run: ``small.schedule`` if it names one, else ``cfg`` cut to one epoch of at
+    most ``small.max_batch`` images a step (its optimizer, schedule kind, augmentation and precision switches kept).
+    One epoch writes no checkpoint: resuming is tested on its own (tests/test_resume.py)."""
+    if small.schedule is not None:
+        return small.schedule
+    return cfg.with_(epochs=1, batch_size=min(cfg.batch_size, small.max_batch), checkpoint_every=1,
+                     warmup_epochs=min(cfg.warmup_epochs, 1))
+
+
+def small_width(width: int, small: SmallRun, device_type: str) -> int:
+    return width if small.width_on_cpu_only and device_type != "cpu" else min(width, small.width)
+
+
+def apply_overrides(cfg, overrides: dict):
+    """``cfg`` (a frozen dataclass) with ``overrides`` applied: a dict value on a dataclass field is applied to that
+    field's own config, recursively (``{"simclr": {"epochs": 1}}``). Unknown fields are errors."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"{type(cfg).__name__} has no field {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
+    changes = {}
+    for name, value in overrides.items():
+        current = getattr(cfg, name)
+        nested = isinstance(value, dict) and dataclasses.is_dataclass(current)
+        changes[name] = apply_overrides(current, value) if nested else value
+    return replace(cfg, **changes)
 
 
 def dry_run_schedule(cfg: TrainConfig) -> TrainConfig:
-    """A training schedule cut to one epoch of at most ``DRY_RUN_MAX_BATCH`` images a step (its optimizer, schedule
-    kind, augmentation and precision switches kept). One epoch writes no checkpoint: resuming is tested on its own
-    (tests/test_resume.py)."""
-    return cfg.with_(epochs=1, batch_size=min(cfg.batch_size, DRY_RUN_MAX_BATCH), checkpoint_every=1,
-                     warmup_epochs=min(cfg.warmup_epochs, 1))
+    return small_schedule(cfg, DRY_RUN)
 
 
 def dry_run_profile(profile: Profile) -> Profile:

@@ -1,4 +1,4 @@
-"""The two protocols a grid cell can run under.
+"""The two protocols a grid cell can run under (:func:`backdoor_repro.resolve.resolve` applies them).
 
 ``own``: the defense's paper's protocol, exactly what its notebook runs (its model, No-Defense schedule, holdout
 rule and attack settings), so a cell reuses that notebook's cached artifacts.
@@ -19,7 +19,7 @@ rule and attack settings), so a cell reuses that notebook's cached artifacts.
 from __future__ import annotations
 
 from .attacks import get_attack
-from .spec import Holdout, RunSpec
+from .spec import Holdout
 
 PROTOCOLS = ("common", "own")
 COMMON_RATE = 0.1
@@ -38,7 +38,7 @@ def describe_common(profile) -> list[str]:
     holdout = COMMON_HOLDOUT[profile.name]
     return [
         f"architecture: {profile.model} at width {profile.width}, CIFAR normalisation, the {profile.name} "
-        f"No-Defense schedule ({profile.supervised.epochs} epochs)",
+        f"No-Defense schedule ({profile.no_defense_schedule.epochs} epochs)",
         f"dataset: {profile.dataset}; poisoning: {COMMON_RATE:.0%} of the training set for dirty-label attacks "
         f"(clean-label ones keep their rate, a fraction of the target class); target class {COMMON_TARGET} for "
         "every attack with one target (all-to-all attacks keep theirs)",
@@ -59,19 +59,3 @@ def common_overrides(attack: str) -> dict:
     if a.label_mode != "clean_label":
         out["rate"] = COMMON_RATE
     return out
-
-
-def protocol_spec(ex, protocol: str, defense: str, attack: str, seed: int | None = None) -> RunSpec:
-    """The run spec of a cell: ``ex`` is the cell's :class:`~backdoor_repro.experiment.Experiment`."""
-    from .defenses import get_defense
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    d = get_defense(defense)
-    if protocol == "own":
-        return ex.spec(attack, defense=defense, seed=seed, **d.attack_overrides(attack, ex.profile.dataset))
-    spec = ex.spec(attack, holdout=COMMON_HOLDOUT[ex.profile.name], seed=seed, **common_overrides(attack))
-    if defense in OWN_ARCHITECTURE:
-        own = d.spec_changes_for(ex.profile.name, ex.profile.dataset)
-        spec = ex.shortened(spec.with_(**{k: v for k, v in own.items()
-                                           if k in ("model", "width", "supervised", "normalization")}))
-    return spec

@@ -1,4 +1,4 @@
-"""Resumable epoch loops and the time budget of a sliced run.
+"""Resumable epoch loops (the time budget of a sliced run is :mod:`.deadline`).
 
 Every long stage writes an :class:`EpochCheckpoint` every few epochs (atomically, with the key of the config that
 wrote it and the global RNG states) and resumes from it with the same random streams, so a stage killed midway
@@ -8,7 +8,6 @@ a stage that passes it stops right after writing a checkpoint (or before startin
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from pathlib import Path
@@ -16,36 +15,8 @@ from pathlib import Path
 import torch
 
 from .cache import atomic_save, verified_load
+from .deadline import check_time_budget
 from .fast_step import load_optimizer_state
-
-DEADLINE_ENV = "BACKDOOR_REPRO_DEADLINE"  # seconds since the epoch (what `date +%s` prints)
-TIME_BUDGET_EXIT = 75  # run_all.sh's exit status when it stopped at the deadline (EX_TEMPFAIL: rerun to continue)
-
-
-class TimeBudgetExhausted(RuntimeError):
-    """The run's time budget is spent; everything up to the last checkpoint is saved. Rerun to continue."""
-
-
-def deadline() -> float | None:
-    value = os.environ.get(DEADLINE_ENV)
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError as error:
-        raise ValueError(f"{DEADLINE_ENV} must be a time in seconds since the epoch, got {value!r}") from error
-
-
-def check_time_budget(where: str) -> None:
-    """Raise :class:`TimeBudgetExhausted` if the deadline has passed (call only where stopping loses nothing)."""
-    end = deadline()
-    if end is not None and time.time() >= end:
-        # named by its variable: run_all.sh --max-minutes sets it, and so may a wrapper (a cluster job's end)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(end))
-        raise TimeBudgetExhausted(f"time budget spent at {where}: the deadline {DEADLINE_ENV}="
-                                  f"{os.environ[DEADLINE_ENV]} ({when}) has passed; progress up to here is saved: "
-                                  "rerun the same command to continue")
-
 
 class EpochCheckpoint:
     """The resume state of one epoch loop at ``path`` (None: no checkpoints), written every ``every`` epochs before

@@ -1,8 +1,15 @@
-"""What decides a run: :class:`RunSpec` (data, attack, model, seeds, No-Defense schedule, holdout).
+"""What decides a run: :class:`RunSpec` (data, attack, model, seeds, No-Defense schedule, holdout, precision) and the
+root stages of the stage graph that every defense builds on (:mod:`backdoor_repro.graph`).
 
-One spec owns the attack, the data key and both seeds, so every stage of every defense is keyed from
-the same place: :meth:`RunSpec.poisoning_key` (what decides the poisoned training set) and
-:meth:`RunSpec.training_key` (that plus the model and the training seed).
+A spec is made by :func:`backdoor_repro.resolve.resolve`, the one place that decides a run's rate, schedule,
+protocol and precision. Its root stages::
+
+    lc_images ──► poisoned_data ──► run_data (+ the holdout a defense is granted)
+    (clean no_defense)   │
+                         ├──► no_defense (+ model_context: architecture, seed, precision, machine numerics)
+    model_context ───────┘
+
+Every key is derived from the stages' configs and their parents' keys; none is written by hand.
 """
 from __future__ import annotations
 
@@ -13,10 +20,16 @@ import torch
 
 from .attacks import POISONING_VERSION, Attack, canonical_overrides, get_attack
 from .data import ImageSet, fingerprint
-from .datasets import CIFAR10_MEAN, CIFAR10_STD_DBD
+from .graph import Stage
 from .models import NORMALIZATIONS, build_model, normalization_stats
+from .fast_step import enable_gpu_step_paths
 from .numerics import cpu_numerics
-from .train import TrainConfig, cpu_autocast, gpu_bf16
+from .train import TrainConfig, enable_cpu_autocast, set_gpu_bf16
+
+NO_DEFENSE_VERSION = 4  # the code versions of the root stages (graph.Stage): bump one when its stage changes
+LC_IMAGES_VERSION = 5
+PRECISIONS = ("fp32", "bf16")
+SMALL_RUNS = ("dry_run", "plumbing")  # profiles.SMALL_RUN_SETTINGS: every stage cut to a couple of steps
 
 HOLDOUT_RULES = {
     "last": "the last `fraction` of the training indices, split off before poisoning (T&R on CIFAR); "
@@ -47,19 +60,18 @@ class Holdout:
         return self.rule != "clean_subset"
 
 
-def run_numerics(device_type: str) -> str:
-    """What decides a run's numerics beyond its configs: on the CPU its kernels and threads (plus "-bf16" under the
-    dry run's autocast), on CUDA the precision ("cuda-bf16", or "cuda-fp32" where the profile turns bf16 off: the
-    paper profile), so that artifacts of two precisions are never mixed."""
-    if device_type == "cpu":
-        return cpu_numerics() + ("-bf16" if cpu_autocast() else "")
-    return f"{device_type}-{'bf16' if gpu_bf16() else 'fp32'}"
+def machine_numerics(device_type: str) -> str:
+    """What the machine adds to a run's numerics: on the CPU its kernel family and threads (numerics.py); on CUDA
+    nothing beyond the device type (the precision is the spec's own field)."""
+    return cpu_numerics() if device_type == "cpu" else device_type
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that decides a run's data and models. ``seed`` is the one training seed: it is copied
-    into ``supervised`` (the No-Defense schedule), whatever seed that config carried."""
+    """Everything that decides a run's data and models. ``seed`` is the one training seed: it is copied into the
+    No-Defense schedule, whatever seed that config carried. ``precision`` is the autocast of every stage ("bf16" or
+    "fp32"), ``numerics`` the machine's kernels (:func:`machine_numerics`), ``small_run`` a run cut to a couple of
+    steps per stage ("dry_run", "plumbing") or None."""
 
     dataset: str
     train_per_class: int | None
@@ -70,121 +82,111 @@ class RunSpec:
     attack_overrides: dict = field(default_factory=dict)
     data_seed: int = 0
     seed: int = 0
-    supervised: TrainConfig = TrainConfig()
+    no_defense_schedule: TrainConfig = TrainConfig()
     holdout: Holdout | None = None
     data_fingerprint: str = ""  # data.fingerprint() of the training set actually loaded
     device_type: str = "cpu"  # CUDA and CPU artifacts are kept apart
     normalization: str = "dbd"  # the models' first layer (models.NORMALIZATIONS); FMP's protocol: "backdoorbench"
-    numerics: str = ""  # run_numerics: CPU kernel family and threads (+"-bf16" in a dry run); CUDA: "cuda-bf16" / "cuda-fp32"
+    numerics: str = ""
+    precision: str = "fp32"
+    small_run: str | None = None
 
     def __post_init__(self):
         for name in ("data_seed", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.supervised.seed != self.seed:
-            object.__setattr__(self, "supervised", self.supervised.with_(seed=self.seed))
+        if self.no_defense_schedule.seed != self.seed:
+            object.__setattr__(self, "no_defense_schedule", self.no_defense_schedule.with_(seed=self.seed))
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {self.normalization!r}; choose from {', '.join(NORMALIZATIONS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.small_run is not None and self.small_run not in SMALL_RUNS:
+            raise ValueError(f"small_run must be None or one of {SMALL_RUNS}, got {self.small_run!r}")
         if self.attack is not None:  # unknown attacks and parameters are errors here, before any compute
             object.__setattr__(self, "attack_overrides", canonical_overrides(self.attack, dict(self.attack_overrides)))
         elif self.attack_overrides:
             raise ValueError("attack_overrides given for a spec without an attack")
 
-    @classmethod
-    def for_profile(cls, profile, train: ImageSet, attack: str | None, data_seed: int = 0, seed: int = 0,
-                    holdout: Holdout | None = None, **attack_extra) -> "RunSpec":
-        from .pipeline import attack_overrides
-
-        overrides = attack_overrides(profile, attack, **attack_extra) if attack else {}
-        device_type = train.images.device.type
-        return cls(profile.dataset, profile.train_per_class, profile.model, profile.width, train.num_classes, attack,
-                   overrides, data_seed, seed, profile.supervised, holdout, fingerprint(train), device_type,
-                   numerics=run_numerics(device_type))
-
     def with_(self, **changes) -> "RunSpec":
         return replace(self, **changes)
 
+    def apply_numerics(self) -> None:
+        """Set this process's autocast and step paths from the spec: every defense run and every evaluation calls
+        this first, so the process state follows the spec (and no key ever reads the process state)."""
+        set_gpu_bf16(self.precision == "bf16")
+        enable_cpu_autocast(self.device_type == "cpu" and self.precision == "bf16")
+        enable_gpu_step_paths(self.small_run == "dry_run")  # a dry run takes the GPU's step paths on the CPU too
+
     def bound_to(self, train: ImageSet) -> "RunSpec":
-        """This spec with the fingerprint and device type of the loaded ``train`` (what ``for_profile`` records)."""
+        """This spec with the fingerprint, device type and machine numerics of the loaded ``train``."""
         device_type = train.images.device.type
         return replace(self, data_fingerprint=fingerprint(train), device_type=device_type,
-                       numerics=run_numerics(device_type))
+                       numerics=machine_numerics(device_type))
 
     def with_attack(self, attack: str | None, **overrides) -> "RunSpec":
         return replace(self, attack=attack, attack_overrides=overrides if attack else {})
 
     def new_model(self) -> torch.nn.Module:
         """A freshly initialised network of this spec (architecture, width, classes, normalisation)."""
-        mean, std = normalization_stats(self.normalization, self.dataset)
-        return build_model(self.model, self.num_classes, self.width, mean, std)
+        return build_model(self.model, self.num_classes, self.width, *self.normalization_stats())
+
+    def normalization_stats(self) -> tuple[tuple, tuple]:
+        return normalization_stats(self.normalization, self.dataset)
 
     def make_attack(self) -> Attack:
         if self.attack is None:
             raise ValueError("this spec describes a clean model: it has no attack")
         return get_attack(self.attack, data_seed=self.data_seed, **self.attack_overrides)
 
-    @property
-    def train_config(self) -> TrainConfig:
-        """The No-Defense schedule, seeded with ``seed``."""
-        return self.supervised
-
     def clean_model_for_poisoning(self) -> "RunSpec":
         """The clean model a label-consistent attack perturbs against: the No-Defense schedule seeded by
         ``data_seed``, so the poisoned set depends on ``data_seed`` only."""
         return replace(self, attack=None, attack_overrides={}, seed=self.data_seed, holdout=None)
 
-    def poisoning_key(self) -> dict:
-        """What decides the poisoned training set (and the holdout): no training seed, no model, except
-        for attacks that perturb images with a clean model first, whose model and schedule count."""
-        key = {"dataset": self.dataset, "train_per_class": self.train_per_class, "data_fingerprint": self.data_fingerprint,
-               "device_type": self.device_type, "attack": self.attack, "attack_overrides": self.attack_overrides,
-               "data_seed": self.data_seed, "holdout": self.holdout, "poisoning_version": POISONING_VERSION}
-        if self.attack is not None and self.make_attack().needs_adversary:
-            clean = self.clean_model_for_poisoning()
-            key["poisoning_clean_model"] = {"model": clean.model, "width": clean.width, "train": clean.supervised,
-                                            **clean.normalization_key()}
-            if self.numerics:
-                key["poisoning_clean_model"]["numerics"] = self.numerics
-        return key
+    # ------------------------------------------------------------------------------------- the root stages
+    def poisoning_config(self) -> dict:
+        """What decides the poisoned training set: the data, the attack, the data seed and a holdout split off
+        before poisoning; for a clean model no data seed."""
+        split = self.holdout if self.holdout is not None and self.holdout.disjoint else None
+        return {"dataset": self.dataset, "train_per_class": self.train_per_class,
+                "data_fingerprint": self.data_fingerprint, "device_type": self.device_type, "attack": self.attack,
+                "attack_overrides": self.attack_overrides, "split": split,
+                "data_seed": self.data_seed if self.attack is not None else None}
 
-    def training_key(self) -> dict:
-        """:meth:`poisoning_key` plus the architecture and the training seed: the key of every defense
-        stage that trains on the poisoned data (each stage adds its own config)."""
-        key = {**self.poisoning_key(), "model": self.model, "width": self.width, "num_classes": self.num_classes,
-               "seed": self.seed}
-        key.update(self.normalization_key())
-        if self.numerics:
-            key["numerics"] = self.numerics
-        return key
+    def lc_stage(self) -> Stage:
+        """The label-consistent attack's perturbed images, made with PGD on the clean model."""
+        parents = (self.clean_model_for_poisoning().no_defense_stage(),)
+        return Stage("lc_images", {"poisoning": self.poisoning_config(), "pgd": self.make_attack().pgd},
+                     LC_IMAGES_VERSION, parents)
 
-    def normalization_key(self) -> dict:
-        """The models' normalisation, where it is not the one every key was made under before the field existed
-        (the "dbd" scheme with DBD's CIFAR-10 values): the scheme if another, and the statistics themselves where
-        "dbd" now means another dataset's own (CIFAR-100, GTSRB), so models normalised the old way are not reused."""
-        key = {}
-        if self.normalization != "dbd":
-            key["normalization"] = self.normalization
-        else:
-            stats = normalization_stats(self.normalization, self.dataset)
-            if stats != (CIFAR10_MEAN, CIFAR10_STD_DBD):
-                key["normalization_stats"] = stats
-        return key
+    def data_stage(self) -> Stage:
+        """The poisoned training set (computed, not stored; the label-consistent images it uses are)."""
+        needs_adversary = self.attack is not None and self.make_attack().needs_adversary
+        return Stage("poisoned_data", self.poisoning_config(), POISONING_VERSION,
+                     (self.lc_stage(),) if needs_adversary else ())
 
-    def attacker_key(self) -> dict:
-        """What decides the No-Defense (attacker's) model: the whole spec, except a holdout that is not split off
-        (FMP's clean subset does not change what the attacker trained on) and, for a clean model, the data seed."""
-        key = dataclasses.asdict(self)
-        del key["normalization"]
-        key.update(self.normalization_key())
-        if not self.numerics:
-            del key["numerics"]
-        if self.holdout is not None and not self.holdout.disjoint:
-            key["holdout"] = None
-        if self.attack is None:
-            key["data_seed"] = None
-        key["poisoning_version"] = POISONING_VERSION
-        return key
+    def granted_stage(self) -> Stage:
+        """What the defender is granted (:class:`~backdoor_repro.pipeline.RunData`): the poisoned set and the holdout."""
+        return Stage("run_data", {"holdout": self.holdout}, 1, (self.data_stage(),))
+
+    def context_stage(self) -> Stage:
+        """What every trained stage shares: the architecture, the training seed, the precision and the machine."""
+        mean, std = self.normalization_stats()
+        return Stage("model_context", {"model": self.model, "width": self.width, "num_classes": self.num_classes,
+                                       "normalization": self.normalization, "mean": mean, "std": std,
+                                       "seed": self.seed, "precision": self.precision, "numerics": self.numerics,
+                                       "small_run": self.small_run}, 1)
+
+    def no_defense_stage(self) -> Stage:
+        """The attacker's model: the poisoned set (plus a split-off holdout) under the No-Defense schedule."""
+        return Stage("no_defense", {"schedule": self.no_defense_schedule}, NO_DEFENSE_VERSION,
+                     (self.data_stage(), self.context_stage()))
+
+    def training_parents(self) -> tuple[Stage, Stage]:
+        """The parents of a defense stage that trains on the granted data: ``(run_data, model_context)``."""
+        return self.granted_stage(), self.context_stage()
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,22 +1,24 @@
 """One helper for every cached training stage: get or build, time it, rebuild the model, load its weights.
 
 A stage's builder returns a :class:`StageOutput` (the trained model, a per-epoch history, and any other
-tensors or values the next stage needs); :func:`cached_stage` stores it under a content key, and on every
-call returns the model (on the requested device, in eval mode) and a :class:`StageRecord` without weights.
-A stage that evaluates on the test set while it builds passes ``evaluated_on=test``: the test set's
-fingerprint then joins the key, so a cached history never depends on who called first.
+tensors or values the next stage needs); :func:`cached_stage` stores it under its stage's derived key
+(:mod:`backdoor_repro.graph`), and on every call returns the model (on the requested device, in eval mode) and a
+:class:`StageRecord` without weights. A stage that evaluates on the test set while it builds passes
+``evaluated_on=test``: the test set's fingerprint then joins the key, so a cached history never depends on who
+called first.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from .cache import ArtifactCache, artifact_key, verified_load
+from .cache import ArtifactCache, verified_load
 from .data import ImageSet, fingerprint
+from .graph import Stage
 
 
 @dataclass
@@ -38,11 +40,11 @@ class StageRecord:
         return {"stage": self.stage, "seconds": round(self.seconds, 1), "epochs": len(self.history), "key": self.key}
 
 
-def cached_stage(cache: ArtifactCache, stage: str, key: Any, version: int, build: Callable[[Path], StageOutput],
+def cached_stage(cache: ArtifactCache, stage: Stage, build: Callable[[Path], StageOutput],
                  make_model: Callable[[], torch.nn.Module], device, evaluated_on: ImageSet | None = None):
     """``(model, StageRecord)`` of ``stage``: loaded from ``cache`` or built by ``build(partial_path)``."""
     if evaluated_on is not None:
-        key = {"stage_key": key, "evaluated_on": fingerprint(evaluated_on)}
+        stage = stage.evaluated_on(fingerprint(evaluated_on))
 
     def timed_build(partial: Path) -> dict:
         resumed = verified_load(partial) if partial.exists() else None  # a killed attempt's training time counts
@@ -52,8 +54,8 @@ def cached_stage(cache: ArtifactCache, stage: str, key: Any, version: int, build
         return {"model": out.model.state_dict(), "history": out.history, "extras": out.extras,
                 "seconds": earlier + time.perf_counter() - started}
 
-    stored = cache.get_or_build(stage, key, version, timed_build)
+    stored = cache.get_or_build(stage, timed_build)
     model = make_model()
     model.load_state_dict(stored["model"])
-    return model.to(device).eval(), StageRecord(stage, float(stored["seconds"]), list(stored["history"]),
-                                                dict(stored["extras"]), artifact_key(stage, key, version))
+    return model.to(device).eval(), StageRecord(stage.name, float(stored["seconds"]), list(stored["history"]),
+                                                dict(stored["extras"]), stage.key)

@@ -97,6 +97,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     images_per_second: float = 0.0
+    optimizer: torch.optim.Optimizer | None = None  # for a stage that continues it (DBD's head -> MixMatch)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -111,8 +112,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {str(device)!r}: this package's training loops "
                          "run on CPU and CUDA only")
+    if device.type == "cpu" and device.index is not None:
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {str(device)!r}: the CPU takes no index")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) are visible")
     return device
 
 
@@ -258,7 +263,7 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_on(device, enabled))
 
 
-def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+def train_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
                      evaluate: Callable[[torch.nn.Module], dict] | None = None, eval_every: int = 0,
                      checkpoint: str | Path | None = None, progress: bool = True, desc: str = "train",
                      objective: Objective | None = None) -> TrainResult:
@@ -315,7 +320,7 @@ def train_supervised(model: torch.nn.Module, images: torch.Tensor, labels: torch
         ckpt.after_epoch(epoch + 1, model, opt, gen, history=result.history)
     this_attempt = time.perf_counter() - started
     result.images_per_second = seen / this_attempt if this_attempt > 0 else 0.0
-    result.seconds = ckpt.seconds  # across attempts: a resumed run reports its whole training time
+    result.seconds, result.optimizer = ckpt.seconds, opt  # seconds across attempts: a resumed run's whole time
     model.eval()
     return result
 

@@ -184,3 +184,8 @@ class Attack:
         true = test.labels[keep]
         attacked = (true + 1) % test.num_classes if self.label_mode == "all2all" else torch.full_like(true, self.target)
         return self.trigger.apply(test.images[keep], train=False), attacked, true
+
+
+def assemble(key: str, trigger, common: dict, **defaults) -> Attack:
+    """An :class:`Attack` of a registry factory: the paper's ``defaults``, then the caller's ``common`` overrides."""
+    return Attack(key=key, trigger=trigger, **{**defaults, **common})

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from numbers import Integral
 from typing import Callable
 
+from .registry import ATTACKS, get_attack
+
 
 @dataclass(frozen=True, eq=False)
 class SizedTrigger:
@@ -106,8 +108,6 @@ def size_error(attack, image_size) -> str | None:
 
 def keys_for_size(size: int) -> list[str]:
     """The registered attack keys (with their defaults) that support ``size`` × ``size`` images."""
-    from .registry import ATTACKS, get_attack
-
     out = []
     for key in sorted(ATTACKS):
         sizes = attack_sizes(get_attack(key))
@@ -121,7 +121,6 @@ def check_attack_size(attack, image_size, data_seed: int = 0, **overrides) -> No
     :class:`Attack` or a registry key, built with ``overrides``) is defined at ``image_size`` (an int side,
     ``(H, W)`` or an ``(N, C, H, W)`` shape). Cheap: nothing is applied."""
     if isinstance(attack, str):
-        from .registry import get_attack
         attack = get_attack(attack, data_seed, **overrides)
     message = size_error(attack, image_size)
     if message:

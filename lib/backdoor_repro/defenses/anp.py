@@ -11,7 +11,7 @@ test data (BackdoorBench picks it from a sweep by test ASR, SCLBD/BackdoorBench#
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..augment import augment, to_float
 from ..cache import artifact_key
-from ..pipeline import RunData, supervised_model
+from ..graph import Stage
+from ..pipeline import RunData, no_defense_model
 from ..resume import EpochCheckpoint
 from ..stages import StageOutput, cached_stage
 from ..train import model_input, prepare_model
@@ -170,23 +171,22 @@ class ANP(FMPProtocolDefense):
     configs = ANP_PROFILES
     deviations = ANP_DEVIATIONS
 
-    def shortened(self, cfg: ANPConfig) -> ANPConfig:
-        return replace(cfg, iterations=2, batch_size=8)
+    small_run = {"iterations": 2, "batch_size": 8}
 
-    def run(self, spec, data: RunData, cfg: ANPConfig, cache=None, progress=False) -> DefenseResult:
-        cache, nd = self.start(spec, data, cache, progress)
+    def defend(self, spec, data: RunData, cfg: ANPConfig, cache, progress) -> DefenseResult:
+        nd = self.no_defense_record(spec, data, cache, progress)
         device = data.train.images.device
 
         def build(partial):
-            model, _ = supervised_model(spec, None, cache, progress, data=data)
+            model, _ = no_defense_model(spec, None, cache, progress, data=data)
             gen = torch.Generator(device=device).manual_seed(spec.seed)
-            holdout = data.holdout
+            holdout = data.clean_holdout
             masks = optimize_masks(model, holdout.images, holdout.labels.to(device), cfg, gen, partial)
             pruned = prune_by_threshold(model, masks, cfg.threshold)
             return StageOutput(model.eval(), [], {"masks": masks, "pruned": pruned})
 
-        key = {"data": spec.training_key(), "supervised": spec.supervised, "cfg": cfg}
-        model, record = cached_stage(cache, "anp", key, VERSION, build, spec.new_model, device)
+        stage = Stage("anp", cfg, VERSION, (spec.no_defense_stage(), spec.granted_stage()))
+        model, record = cached_stage(cache, stage, build, spec.new_model, device)
         return DefenseResult(model, {"no_defense": nd, "anp": record})
 
 

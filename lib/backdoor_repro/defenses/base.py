@@ -4,7 +4,7 @@ A defense is a registered :class:`Defense` object: its paper, what it needs from
 (``needs``: a clean holdout, the backdoored model, or nothing), the holdout rule its threat model grants,
 its config per profile and its deviations per profile. One call::
 
-    result = defense.run(spec, data, cfg, cache)   # spec: RunSpec, data: RunData (pipeline.run_data)
+    result = defense.run(spec, data, cfg, cache)   # spec: RunSpec (resolve.resolve), data: RunData (pipeline.run_data)
 
 returns a :class:`DefenseResult`: the defended model, a :class:`~backdoor_repro.stages.StageRecord` per
 stage (history, seconds), and, where the method scores training samples, a per-sample suspicion score
@@ -22,11 +22,13 @@ import torch
 from .. import metrics
 from ..cache import ArtifactCache
 from ..pipeline import RunData, check_run_data
+from ..profiles import apply_overrides
+from ..records import ProtocolRecord
 from ..spec import Holdout, RunSpec
 from ..stages import StageRecord
 
 NEEDS = {
-    "clean_holdout": "a small clean subset of the training data (data.holdout)",
+    "clean_holdout": "a small clean subset of the training data (data.clean_holdout)",
     "backdoored_model": "the model the attacker trained on the poisoned set (built and cached from the spec)",
 }
 PROFILE_NAMES = ("smoke", "fast", "paper")
@@ -54,7 +56,7 @@ class DefenseResult:
 
 
 class Defense:
-    """Base class: subclasses set the class attributes and implement :meth:`run` and :meth:`shortened`."""
+    """Base class: subclasses set the class attributes and implement :meth:`defend`."""
 
     key: str
     paper: str  # reported-number key of the paper ("dbd", "trap_replace", "fct", "fmp")
@@ -65,6 +67,8 @@ class Defense:
     spec_changes: Mapping[str, dict] = {}  # per profile: RunSpec fields its protocol sets (model, width, schedule)
     configs: Mapping[str, Any] = {}
     deviations: Mapping[str, tuple[str, ...]] = {}
+    small_run: Mapping[str, Any] = {}  # config overrides for a small run: a couple of steps per stage
+    record: ProtocolRecord | None = None  # what its paper's notebook runs and checks (records.py)
 
     def holdout_for(self, profile: str, dataset: str | None = None) -> Holdout | None:
         """The holdout rule for ``profile`` (and ``dataset``, where a defense's code treats datasets differently)."""
@@ -99,21 +103,34 @@ class Defense:
             raise ValueError(f"{self.key} config has no field {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
         return dataclasses.replace(cfg, **changes)
 
-    def shortened(self, cfg):
-        """``cfg`` cut to a couple of steps per stage (the contract test and GPU-profile dry runs)."""
-        raise NotImplementedError
+    def small_config(self, profile: str, dataset: str | None = None):
+        """The profile's config with the ``small_run`` overrides: a couple of steps per stage (dry runs, the grid's
+        plumbing, the contract tests)."""
+        return apply_overrides(self.config(profile, dataset), dict(self.small_run))
 
     def check(self, spec: RunSpec, data: RunData) -> None:
         """Clear errors before any compute: data built from another spec, a missing holdout, no attack."""
         if spec.attack is None:
             raise ValueError(f"{self.key}: the spec has no attack; a defense runs on a poisoned training set")
         check_run_data(spec, data)
-        if "clean_holdout" in self.needs and data.holdout is None:
+        if "clean_holdout" in self.needs and data.clean_holdout is None:
             raise ValueError(f"{self.key} needs a clean holdout: build the spec with holdout={self.holdout!r} "
                              "(Experiment.spec(attack, defense=...) does)")
 
-    def run(self, spec: RunSpec, data: RunData, cfg, cache: ArtifactCache | None = None,
+    def run(self, spec: RunSpec, data: RunData, cfg=None, cache: ArtifactCache | None = None,
             progress: bool = False) -> DefenseResult:
+        """Check the inputs (before any compute), set the process's numerics from the spec, then :meth:`defend`.
+        ``cfg`` may be left out only where every profile has the same config (No Defense)."""
+        if cfg is None:
+            if len({repr(c) for c in self.configs.values()}) != 1:
+                raise ValueError(f"{self.key}: give its config, e.g. defense.config('smoke')")
+            cfg = next(iter(self.configs.values()))
+        self.check(spec, data)
+        spec.apply_numerics()
+        return self.defend(spec, data, cfg, cache or ArtifactCache(), progress)
+
+    def defend(self, spec: RunSpec, data: RunData, cfg, cache: ArtifactCache, progress: bool) -> DefenseResult:
+        """The defense's stages on ``data`` (checked against ``spec``) with ``cfg``; subclasses implement it."""
         raise NotImplementedError
 
 
@@ -130,6 +147,10 @@ def register_defense(defense: Defense) -> Defense:
     missing = [p for p in PROFILE_NAMES if p not in defense.configs or p not in defense.deviations]
     if missing:
         raise ValueError(f"{defense.key}: no config or deviation list for profile(s) {missing}")
+    for profile, cfg in defense.configs.items():  # the small-run overrides name fields the configs have
+        apply_overrides(cfg, dict(defense.small_run))
+    if not isinstance(defense.record, ProtocolRecord):
+        raise ValueError(f"{defense.key}: no protocol record (records.ProtocolRecord: its notebook, attacks, checks)")
     if "clean_holdout" in defense.needs and defense.holdout is None:
         raise ValueError(f"{defense.key} needs a clean holdout but declares no holdout rule")
     DEFENSES[defense.key] = defense

@@ -1,8 +1,9 @@
 """DBD — Backdoor Defense via Decoupling the Training Process (Huang et al., ICLR 2022), as a registered defense.
 
-Each stage is a cached artifact keyed by the poisoned data it saw (``RunSpec.training_key``) and the
-configs of that stage and the ones before it, so the ablations reuse them: one SimCLR backbone serves the
-CE-head, SCE-head, supervised-tuning and full-DBD rows; "without SS" reuses the No-Defense model.
+Each stage is a stage of the graph: ``dbd_simclr`` on the granted data and the model context, ``dbd_head`` on the
+SimCLR backbone (or, for the ablation "without SS", on the ``no_defense`` model), ``dbd_finetune`` on the head; each
+key derives from its config and its parents', so the ablations reuse them: one SimCLR backbone serves the CE-head,
+SCE-head, supervised-tuning and full-DBD rows; "without SS" reuses the No-Defense model.
 Per-profile settings and every deviation from the official code (SCLBD/DBD @ d372ef4) are in
 :data:`DBD_PROFILES` and :data:`DBD_DEVIATIONS`; the ablation rows are configs (:func:`dbd_ablation`).
 """
@@ -15,15 +16,17 @@ import torch
 from ..cache import ArtifactCache
 from ..evaluation import AttackEvaluator
 from ..fast_step import adam, load_optimizer_state
-from ..pipeline import RunData, check_run_data, supervised_model
+from ..graph import Stage
+from ..pipeline import RunData, check_run_data, no_defense_model
+from ..records import Check, ProtocolRecord, effect, effect_drop, metric
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
 from .base import Defense, DefenseResult, register_defense
 from .dbd_stages import (FinetuneConfig, HeadConfig, SelfSupervised, SimCLRConfig, finetune, train_head,
                          train_simclr)
 
-VERSIONS = {"simclr": 2, "head": 2, "finetune": 2}  # 2: RunSpec keys, one SimCLR forward over both views
-BACKBONES = ("simclr", "supervised")
+VERSIONS = {"simclr": 3, "head": 3, "finetune": 3}  # code versions (graph.Stage): bump one when its stage changes
+BACKBONES = ("simclr", "no_defense")
 STOP_AFTER = ("head", "finetune")
 
 
@@ -32,7 +35,7 @@ class DBDConfig:
     simclr: SimCLRConfig = SimCLRConfig()
     head: HeadConfig = HeadConfig()
     finetune: FinetuneConfig = FinetuneConfig()
-    backbone: str = "simclr"  # "supervised": the ablation "without SS" (the No-Defense model's backbone)
+    backbone: str = "simclr"  # "no_defense": the ablation "without SS" (the No-Defense model's backbone)
     stop_after: str = "finetune"  # "head": the ablations that stop after the linear head
 
     def __post_init__(self):
@@ -76,12 +79,31 @@ DBD_DEVIATIONS = {
 DBD_TABLE1_ATTACKS = {"smoke": ("badnets_dbd_2x2",),
                       "fast": ("badnets_dbd_2x2", "blend_kitty_dbd", "wanet", "lc_dbd"),
                       "paper": ("badnets_dbd_2x2", "blend_kitty_dbd", "wanet", "lc_dbd")}
+# the cross-paper check: DBD in its own README's setting and in FCT's (which reports that DBD fails on grid3):
+# setting -> (attack, its overrides, the reported table quoted beside it)
+DBD_CROSS_PAPER_SETTINGS = {
+    "DBD README setting": ("badnets_dbd_2x2", {}, "readme_results"),
+    "FCT paper setting": ("grid3", {"rate": 0.1, "target": 0, "selection": "random_nontarget"},
+                          "secondary_fct_dst_table"),
+}
+_B = "badnets_dbd_2x2"
+DBD_RECORD = ProtocolRecord(
+    notebook="dbd",
+    attacks=DBD_TABLE1_ATTACKS,
+    sections={"ablation": {"*": (_B,)}, "tsne": {"*": (_B,)},
+              "cross_paper": {"*": tuple(a for a, _, _ in DBD_CROSS_PAPER_SETTINGS.values())}},
+    checks=(Check(f"{_B}: ASR - CTR, no defense", ">=", 60, effect("dbd_table1", _B, "none"), (_B,)),
+            Check(f"{_B}: ASR - CTR after DBD", "<=", 15, effect("dbd_table1", _B, "dbd"), (_B,)),
+            Check(f"{_B}: effect drop, no defense -> DBD", ">=", 50, effect_drop("dbd_table1", _B, "dbd"), (_B,)),
+            Check(f"{_B}: ACC after DBD", ">=", 1.5, metric("dbd_table1", _B, "dbd", "ACC"), (_B,),
+                  times_chance=True)),
+)
 
 
 def dbd_ablation(cfg: DBDConfig) -> dict[str, DBDConfig]:
     """DBD's Table 2 rows as configs of the same defense."""
     return {
-        "without SS (supervised backbone)": cfg.with_(backbone="supervised"),
+        "without SS (supervised backbone)": cfg.with_(backbone="no_defense"),
         "SS + CE head": cfg.with_(head={"loss": "ce"}, stop_after="head"),
         "SS + SCE head": cfg.with_(stop_after="head"),
         "SS + SCE + supervised tuning on the credible half": cfg.with_(finetune={"mode": "supervised"}),
@@ -89,8 +111,17 @@ def dbd_ablation(cfg: DBDConfig) -> dict[str, DBDConfig]:
     }
 
 
-def _classifier(spec: RunSpec):
-    return spec.new_model
+def simclr_graph(spec: RunSpec, cfg: SimCLRConfig) -> Stage:
+    return Stage("dbd_simclr", cfg, VERSIONS["simclr"], spec.training_parents())
+
+
+def head_graph(spec: RunSpec, cfg: DBDConfig) -> Stage:
+    backbone = simclr_graph(spec, cfg.simclr) if cfg.backbone == "simclr" else spec.no_defense_stage()
+    return Stage("dbd_head", cfg.head, VERSIONS["head"], (backbone, spec.granted_stage()))
+
+
+def finetune_graph(spec: RunSpec, cfg: DBDConfig) -> Stage:
+    return Stage("dbd_finetune", cfg.finetune, VERSIONS["finetune"], (head_graph(spec, cfg),))
 
 
 def simclr_stage(spec: RunSpec, data: RunData, cfg: SimCLRConfig, cache: ArtifactCache):
@@ -102,29 +133,20 @@ def simclr_stage(spec: RunSpec, data: RunData, cfg: SimCLRConfig, cache: Artifac
         model = SelfSupervised(clf.backbone, clf.normalize, cfg.projection_dim)
         return StageOutput(clf.backbone, train_simclr(model, data.train.images, cfg, spec.seed, partial))
 
-    return cached_stage(cache, "dbd_simclr", {"data": spec.training_key(), "simclr": cfg}, VERSIONS["simclr"],
-                        build, lambda: _classifier(spec)().backbone, data.train.images.device)
+    return cached_stage(cache, simclr_graph(spec, cfg), build, lambda: spec.new_model().backbone,
+                        data.train.images.device)
 
 
 def _initial_model(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache):
-    model = _classifier(spec)()
+    model = spec.new_model()
     torch.manual_seed(spec.seed)
     model.head.reset_parameters()
     if cfg.backbone == "simclr":
         backbone, _ = simclr_stage(spec, data, cfg.simclr, cache)
     else:  # ablation "without SS": the No-Defense model's backbone
-        backbone = supervised_model(spec, None, cache, progress=False, data=data)[0].backbone
+        backbone = no_defense_model(spec, None, cache, progress=False, data=data)[0].backbone
     model.backbone.load_state_dict(backbone.state_dict())
     return model
-
-
-def _stage_key(spec: RunSpec, cfg: DBDConfig, upto: str) -> dict:
-    key = {"data": spec.training_key(), "backbone": cfg.backbone, "head": cfg.head,
-           "simclr": cfg.simclr if cfg.backbone == "simclr" else None,
-           "supervised": spec.supervised if cfg.backbone == "supervised" else None}
-    if upto == "finetune":
-        key["finetune"] = cfg.finetune
-    return key
 
 
 def head_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache):
@@ -136,8 +158,7 @@ def head_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCach
         history, opt = train_head(model, data.train.images, data.train.labels, cfg.head, spec.seed, partial)
         return StageOutput(model, history, {"optimizer": opt.state_dict()})
 
-    return cached_stage(cache, "dbd_head", _stage_key(spec, cfg, "head"), VERSIONS["head"], build,
-                        _classifier(spec), data.train.images.device)
+    return cached_stage(cache, head_graph(spec, cfg), build, spec.new_model, data.train.images.device)
 
 
 def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache):
@@ -155,8 +176,8 @@ def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: Artifact
                                              checkpoint=partial)
         return StageOutput(model, history, {"losses": losses.float().cpu(), "credible": credible.cpu()})
 
-    return cached_stage(cache, "dbd_finetune", _stage_key(spec, cfg, "finetune"), VERSIONS["finetune"], build,
-                        _classifier(spec), data.train.images.device, evaluated_on=data.test)
+    return cached_stage(cache, finetune_graph(spec, cfg), build, spec.new_model, data.train.images.device,
+                        evaluated_on=data.test)
 
 
 class DBD(Defense):
@@ -166,20 +187,18 @@ class DBD(Defense):
     needs = frozenset()  # only the poisoned training set
     configs = DBD_PROFILES
     deviations = DBD_DEVIATIONS
+    record = DBD_RECORD
 
-    def shortened(self, cfg: DBDConfig) -> DBDConfig:
-        return cfg.with_(simclr={"epochs": 1, "batch_size": 32}, head={"epochs": 1, "batch_size": 32},
-                         finetune={"epochs": 1, "iterations": 2, "batch_size": 8})
+    small_run = {"simclr": {"epochs": 1, "batch_size": 32}, "head": {"epochs": 1, "batch_size": 32},
+                 "finetune": {"epochs": 1, "iterations": 2, "batch_size": 8}}
 
-    def run(self, spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache | None = None,
-            progress: bool = False) -> DefenseResult:
-        self.check(spec, data)
-        cache = cache or ArtifactCache()
+    def defend(self, spec: RunSpec, data: RunData, cfg: DBDConfig, cache: ArtifactCache,
+               progress: bool) -> DefenseResult:
         stages = {}
         if cfg.backbone == "simclr":
             stages["simclr"] = simclr_stage(spec, data, cfg.simclr, cache)[1]
         else:
-            stages["no_defense"] = supervised_model(spec, None, cache, progress, data=data)[1]
+            stages["no_defense"] = no_defense_model(spec, None, cache, progress, data=data)[1]
         model, stages["head"] = head_stage(spec, data, cfg, cache)
         if cfg.stop_after == "head":
             return DefenseResult(model, stages)

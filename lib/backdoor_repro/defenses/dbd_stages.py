@@ -25,8 +25,9 @@ from ..models import ContrastiveEncoder
 from ..losses import (linear_rampup, mix_coefficient, mixmatch_losses, mixmatch_mix, one_hot, sharpen, simclr_loss_dbd,
                       symmetric_cross_entropy)
 from ..resume import EpochCheckpoint
-from ..fast_step import StepValues, adam, current_lr, set_lr, sgd
-from ..train import autocast, batched_outputs, model_input, optimizer_step, prepare_model, shuffled_batches
+from ..fast_step import StepValues
+from ..train import (Objective, TrainConfig, autocast, batched_outputs, model_input, optimizer_step, prepare_model,
+                     train_model)
 from ..views import simclr_views
 
 SIMCLR_CHECKPOINT_EVERY = 5  # epochs (a paper-profile SimCLR epoch is ~100 steps of 512)
@@ -92,36 +93,34 @@ def SelfSupervised(backbone: nn.Module, normalize: nn.Module, projection_dim: in
     return ContrastiveEncoder(backbone, normalize, projection_dim, batch_norm=True)
 
 
+class SimCLRObjective(Objective):
+    """DBD's stage 1: both SimCLR views of a batch through the network in one forward of 2b images, as the official
+    code runs them, so BatchNorm normalises over both views together; the asymmetric SimCLR loss. The views are
+    drawn outside autocast, from the loop's generator."""
+
+    def __init__(self, cfg: SimCLRConfig):
+        self.cfg = cfg
+
+    def loss(self, model, x, y, gen, idx):
+        with torch.autocast(x.device.type, enabled=False):
+            views = torch.cat([simclr_views(x, gen, self.cfg.blur), simclr_views(x, gen, self.cfg.blur)])
+        z1, z2 = model(model_input(views)).float().chunk(2)
+        return simclr_loss_dbd(z1, z2, self.cfg.temperature), None
+
+
 def train_simclr(model: ContrastiveEncoder, images: torch.Tensor, cfg: SimCLRConfig, seed: int,
                  checkpoint=None) -> list[dict]:
-    """Stage 1. Both views of a batch go through the network in one forward of 2b images, as the official
-    code runs them, so BatchNorm normalises over both views together. With ``checkpoint`` (a path) it saves its
+    """Stage 1 on the shared loop (:func:`~backdoor_repro.train.train_model`): SGD with CosineAnnealingLR stepped per
+    epoch over ``schedule_epochs``, no drop_last (as the official loader). With ``checkpoint`` (a path) it saves its
     state every ``SIMCLR_CHECKPOINT_EVERY`` epochs and resumes from it with the same random streams."""
-    device = images.device
-    model, step_model = prepare_model(model, device, cfg)
-    model.train()
-    opt = sgd(model.parameters(), cfg.lr, device, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    n, history, start = images.shape[0], [], 0
-    ckpt = EpochCheckpoint(checkpoint, artifact_key("simclr_checkpoint", {"cfg": cfg, "n": n, "seed": seed}, 1),
-                           SIMCLR_CHECKPOINT_EVERY, cfg.epochs, device)
-    saved = ckpt.resume(model, opt, gen)
-    if saved is not None:
-        start, history = saved["epoch"], list(saved["history"])
-    for epoch in range(start, cfg.epochs):
-        set_lr(opt, cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.schedule_epochs)))  # CosineAnnealingLR per epoch
-        total = torch.zeros((), device=device)
-        for idx in shuffled_batches(n, cfg.batch_size, gen, device):  # no drop_last, as the official loader
-            x = to_float(images[idx])
-            views = torch.cat([simclr_views(x, gen, cfg.blur), simclr_views(x, gen, cfg.blur)])
-            with autocast(device):
-                z1, z2 = step_model(model_input(views)).float().chunk(2)
-                loss = simclr_loss_dbd(z1, z2, cfg.temperature)
-            optimizer_step(opt, loss)
-            total += loss.detach() * idx.shape[0]
-        history.append({"epoch": epoch + 1, "simclr_loss": total.item() / n, "lr": current_lr(opt)})
-        ckpt.after_epoch(epoch + 1, model, opt, gen, history=history)
-    return history
+    loop = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+                       weight_decay=cfg.weight_decay, schedule="cosine_epoch", schedule_epochs=cfg.schedule_epochs,
+                       augmentation="none", seed=seed, compile=cfg.compile, checkpoint_every=SIMCLR_CHECKPOINT_EVERY)
+    no_labels = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+    result = train_model(model, images, no_labels, loop, checkpoint=checkpoint, progress=False, desc="simclr",
+                         objective=SimCLRObjective(cfg))
+    model.train()  # as the stage leaves it (the caller keeps the backbone)
+    return [{"epoch": h["epoch"], "simclr_loss": h["train_loss"], "lr": h["lr"]} for h in result.history]
 
 
 def head_loss(logits, labels, cfg: HeadConfig, reduction="mean"):
@@ -130,32 +129,32 @@ def head_loss(logits, labels, cfg: HeadConfig, reduction="mean"):
     return symmetric_cross_entropy(logits, labels, cfg.sce_alpha, cfg.sce_beta, reduction)
 
 
+class HeadObjective(Objective):
+    """DBD's stage 2: the backbone under ``no_grad`` in train mode (its BatchNorm statistics update, as the official
+    code), the linear head trained with SCE (or CE, the ablation) in fp32."""
+
+    def __init__(self, cfg: HeadConfig):
+        self.cfg = cfg
+
+    def loss(self, model, x, y, gen, idx):
+        with torch.no_grad():
+            feats = model.features(x)
+        with torch.autocast(x.device.type, enabled=False):
+            logits = model.head(feats.float())
+            return head_loss(logits, y, self.cfg), logits
+
+
 def train_head(model: nn.Module, images, labels, cfg: HeadConfig, seed: int, checkpoint=None):
-    """Stage 2. Returns ``(history, optimizer)``; the Adam instance continues into stage 3. With ``checkpoint`` (a
-    path) it saves its state every ``HEAD_CHECKPOINT_EVERY`` epochs and resumes from it."""
-    device = images.device
-    model, _ = prepare_model(model, device)
-    opt = adam(model.parameters(), cfg.lr, device)  # backbone params get no grads here
-    gen = torch.Generator(device=device).manual_seed(seed)
-    n, history, start = images.shape[0], [], 0
-    ckpt = EpochCheckpoint(checkpoint, artifact_key("head_checkpoint", {"cfg": cfg, "n": n, "seed": seed}, 1),
-                           HEAD_CHECKPOINT_EVERY, cfg.epochs, device)
-    saved = ckpt.resume(model, opt, gen)
-    if saved is not None:
-        start, history = saved["epoch"], list(saved["history"])
-    model.train()
-    for epoch in range(start, cfg.epochs):
-        total = torch.zeros((), device=device)
-        for idx in shuffled_batches(n, cfg.batch_size, gen, device):
-            x = model_input(augment(to_float(images[idx]), cfg.augmentation, gen))
-            with torch.no_grad(), autocast(device):
-                feats = model.features(x)  # train mode: BN running statistics update
-            loss = head_loss(model.head(feats.float()), labels[idx], cfg)
-            optimizer_step(opt, loss)
-            total += loss.detach() * idx.shape[0]
-        history.append({"epoch": epoch + 1, "head_loss": total.item() / n})
-        ckpt.after_epoch(epoch + 1, model, opt, gen, history=history)
-    return history, opt
+    """Stage 2 on the shared loop: Adam (the backbone's parameters get no gradient), constant lr. Returns
+    ``(history, optimizer)``; the Adam instance continues into stage 3. With ``checkpoint`` (a path) it saves its
+    state every ``HEAD_CHECKPOINT_EVERY`` epochs and resumes from it."""
+    loop = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="adam", weight_decay=0.0,
+                       schedule="constant", augmentation=cfg.augmentation, seed=seed,
+                       checkpoint_every=HEAD_CHECKPOINT_EVERY)
+    result = train_model(model, images, labels, loop, checkpoint=checkpoint, progress=False, desc="dbd-head",
+                         objective=HeadObjective(cfg))
+    model.train()  # as the stage leaves it: MixMatch continues in train mode
+    return [{"epoch": h["epoch"], "head_loss": h["train_loss"]} for h in result.history], result.optimizer
 
 
 @torch.no_grad()

@@ -19,21 +19,23 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import augment, to_float
-from ..cache import ArtifactCache, artifact_key
+from ..cache import ArtifactCache
 from ..datasets import is_cifar10
 from ..evaluation import AttackEvaluator
 from ..fast_step import sgd
 from ..losses import FLAG_CLEAN, FLAG_POISONED, SUPCON_MASKS, mixed_cross_entropy, supcon_loss, supcon_positive_mask
 from ..models import ContrastiveEncoder, build_model, normalization_stats
 from ..resume import EpochCheckpoint
-from ..pipeline import RunData, check_run_data, supervised_model
+from ..graph import Stage
+from ..pipeline import RunData, check_run_data, no_defense_model
+from ..records import Check, ProtocolRecord, column, effect, effect_drop, metric, ratio
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
 from ..train import (HeadOnlyObjective, Objective, TrainConfig, autocast, model_input, optimizer_step, prepare_model, shuffled_batches,
-                     train_supervised)
+                     train_model)
 from ..views import simclr_views
 from .base import Defense, DefenseResult, register_defense
-from .fct_sd import SDConfig, sd_stage
+from .fct_sd import SDConfig, sd_graph, sd_stage
 
 VERSIONS = {"encoder": 1, "classifier": 1, "br": 1}
 BR_CHECKPOINT_EVERY = 1  # epochs (one unlearning and one relearning pass, then a test evaluation)
@@ -162,14 +164,13 @@ def encoder_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactC
         _, flags = _sd_flags(spec, data, cfg, cache, progress)
         torch.manual_seed(spec.seed)
         model = make()
-        result = train_supervised(model, data.train.images, data.train.labels, cfg.encoder.train_config(spec.seed),
+        result = train_model(model, data.train.images, data.train.labels, cfg.encoder.train_config(spec.seed),
                                   checkpoint=partial, progress=progress, desc="ss-ctl",
                                   objective=SSCTLObjective(flags, cfg.encoder))
         return StageOutput(model, [{k: v for k, v in h.items() if k != "train_acc"} for h in result.history],
                            {"images_per_second": result.images_per_second})
 
-    key = {"data": spec.training_key(), "sd": cfg.sd, "encoder": cfg.encoder}
-    return cached_stage(cache, "fct_encoder", key, VERSIONS["encoder"], build, make, device)
+    return cached_stage(cache, encoder_graph(spec, cfg), build, make, device)
 
 
 def classifier_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache, progress: bool = False):
@@ -191,14 +192,27 @@ def classifier_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: Artifa
         model.head.reset_parameters()
         model.backbone.requires_grad_(False)
         keep = torch.nonzero((flags == FLAG_CLEAN) | (flags == FLAG_POISONED)).flatten()
-        result = train_supervised(model, data.train.images[keep], data.train.labels[keep],
+        result = train_model(model, data.train.images[keep], data.train.labels[keep],
                                   cfg.classifier.train_config(spec.seed), checkpoint=partial, progress=progress,
                                   desc="mixed-ce", objective=MixedCEObjective(flags[keep], cfg.classifier.lambda_p))
         model.backbone.requires_grad_(True)
         return StageOutput(model, result.history, {"trained_on": int(keep.numel())})
 
-    key = {"data": spec.training_key(), "sd": cfg.sd, "encoder": cfg.encoder, "classifier": cfg.classifier}
-    return cached_stage(cache, "fct_classifier", key, VERSIONS["classifier"], build, make, device)
+    return cached_stage(cache, classifier_graph(spec, cfg), build, make, device)
+
+
+def encoder_graph(spec: RunSpec, cfg: FCTConfig) -> Stage:
+    """ST-1: on the SD flags (which hold the granted data and the model context)."""
+    return Stage("fct_encoder", cfg.encoder, VERSIONS["encoder"], (sd_graph(spec, cfg.sd),))
+
+
+def classifier_graph(spec: RunSpec, cfg: FCTConfig) -> Stage:
+    return Stage("fct_classifier", cfg.classifier, VERSIONS["classifier"], (encoder_graph(spec, cfg),))
+
+
+def br_graph(spec: RunSpec, cfg: FCTConfig) -> Stage:
+    """BR: the attacker's model, unlearned and relearned on the SD split."""
+    return Stage("fct_br", cfg.br, VERSIONS["br"], (sd_graph(spec, cfg.sd), spec.no_defense_stage()))
 
 
 # ----------------------------------------------------------------------------------------------- D-BR
@@ -224,22 +238,21 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
     check_run_data(spec, data)
     device = data.train.images.device
     br = cfg.br
-    key = {"data": spec.training_key(), "sd": cfg.sd, "no_defense": spec.supervised, "br": br}
+    stage = br_graph(spec, cfg)
 
     def make():
         return spec.new_model()
 
     def build(partial):
         _, flags = _sd_flags(spec, data, cfg, cache, progress)
-        model, _ = supervised_model(spec, None, cache, progress, data=data)
+        model, _ = no_defense_model(spec, None, cache, progress, data=data)
         model, _ = prepare_model(model, device)
         opt = sgd(model.parameters(), br.lr, device, momentum=br.momentum, weight_decay=br.weight_decay)
         gen = torch.Generator(device=device).manual_seed(spec.seed)
         images, labels = data.train.images, data.train.labels
         poisoned, clean = (torch.nonzero(flags == f).flatten() for f in (FLAG_POISONED, FLAG_CLEAN))
         evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
-        ckpt = EpochCheckpoint(partial, artifact_key("br_checkpoint", key, VERSIONS["br"]), BR_CHECKPOINT_EVERY,
-                               br.epochs, device)
+        ckpt = EpochCheckpoint(partial, stage.key, BR_CHECKPOINT_EVERY, br.epochs, device)
         saved = ckpt.resume(model, opt, gen)
         start, history = (saved["epoch"], list(saved["history"])) if saved is not None else \
             (0, [{"epoch": 0, **(evaluate(model) if evaluate else {})}])
@@ -257,7 +270,7 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
             ckpt.after_epoch(epoch + 1, model, opt, gen, history=history)
         return StageOutput(model, history)
 
-    return cached_stage(cache, "fct_br", key, VERSIONS["br"], build, make, device, evaluated_on=data.test)
+    return cached_stage(cache, stage, build, make, device, evaluated_on=data.test)
 
 
 def oracle_epoch(history: list[dict]) -> dict:
@@ -283,11 +296,11 @@ FCT_PROFILES = {
                        ClassifierConfig(epochs=30, batch_size=256, lr=0.03), BRConfig(epochs=8, batch_size=16, lr=1e-3, augmentation="none")),
 }
 FCT_SPECS = {
-    "paper": {"model": "resnet18_maxpool", "width": 64, "normalization": "fct", "supervised": FCT_ATTACKER},
+    "paper": {"model": "resnet18_maxpool", "width": 64, "normalization": "fct", "no_defense_schedule": FCT_ATTACKER},
     "fast": {"model": "resnet18_maxpool", "width": 64, "normalization": "fct",
-             "supervised": FCT_ATTACKER.with_(epochs=60, milestones=(30, 45))},
+             "no_defense_schedule": FCT_ATTACKER.with_(epochs=60, milestones=(30, 45))},
     "smoke": {"model": "resnet18_maxpool", "width": 8, "normalization": "fct",
-              "supervised": FCT_ATTACKER.with_(epochs=12, batch_size=64, lr=0.05, schedule="cosine",
+              "no_defense_schedule": FCT_ATTACKER.with_(epochs=12, batch_size=64, lr=0.05, schedule="cosine",
                                                augmentation="none")},
 }
 
@@ -320,18 +333,46 @@ FCT_DEVIATIONS = {
         "no augmentation (official 200 epochs, SGD 0.01, steps, crop + flip), so that the backdoor is learned",
         "SS-CTL 6 epochs at batch 256, lr 0.1, a 1-epoch warm-up (official 200 at 512, lr 0.5, warm-up 10); "
         "classifier: 30 epochs at batch 256 and lr 0.03 (official 10 epochs at lr 5): on the width-8 encoder's "
-        "features lr 5 diverges (measured: train loss 99 after 10 epochs, accuracy on non-target images 10.8 %, "
-        "chance). Chosen on this data among lr 5, 1, 0.5, 0.1, 0.03, 0.01 and 10 or 30 epochs, looking at the train "
-        "loss and the test accuracy too (smoke is a qualitative check): 10 epochs at 0.03 left the loss at 2.06 and "
-        "gave 24.0 %, 30 epochs 2.00 and 27.1 %",
+        "features lr 5 diverges (the measurements and the sweep that chose 0.03: ARCHITECTURE.md, smoke choices)",
         "SD: 10 + 10 epochs at lr 0.02 (official 2 + 10 at 0.01): 5,000 images give 10x fewer steps per epoch, "
-        "and after the official schedule the auxiliary network has not learned the backdoor yet (measured here: "
-        "FCT AUROC 43, D_p precision 6 %; with these settings AUROC 99, precision 88 %)",
+        "and after the official schedule the auxiliary network has not learned the backdoor yet (ARCHITECTURE.md)",
         "D-BR 8 epochs at lr 1e-3, batch 16, without augmentation (official 20 at 1e-4, batch 128, crop + flip): "
-        "at lr 1e-4 the 2 ascent steps per epoch on this set leave the backdoor intact (measured: ASR 100 after 20 "
-        "epochs); past epoch 8 continued unlearning erodes accuracy here (24 % at epoch 10)",
+        "at lr 1e-4 the 2 ascent steps per epoch on this set leave the backdoor intact, and past epoch 8 "
+        "continued unlearning erodes accuracy here (ARCHITECTURE.md)",
         "one attack (BadNets grid), one seed; the SS-CTL ablation (T4) runs in fast / paper only"),
 }
+
+
+FCT_CIFAR10 = ("grid3", "white3_fct", "trojan3_fct", "blend_strip_fct", "blend_kitty_fct", "sig_fct", "cl_fct")
+FCT_CIFAR100 = ("grid3", "trojan3_fct", "blend_strip_fct", "blend_kitty_fct")
+_G = "grid3"
+
+
+def _fct_checks():
+    """grid3 on smoke: the split separates the poisoned samples, and both defenses remove the backdoor's effect while
+    keeping accuracy (FCT's ACC: on the non-target test images)."""
+    checks = [Check(f"{_G}: D_p precision", ">=", 70, column("fct_sample_distinguishment", _G, "D_p precision"), (_G,)),
+              Check(f"{_G}: D_p recall / its ceiling", ">=", 0.7,
+                    ratio(column("fct_sample_distinguishment", _G, "D_p recall"),
+                          column("fct_sample_distinguishment", _G, "D_p recall ceiling")), (_G,)),
+              Check(f"{_G}: ASR - CTR, no defense", ">=", 60, effect("fct_t1", _G, "none"), (_G,))]
+    for d, accuracy_bound in (("fct_dbr", 1.7), ("fct_dst", 1.8)):
+        checks += [Check(f"{_G}: ASR - CTR after {d}", "<=", 25, effect("fct_t1", _G, d), (_G,)),
+                   Check(f"{_G}: effect drop, no defense -> {d}", ">=", 50, effect_drop("fct_t1", _G, d), (_G,)),
+                   Check(f"{_G}: ACC (non-target images) after {d}", ">=", accuracy_bound,
+                         metric("fct_t1", _G, d, "ACC_no_target"), (_G,), times_chance=True)]
+    return tuple(checks)
+
+
+FCT_RECORD = ProtocolRecord(
+    notebook="fct",
+    attacks={"smoke": (_G,), "fast:cifar10": FCT_CIFAR10, "paper:cifar10": FCT_CIFAR10,
+             "fast:cifar100": FCT_CIFAR100, "paper:cifar100": FCT_CIFAR100},
+    # FCT-T2, D-ST against DBD: every attack on paper, two on fast, one on smoke (within the table's attacks)
+    sections={"t2": {"smoke": (_G,), "fast": (_G, "blend_kitty_fct"), "paper:cifar10": FCT_CIFAR10,
+                     "paper:cifar100": FCT_CIFAR100}},
+    checks=_fct_checks(),
+)
 
 
 class _FCTDefense(Defense):
@@ -339,16 +380,17 @@ class _FCTDefense(Defense):
     configs = FCT_PROFILES
     deviations = FCT_DEVIATIONS
     spec_changes = FCT_SPECS
+    record = FCT_RECORD
 
     def spec_changes_for(self, profile: str, dataset: str) -> dict:
         """On CIFAR-100 the code's networks are ``models/resnet_cifar100.py`` (no max-pool: our ``resnet18``) and
         its attacker adds RandomRotation(15) to crop + flip (``dataloader_bd.get_transform``)."""
         changes = super().spec_changes_for(profile, dataset)
         if dataset == "cifar100":
-            supervised = changes["supervised"]
+            supervised = changes["no_defense_schedule"]
             if supervised.augmentation == "crop_flip":
                 supervised = supervised.with_(augmentation="crop_flip_rotate15")
-            changes = {**changes, "model": "resnet18", "supervised": supervised}
+            changes = {**changes, "model": "resnet18", "no_defense_schedule": supervised}
         return changes
 
     def for_dataset(self, cfg: FCTConfig, dataset: str) -> FCTConfig:
@@ -357,10 +399,9 @@ class _FCTDefense(Defense):
             return cfg.with_(br={"augmentation": "crop"})
         return cfg
 
-    def shortened(self, cfg: FCTConfig) -> FCTConfig:
-        return cfg.with_(sd={"warmup_epochs": 1, "intra_epochs": 1, "batch_size": 32},
-                         encoder={"epochs": 1, "batch_size": 32, "warmup_epochs": 0},
-                         classifier={"epochs": 1, "batch_size": 32}, br={"epochs": 1, "batch_size": 32})
+    small_run = {"sd": {"warmup_epochs": 1, "intra_epochs": 1, "batch_size": 32},
+                 "encoder": {"epochs": 1, "batch_size": 32, "warmup_epochs": 0},
+                 "classifier": {"epochs": 1, "batch_size": 32}, "br": {"epochs": 1, "batch_size": 32}}
 
     @staticmethod
     def _detection(record):
@@ -371,9 +412,7 @@ class FCTDST(_FCTDefense):
     key = "fct_dst"
     title = "FCT D-ST: sample distinguishment, SS-CTL encoder, mixed cross-entropy classifier"
 
-    def run(self, spec, data, cfg: FCTConfig, cache=None, progress=False) -> DefenseResult:
-        self.check(spec, data)
-        cache = cache or ArtifactCache()
+    def defend(self, spec, data, cfg: FCTConfig, cache, progress) -> DefenseResult:
         stages = {"sd": sd_stage(spec, data, cfg.sd, cache, progress)[1],
                   "encoder": encoder_stage(spec, data, cfg, cache, progress)[1]}
         model, stages["classifier"] = classifier_stage(spec, data, cfg, cache, progress)
@@ -385,11 +424,9 @@ class FCTDBR(_FCTDefense):
     title = "FCT D-BR: sample distinguishment, then unlearning D_p and relearning D_c on the backdoored model"
     needs = frozenset({"backdoored_model"})
 
-    def run(self, spec, data, cfg: FCTConfig, cache=None, progress=False) -> DefenseResult:
-        self.check(spec, data)
-        cache = cache or ArtifactCache()
+    def defend(self, spec, data, cfg: FCTConfig, cache, progress) -> DefenseResult:
         stages = {"sd": sd_stage(spec, data, cfg.sd, cache, progress)[1],
-                  "no_defense": supervised_model(spec, None, cache, progress, data=data)[1]}
+                  "no_defense": no_defense_model(spec, None, cache, progress, data=data)[1]}
         model, stages["br"] = br_stage(spec, data, cfg, cache, progress)
         return DefenseResult(model, stages, *self._detection(stages["sd"]))
 

@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from ..augment import rotate_translate
 from ..cache import ArtifactCache
 from ..losses import FLAG_CLEAN, FLAG_POISONED, FLAG_UNCERTAIN, intra_class_separation
+from ..graph import Stage
 from ..pipeline import RunData, check_run_data
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
-from ..train import Objective, TrainConfig, batched_outputs, train_supervised
+from ..train import Objective, TrainConfig, batched_outputs, train_model
 
-SD_VERSION = 2  # 2: the collapse guard and its tied share (2026-12-06)
+SD_VERSION = 2  # the stage's code version: bump it when the code changes what the stage computes
 SPLITS = ("two_pass", "rank")
 
 
@@ -152,7 +153,7 @@ def sd_stage(spec: RunSpec, data: RunData, cfg: SDConfig, cache: ArtifactCache, 
     def build(partial):
         torch.manual_seed(spec.seed)
         model = make()
-        result = train_supervised(model, data.train.images, data.train.labels, cfg.train_config(spec.seed),
+        result = train_model(model, data.train.images, data.train.labels, cfg.train_config(spec.seed),
                                   checkpoint=partial, progress=progress, desc="fct-sd",
                                   objective=SDObjective(cfg.warmup_epochs, spec.num_classes))
         gen = torch.Generator(device=device).manual_seed(spec.seed + 1)
@@ -167,5 +168,9 @@ def sd_stage(spec: RunSpec, data: RunData, cfg: SDConfig, cache: ArtifactCache, 
                   "split_used": split_used(first, gamma_c, gamma_p, cfg)}
         return StageOutput(model, result.history, extras)
 
-    key = {"data": spec.training_key(), "sd": cfg}
-    return cached_stage(cache, "fct_sd", key, SD_VERSION, build, make, device)
+    return cached_stage(cache, sd_graph(spec, cfg), build, make, device)
+
+
+def sd_graph(spec: RunSpec, cfg: SDConfig) -> Stage:
+    """Sample distinguishment: trained on the granted data in the model context."""
+    return Stage("fct_sd", cfg, SD_VERSION, spec.training_parents())

@@ -10,13 +10,14 @@ a gradient hook keeps it zero during fine-tuning.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
-from ..pipeline import RunData, supervised_model
+from ..graph import Stage
+from ..pipeline import RunData, no_defense_model
 from ..stages import StageOutput, cached_stage
-from ..train import TrainConfig, batched_outputs, predict
+from ..train import TrainConfig, batched_outputs
 from .base import DefenseResult, register_defense
 from .fmp import PROTOCOL_DEVIATIONS, FMPProtocolDefense, finetune_on_holdout
 
@@ -58,20 +59,19 @@ class FineTuning(FMPProtocolDefense):
                   "fast": PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + ("FT 30 epochs (BackdoorBench: 100)",),
                   "smoke": PROTOCOL_DEVIATIONS["smoke"] + ("FT 20 epochs (BackdoorBench: 100)",)}
 
-    def shortened(self, cfg: FTConfig) -> FTConfig:
-        return FTConfig(cfg.finetune.with_(epochs=1, batch_size=8))
+    small_run = {"finetune": {"epochs": 1, "batch_size": 8}}
 
-    def run(self, spec, data: RunData, cfg: FTConfig, cache=None, progress=False) -> DefenseResult:
-        cache, nd = self.start(spec, data, cache, progress)
+    def defend(self, spec, data: RunData, cfg: FTConfig, cache, progress) -> DefenseResult:
+        nd = self.no_defense_record(spec, data, cache, progress)
 
         def build(partial):
-            model, _ = supervised_model(spec, None, cache, progress, data=data)
+            model, _ = no_defense_model(spec, None, cache, progress, data=data)
             torch.manual_seed(spec.seed)
             result = finetune_on_holdout(model, data, cfg.finetune, spec.seed, progress, "ft", partial)
             return StageOutput(model, result.history)
 
-        key = {"data": spec.training_key(), "supervised": spec.supervised, "cfg": cfg}
-        model, record = cached_stage(cache, "ft", key, VERSIONS["ft"], build, spec.new_model, data.train.images.device)
+        stage = Stage("ft", cfg, VERSIONS["ft"], (spec.no_defense_stage(), spec.granted_stage()))
+        model, record = cached_stage(cache, stage, build, spec.new_model, data.train.images.device)
         return DefenseResult(model, {"no_defense": nd, "ft": record})
 
 
@@ -149,16 +149,15 @@ class FinePruning(FMPProtocolDefense):
                       "FP's fine-tuning 30 epochs (BackdoorBench: 100)",),
                   "smoke": _FP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + ("FP's fine-tuning 20 epochs (BackdoorBench: 100)",)}
 
-    def shortened(self, cfg: FPConfig) -> FPConfig:
-        return replace(cfg, finetune=cfg.finetune.with_(epochs=1, batch_size=8))
+    small_run = {"finetune": {"epochs": 1, "batch_size": 8}}
 
-    def run(self, spec, data: RunData, cfg: FPConfig, cache=None, progress=False) -> DefenseResult:
-        cache, nd = self.start(spec, data, cache, progress)
+    def defend(self, spec, data: RunData, cfg: FPConfig, cache, progress) -> DefenseResult:
+        nd = self.no_defense_record(spec, data, cache, progress)
         device = data.train.images.device
 
         def build(partial):
-            model, _ = supervised_model(spec, None, cache, progress, data=data)
-            holdout = data.holdout
+            model, _ = no_defense_model(spec, None, cache, progress, data=data)
+            holdout = data.clean_holdout
             pruned, path = prune_until_accuracy_drops(model, holdout.images, holdout.labels.to(device), cfg.acc_ratio,
                                                       cfg.once_prune_ratio)
             keep = torch.ones_like(model.head.weight)
@@ -171,8 +170,8 @@ class FinePruning(FMPProtocolDefense):
                 handle.remove()
             return StageOutput(model, result.history, {"pruned_channels": pruned, "pruning_path": path})
 
-        key = {"data": spec.training_key(), "supervised": spec.supervised, "cfg": cfg}
-        model, record = cached_stage(cache, "fp", key, VERSIONS["fp"], build, spec.new_model, device)
+        stage = Stage("fp", cfg, VERSIONS["fp"], (spec.no_defense_stage(), spec.granted_stage()))
+        model, record = cached_stage(cache, stage, build, spec.new_model, device)
         return DefenseResult(model, {"no_defense": nd, "fp": record})
 
 

@@ -20,10 +20,12 @@ import torch
 from ..augment import augment, to_float
 from ..cache import ArtifactCache
 from ..datasets import is_cifar10
-from ..pipeline import RunData, check_run_data, supervised_model
+from ..graph import Stage
+from ..pipeline import RunData, check_run_data, no_defense_model
+from ..records import Check, Claim, ProtocolRecord, effect, effect_drop, metric
 from ..spec import Holdout, RunSpec
 from ..stages import StageOutput, cached_stage
-from ..train import TrainConfig, train_supervised
+from ..train import TrainConfig, train_model
 from .base import Defense, DefenseResult, register_defense
 from .fmp_rank import PRUNE_ORDERS, lowest_maps, prune_plan, rank_feature_maps, total_maps, zero_feature_maps
 
@@ -74,7 +76,7 @@ def backdoorbench_augmentation(dataset: str) -> str:
 def ranking_batch(data: RunData, n: int, seed: int, augmentation: str = "crop_flip") -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` clean-subset images drawn at random (seeded) with the train-time augmentation, as the official code
     takes one shuffled batch of its train-transformed loader."""
-    holdout = data.holdout
+    holdout = data.clean_holdout
     device = holdout.images.device
     gen = torch.Generator(device=device).manual_seed(seed)
     idx = torch.randperm(len(holdout), generator=gen, device=device)[:n]
@@ -83,7 +85,7 @@ def ranking_batch(data: RunData, n: int, seed: int, augmentation: str = "crop_fl
 
 def rank_stage(spec: RunSpec, data: RunData, cfg: FMPConfig, cache: ArtifactCache, progress: bool = False) -> dict:
     """The scores of every feature map of the No-Defense model (cached): ``{"scores": {conv: (C,)}, "seconds"}``."""
-    model, _ = supervised_model(spec, None, cache, progress, data=data)
+    model, _ = no_defense_model(spec, None, cache, progress, data=data)
 
     def build(partial):
         started = time.perf_counter()
@@ -92,19 +94,27 @@ def rank_stage(spec: RunSpec, data: RunData, cfg: FMPConfig, cache: ArtifactCach
         scores = rank_feature_maps(model, x, y, cfg.alpha, cfg.epsilon, gen, cfg.double_norm, cfg.chunk, partial)
         return {"scores": scores, "seconds": time.perf_counter() - started}
 
-    key = {"data": spec.training_key(), "supervised": spec.supervised, "alpha": cfg.alpha, "epsilon": cfg.epsilon,
-           "ranking_images": cfg.ranking_images, "double_norm": cfg.double_norm}
-    if cfg.finetune.augmentation != "crop_flip":  # off CIFAR-10 (keys on CIFAR-10 stay as they were)
-        key["augmentation"] = cfg.finetune.augmentation
-    return cache.get_or_build("fmp_rank", key, VERSIONS["rank"], build)
+    return cache.get_or_build(rank_graph(spec, cfg), build)
+
+
+def rank_graph(spec: RunSpec, cfg: FMPConfig) -> Stage:
+    """The ranking of the No-Defense model's maps on a batch of the granted clean subset."""
+    config = {"alpha": cfg.alpha, "epsilon": cfg.epsilon, "ranking_images": cfg.ranking_images,
+              "double_norm": cfg.double_norm, "augmentation": cfg.finetune.augmentation}
+    return Stage("fmp_rank", config, VERSIONS["rank"], (spec.no_defense_stage(), spec.granted_stage()))
+
+
+def fmp_graph(spec: RunSpec, cfg: FMPConfig) -> Stage:
+    settings = {k: v for k, v in asdict(cfg).items() if k != "chunk"}  # the chunk size changes only the speed
+    return Stage("fmp", settings, VERSIONS["fmp"], (rank_graph(spec, cfg),))
 
 
 def finetune_on_holdout(model: torch.nn.Module, data: RunData, cfg: TrainConfig, seed: int, progress: bool,
                         desc: str, partial=None):
     """Train all of ``model``'s weights on the clean subset; the model is left in eval mode."""
-    holdout = data.holdout
+    holdout = data.clean_holdout
     device = holdout.images.device
-    return train_supervised(model, holdout.images, holdout.labels.to(device), cfg.with_(seed=seed),
+    return train_model(model, holdout.images, holdout.labels.to(device), cfg.with_(seed=seed),
                             checkpoint=partial, progress=progress, desc=desc)
 
 
@@ -116,7 +126,7 @@ def fmp_stage(spec: RunSpec, data: RunData, cfg: FMPConfig, cache: ArtifactCache
     chosen = lowest_maps(ranked["scores"], cfg.divisor)
 
     def build(partial):
-        model, _ = supervised_model(spec, None, cache, progress, data=data)
+        model, _ = no_defense_model(spec, None, cache, progress, data=data)
         plan = prune_plan(model, chosen, cfg.prune_order)
         zeroed = zero_feature_maps(model, plan)
         torch.manual_seed(spec.seed)
@@ -124,19 +134,17 @@ def fmp_stage(spec: RunSpec, data: RunData, cfg: FMPConfig, cache: ArtifactCache
         return StageOutput(model, result.history, {"chosen": chosen, "zeroed_where": plan, "zeroed": zeroed,
                                                    "maps": total_maps(model), "rank_seconds": ranked["seconds"]})
 
-    settings = {k: v for k, v in asdict(cfg).items() if k != "chunk"}  # the chunk size changes only the speed
-    key = {"data": spec.training_key(), "supervised": spec.supervised, "cfg": settings}
-    return cached_stage(cache, "fmp", key, VERSIONS["fmp"], build, spec.new_model, data.train.images.device)
+    return cached_stage(cache, fmp_graph(spec, cfg), build, spec.new_model, data.train.images.device)
 
 
 FMP_HOLDOUT = Holdout(0.1, "clean_subset")
 FMP_SPECS = {  # what FMP's protocol (BackdoorBench) sets in the run spec, per profile
     "paper": {"model": "preact_resnet18", "width": 64, "normalization": "backdoorbench",
-              "supervised": BACKDOORBENCH_TRAINING},
+              "no_defense_schedule": BACKDOORBENCH_TRAINING},
     "fast": {"model": "preact_resnet18", "width": 64, "normalization": "backdoorbench",
-             "supervised": BACKDOORBENCH_TRAINING.with_(epochs=30)},
+             "no_defense_schedule": BACKDOORBENCH_TRAINING.with_(epochs=30)},
     "smoke": {"model": "preact_resnet18", "width": 8, "normalization": "backdoorbench",
-              "supervised": BACKDOORBENCH_TRAINING.with_(epochs=15, batch_size=64, lr=0.05, augmentation="none",
+              "no_defense_schedule": BACKDOORBENCH_TRAINING.with_(epochs=15, batch_size=64, lr=0.05, augmentation="none",
                                                          drop_last=False)},
 }
 FMP_PROFILES = {
@@ -180,17 +188,58 @@ FMP_DEVIATIONS = {
 }
 
 
+# BackdoorBench's triggers (attacks.md): BadNets (3x3 white patch, and the grid), Blended, SIG, LF, WaNet (as
+# fixed-index data poisoning) and label-consistent; BackdoorBench ships LF for CIFAR-10/100 only here
+BB_ATTACKS = ("white3_bb", "grid_bb", "blend_kitty_bb", "sig_bb", "lf_bb", "wanet_bb", "lc_bb")
+CLEAN_LABEL_BB = ("sig_bb", "lc_bb")
+# the clean-label attacks poison pratio 0.1 of the whole set, all from the target class: off CIFAR-10 the class holds
+# fewer images than that (CIFAR-100: 500 for 5,000), and BackdoorBench's own selection stops there too
+CLEAN_LABEL_FITS = ("cifar10", "cifar10-smoke")
+LF_DATASETS = ("cifar10", "cifar10-smoke", "cifar100")
+
+
+def bb_attacks(profile: str, dataset: str) -> tuple[str, ...]:
+    """The BackdoorBench triggers that exist on ``dataset`` (the trigger figure)."""
+    return tuple(a for a in BB_ATTACKS if a != "lf_bb" or dataset in LF_DATASETS)
+
+
+def fmp_attacks(profile: str, dataset: str) -> tuple[str, ...]:
+    """FMP's table: one attack on smoke; else every BackdoorBench trigger that fits ``dataset``."""
+    if profile == "smoke":
+        return ("white3_bb",)
+    return tuple(a for a in bb_attacks(profile, dataset) if dataset in CLEAN_LABEL_FITS or a not in CLEAN_LABEL_BB)
+
+
+_W = "white3_bb"
+FMP_RECORD = ProtocolRecord(
+    notebook="fmp",
+    attacks=fmp_attacks,
+    sections={"triggers": bb_attacks},
+    checks=(Check(f"{_W}: ASR - CTR, no defense", ">=", 60, effect("fmp_t1", _W, "none"), (_W,)),
+            # the cut measured over data seeds 0-3 was 51-85 points (tables/reliability/seed_spread.md)
+            Check(f"{_W}: effect drop, no defense -> FMP", ">=", 35, effect_drop("fmp_t1", _W, "fmp"), (_W,)),
+            Check(f"{_W}: ACC after FMP", ">=", 3, metric("fmp_t1", _W, "fmp", "ACC"), (_W,), times_chance=True)),
+    claims=(Claim("coverage", 83.33, "FMP paper: share of the backdoor feature maps FMP prunes (BadNets, CIFAR-10)"),),
+)
+# the parameter study: FGSM steps (smoke: the profile's alone, one ranking fewer) and the pruned fraction as
+# multiples of the profile's divisor
+STUDY_EPSILONS = {"smoke": None, "fast": (0.02, 0.04, 0.06, 0.1), "paper": (0.02, 0.04, 0.06, 0.1)}
+STUDY_DIVISOR_FACTORS = (0.25, 0.5, 1, 2)
+COVERAGE_IMAGES = {"dry_run": 20, "smoke": 100, "fast": 500, "paper": 500}  # triggered images per single-map ablation
+
+
 class FMPProtocolDefense(Defense):
     """Shared by FMP and the baselines it is compared with: BackdoorBench's attacked models, a 10 % clean subset."""
 
     paper = "fmp"
+    record = FMP_RECORD
     needs = frozenset({"clean_holdout", "backdoored_model"})
     holdout = FMP_HOLDOUT
     spec_changes = FMP_SPECS
 
     def check(self, spec: RunSpec, data: RunData) -> None:
         super().check(spec, data)
-        if data.holdout is None:
+        if data.clean_holdout is None:
             raise ValueError(f"{self.key} needs the clean subset: build the spec with holdout={FMP_HOLDOUT!r}")
 
     def spec_changes_for(self, profile: str, dataset: str) -> dict:
@@ -199,11 +248,11 @@ class FMPProtocolDefense(Defense):
         changes = super().spec_changes_for(profile, dataset)
         if profile == "smoke" or is_cifar10(dataset):
             return changes
-        supervised = changes["supervised"].with_(augmentation=backdoorbench_augmentation(dataset))
+        supervised = changes["no_defense_schedule"].with_(augmentation=backdoorbench_augmentation(dataset))
         if dataset == "gtsrb":
             epochs = min(supervised.epochs, 50)
             supervised = supervised.with_(epochs=epochs, schedule_epochs=2 * epochs)
-        return {**changes, "supervised": supervised}
+        return {**changes, "no_defense_schedule": supervised}
 
     def for_dataset(self, cfg, dataset: str):
         """Each config's train-transform augmentation (fine-tuning, ranking batch, ANP's batches) as BackdoorBench's
@@ -219,12 +268,10 @@ class FMPProtocolDefense(Defense):
         """BackdoorBench ships the LF perturbation per dataset (CIFAR-10 and CIFAR-100)."""
         return {"variant": "cifar100"} if attack == "lf_bb" and dataset.startswith("cifar100") else {}
 
-    def start(self, spec: RunSpec, data: RunData, cache: ArtifactCache | None, progress: bool):
-        """Check the inputs; ``(cache, the No-Defense model's stage record)``, where every method of the table
-        starts."""
-        self.check(spec, data)
-        cache = cache or ArtifactCache()
-        return cache, supervised_model(spec, None, cache, progress, data=data)[1]
+    @staticmethod
+    def no_defense_record(spec: RunSpec, data: RunData, cache: ArtifactCache, progress: bool):
+        """The No-Defense model's stage record, where every method of the table starts."""
+        return no_defense_model(spec, None, cache, progress, data=data)[1]
 
 
 class FMP(FMPProtocolDefense):
@@ -238,11 +285,10 @@ class FMP(FMPProtocolDefense):
         cfg = super().for_dataset(cfg, dataset)
         return cfg if is_cifar10(dataset) else replace(cfg, alpha=0.03)
 
-    def shortened(self, cfg: FMPConfig) -> FMPConfig:
-        return cfg.with_(finetune={"epochs": 1, "batch_size": 8}, ranking_images=2, chunk=512)
+    small_run = {"finetune": {"epochs": 1, "batch_size": 8}, "ranking_images": 2, "chunk": 512}
 
-    def run(self, spec, data, cfg: FMPConfig, cache=None, progress=False) -> DefenseResult:
-        cache, nd = self.start(spec, data, cache, progress)
+    def defend(self, spec, data, cfg: FMPConfig, cache, progress) -> DefenseResult:
+        nd = self.no_defense_record(spec, data, cache, progress)
         model, record = fmp_stage(spec, data, cfg, cache, progress)
         return DefenseResult(model, {"no_defense": nd, "fmp": record})
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..cache import atomic_save, verified_load
 from ..feature_maps import ConvLayer, capture_output, conv_layers, execution_order, feature_map_site, forward_to
-from ..resume import check_time_budget
+from ..deadline import check_time_budget
 from ..train import model_input
 
 PRUNE_ORDERS = ("official", "by_name")

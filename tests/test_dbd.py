@@ -130,7 +130,7 @@ def test_ablation_rows_are_configs_and_reuse_stages(tmp_path):
     assert set(results["SS + SCE head"].stages) == {"simclr", "head"}  # stops after the head
     assert set(results["without SS (supervised backbone)"].stages) == {"no_defense", "head", "finetune"}
     assert len(list((tmp_path / "dbd_simclr").glob("*.pt"))) == 1  # one backbone for every SS row
-    assert len(list((tmp_path / "supervised").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "no_defense").glob("*.pt"))) == 1
     assert len(list((tmp_path / "dbd_head").glob("*.pt"))) == 3  # SCE, CE, and on the supervised backbone
     simclr_stage(spec, data, TINY.simclr, cache)
     assert len(list((tmp_path / "dbd_simclr").glob("*.pt"))) == 1

@@ -1,4 +1,4 @@
-"""Check a run's settings before any compute: ``python -m backdoor_repro.preflight --profile smoke``.
+"""Check a run's settings before any compute: ``python -m backdoor_repro.orchestration.preflight --profile smoke``.
 
 Exits non-zero with a clear message for an unknown profile, a device other than CPU / CUDA, a GPU profile on a
 machine without one, a dataset that is neither on disk nor allowed to download, a data root or download request
@@ -12,11 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .data import DatasetUnavailable, check_dataset_available
-from .experiment import parse_attack_subset
-from .paths import cache_dir, output_root
-from .profiles import check_data_arguments, check_device, check_dry_run, profile_for
-from .train import resolve_device
+from ..data import DatasetUnavailable, check_dataset_available
+from ..experiment import parse_attack_subset
+from ..paths import cache_dir, output_root
+from ..profiles import check_data_arguments, check_device, check_dry_run, profile_for
+from ..train import resolve_device
 
 
 def check_writable(folder: Path, variable: str) -> None:
@@ -31,7 +31,7 @@ def check_writable(folder: Path, variable: str) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m backdoor_repro.preflight", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m backdoor_repro.orchestration.preflight", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-root", default=None)

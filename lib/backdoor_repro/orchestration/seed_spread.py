@@ -1,9 +1,10 @@
 """How far the smoke notebooks' checked quantities move across seeds, against the thresholds the notebooks assert.
 
-Each smoke notebook ends with a check cell (``assert``) on a few quantities: the backdoor effect ASR − CTR without
-a defense and after it, the drop between them, the defended accuracy, FCT's D_p precision and recall. This module
-names those quantities and their thresholds once (:data:`CHECKS`, mirroring the notebooks' cells), reads them off a
-run's tables, and, as ``python -m backdoor_repro.seed_spread``, reruns the checked slice of every notebook under
+Each smoke notebook ends with a check cell on a few quantities: the backdoor effect ASR − CTR without a defense and
+after it, the drop between them, the defended accuracy, FCT's D_p precision and recall. Those quantities and their
+thresholds are declared once, in each notebook's protocol record (:mod:`backdoor_repro.records`); this module reads
+them off a run's tables with the same rules, and, as ``python -m backdoor_repro.orchestration.seed_spread``, reruns the checked
+slice of every notebook under
 other seeds with papermill (outputs in a scratch folder, never in ``tables/smoke``) and writes
 ``tables/reliability/seed_spread.{csv,md,tex}``: per quantity the value at each seed, the minimum margin to its threshold and
 how many seeds passed.
@@ -21,132 +22,37 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
-from .paths import output_root, project_root
+from ..paths import output_root, project_root
 
-CHANCE = 10.0  # the smoke profile's CIFAR-10: 100 / 10 classes
-FCT_ACCURACY_BOUNDS = {"fct_dbr": 1.7, "fct_dst": 1.8}  # x chance, as the fct notebook's check cell asserts
-
-
-@dataclass(frozen=True)
-class Check:
-    notebook: str
-    quantity: str  # what is measured, e.g. "dbd: BadNets ASR - CTR after DBD"
-    op: str  # ">=" or "<="
-    threshold: float
-    value: Callable[[Path], float]  # read off the tables folder of one run
-
-    def margin(self, value: float) -> float:
-        """How far ``value`` is on the passing side of the threshold (negative: the check fails)."""
-        return value - self.threshold if self.op == ">=" else self.threshold - value
+CHANCE_CLASSES = 10  # the smoke profile's CIFAR-10
 
 
-def _metrics(tables: Path, name: str, attack: str) -> pd.DataFrame:
-    """``defense x metric`` of one attack in a long-format table (mean over seeds where a table has several)."""
-    frame = pd.read_csv(tables / f"{name}.csv")
-    frame = frame[frame["attack"] == attack]
-    if frame.empty:
-        raise KeyError(f"{name}.csv has no rows for {attack}")
-    return frame.groupby(["defense", "metric"])["value"].mean().unstack("metric")
+def notebook_records() -> dict:
+    """Every notebook's protocol record: the registered defenses' (one per notebook) and the grid's."""
+    from ..defenses import DEFENSES
+    from .grid import GRID_RECORD
+    records = {}
+    for defense in DEFENSES.values():
+        records.setdefault(defense.record.notebook, defense.record)
+    records["grid"] = GRID_RECORD
+    return records
 
 
-def _effect(tables: Path, name: str, attack: str, defense: str) -> float:
-    m = _metrics(tables, name, attack).loc[defense]
-    return float(m["ASR"] - m["CTR"])
-
-
-def _drop(tables: Path, name: str, attack: str, defense: str) -> float:
-    return _effect(tables, name, attack, "none") - _effect(tables, name, attack, defense)
-
-
-def _metric(tables: Path, name: str, attack: str, defense: str, metric: str) -> float:
-    return float(_metrics(tables, name, attack).loc[defense, metric])
-
-
-def _sd(tables: Path, column: str) -> float:
-    row = pd.read_csv(tables / "fct_sample_distinguishment.csv").set_index("attack").loc["grid3"]
-    if column == "recall / ceiling":
-        return float(row["D_p recall"] / row["D_p recall ceiling"])
-    return float(row[column])
-
-
-def _grid_common(tables: Path) -> pd.DataFrame:
-    frame = pd.read_csv(tables / "grid_common.csv")
-    return frame.groupby(["defense", "attack", "metric"])["value"].mean().unstack("metric")
-
-
-def _grid_min_effect(tables: Path) -> float:
-    """The smallest No-Defense ASR − CTR over the grid's attacks."""
-    nd = _grid_common(tables).xs("none", level="defense")
-    return float((nd["ASR"] - nd["CTR"]).min())
-
-
-def _grid_min_best_drop(tables: Path) -> float:
-    """Over the attacks, the smallest drop of ASR from No Defense to the best defense on that attack."""
-    common = _grid_common(tables)
-    nd = common.xs("none", level="defense")["ASR"]
-    best = common.drop("none", level="defense")["ASR"].groupby(level="attack").min()
-    return float((nd - best).min())
-
-
-def _checks() -> list[Check]:
-    c = []
-    for attack in ("badnets_dbd_2x2", "blend_kitty_fct"):
-        c.append(Check("attacks", f"{attack}: ASR - CTR, no defense", ">=", 40,
-                       lambda t, a=attack: _effect(t, "no_defense", a, "none")))
-        c.append(Check("attacks", f"{attack}: ACC, no defense", ">=", 35,
-                       lambda t, a=attack: _metric(t, "no_defense", a, "none", "ACC")))
-    b = "badnets_dbd_2x2"
-    c += [Check("dbd", f"{b}: ASR - CTR, no defense", ">=", 60, lambda t: _effect(t, "dbd_table1", b, "none")),
-          Check("dbd", f"{b}: ASR - CTR after DBD", "<=", 15, lambda t: _effect(t, "dbd_table1", b, "dbd")),
-          Check("dbd", f"{b}: effect drop, no defense -> DBD", ">=", 50, lambda t: _drop(t, "dbd_table1", b, "dbd")),
-          Check("dbd", f"{b}: ACC after DBD", ">=", 1.5 * CHANCE, lambda t: _metric(t, "dbd_table1", b, "dbd", "ACC"))]
-    c += [Check("fct", "grid3: D_p precision", ">=", 70, lambda t: _sd(t, "D_p precision")),
-          Check("fct", "grid3: D_p recall / its ceiling", ">=", 0.7, lambda t: _sd(t, "recall / ceiling")),
-          Check("fct", "grid3: ASR - CTR, no defense", ">=", 60, lambda t: _effect(t, "fct_t1", "grid3", "none"))]
-    for d, accuracy_bound in FCT_ACCURACY_BOUNDS.items():  # FCT's ACC: on the non-target test images
-        c += [Check("fct", f"grid3: ASR - CTR after {d}", "<=", 25, lambda t, d=d: _effect(t, "fct_t1", "grid3", d)),
-              Check("fct", f"grid3: effect drop, no defense -> {d}", ">=", 50,
-                    lambda t, d=d: _drop(t, "fct_t1", "grid3", d)),
-              Check("fct", f"grid3: ACC (non-target images) after {d}", ">=", accuracy_bound * CHANCE,
-                    lambda t, d=d: _metric(t, "fct_t1", "grid3", d, "ACC_no_target"))]
-    w = "white3_bb"
-    c += [Check("fmp", f"{w}: ASR - CTR, no defense", ">=", 60, lambda t: _effect(t, "fmp_t1", w, "none")),
-          Check("fmp", f"{w}: effect drop, no defense -> FMP", ">=", 35, lambda t: _drop(t, "fmp_t1", w, "fmp")),
-          Check("fmp", f"{w}: ACC after FMP", ">=", 3 * CHANCE, lambda t: _metric(t, "fmp_t1", w, "fmp", "ACC"))]
-    g = "grid3_tr"
-    c += [Check("trap_and_replace", f"{g}: ASR - CTR, no defense", ">=", 60, lambda t: _effect(t, "tr_main", g, "none")),
-          Check("trap_and_replace", f"{g}: ASR - CTR after T&R", "<=", 25,
-                lambda t: _effect(t, "tr_main", g, "trap_and_replace")),
-          Check("trap_and_replace", f"{g}: effect drop, no defense -> T&R", ">=", 50,
-                lambda t: _drop(t, "tr_main", g, "trap_and_replace")),
-          Check("trap_and_replace", f"{g}: ACC after T&R", ">=", 2.5 * CHANCE,
-                lambda t: _metric(t, "tr_main", g, "trap_and_replace", "ACC"))]
-    c += [Check("grid", "every attack: ASR - CTR, no defense (min over attacks)", ">=", 40, _grid_min_effect),
-          Check("grid", "every attack: ASR drop to its best defense (min over attacks)", ">=", 30,
-                _grid_min_best_drop)]
-    return c
-
-
-CHECKS = _checks()
-# the slice of each notebook that its check cell needs (None: the whole notebook, as the grid's check requires)
-SLICES = {"attacks": "badnets_dbd_2x2,blend_kitty_fct", "dbd": "badnets_dbd_2x2", "fct": "grid3",
-          "fmp": "white3_bb", "trap_and_replace": "grid3_tr", "grid": None}
+RECORDS = notebook_records()
+ORDER = ("attacks", "dbd", "fct", "fmp", "trap_and_replace", "grid")
+# the slice of each notebook that its checks need (None: the whole notebook, as the grid's check requires)
+SLICES = {name: (",".join(dict.fromkeys(a for c in RECORDS[name].checks for a in c.attacks)) or None)
+          for name in ORDER}
 
 
 def read_checks(notebook: str, tables: Path) -> list[dict]:
     """The notebook's checked quantities in one run's tables folder, each with its threshold and margin."""
-    rows = []
-    for check in (c for c in CHECKS if c.notebook == notebook):
-        value = check.value(tables)
-        rows.append({"notebook": notebook, "quantity": check.quantity, "check": f"{check.op} {check.threshold:g}",
-                     "value": round(value, 2), "margin": round(check.margin(value), 2)})
-    return rows
+    from ..records import check_rows
+    return [{"notebook": notebook, **row} for row in check_rows(RECORDS[notebook].checks, tables, CHANCE_CLASSES)]
 
 
 def _run_folder(scratch: Path, notebook: str, seed: int) -> Path:
@@ -222,7 +128,7 @@ def main(argv=None) -> int:
     committed = output_root() / "tables" / "smoke"
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="seed-spread-")).resolve()
     scratch.mkdir(parents=True, exist_ok=True)
-    from .numerics import KERNEL_CAPS, has_avx2  # the caps run_all.sh applies, so seed 0 is comparable
+    from ..numerics import KERNEL_CAPS, has_avx2  # the caps run_all.sh applies, so seed 0 is comparable
     env = dict(os.environ, MPLBACKEND="Agg")
     if has_avx2():
         env = {**KERNEL_CAPS, **env}
@@ -252,7 +158,7 @@ def main(argv=None) -> int:
                 if r["outcome"] != "error" else []
             records += [{**row, "seed": seed, "outcome": r["outcome"]} for row in rows]
     frame = keep_other_notebooks(spread_frame(records), output_root() / "tables" / "reliability" / "seed_spread.csv")
-    from .report import write_frame
+    from ..report import write_frame
     write_frame(frame, "seed_spread", "reliability")  # not under tables/smoke: no notebook writes it
     print(frame.to_string(index=False))
     return 0

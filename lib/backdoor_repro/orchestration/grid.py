@@ -3,13 +3,13 @@ artifact cache, the poisoned set, the No-Defense model and the defense's stages,
 writes one record. A done cell is skipped on rerun; a failed cell is recorded with its error and does not stop
 the others; rerunning runs only what is missing or failed. Jobs run in this process (``inline``), as local
 processes through submitit (``local``: one or more cells per GPU, or CPU processes), or as a SLURM job array
-(``slurm``) on a cluster that shares the repository and the cache; ``--dry-run`` prints the jobs (and the SLURM
+(``slurm``) on a cluster that shares the repository and the cache; ``--list-jobs`` prints the jobs (and the SLURM
 submission script) without running anything::
 
-    python -m backdoor_repro.grid --profile fast --defenses none,ft,fmp --attacks white3_bb,blend_kitty_bb \\
+    python -m backdoor_repro.orchestration.grid --profile fast --defenses none,ft,fmp --attacks white3_bb,blend_kitty_bb \\
         --executor local --cells-per-gpu 2
-    python -m backdoor_repro.grid --profile paper --executor slurm --partition gpu --time-min 240 --dry-run
-    python -m backdoor_repro.grid --defenses dbd --attacks badnets_dbd_2x2 --protocols own --reuse-only
+    python -m backdoor_repro.orchestration.grid --profile paper --executor slurm --partition gpu --time-min 240 --list-jobs
+    python -m backdoor_repro.orchestration.grid --defenses dbd --attacks badnets_dbd_2x2 --protocols own --reuse-only
 
 A cell runs under the ``common`` protocol (one architecture, rate, target and holdout rule for every cell; see
 :mod:`backdoor_repro.protocol`) or its defense's ``own`` (exactly what that paper's notebook runs, so it reuses that
@@ -29,8 +29,8 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .defenses import DEFENSES
-from .resume import TIME_BUDGET_EXIT, TimeBudgetExhausted
+from ..defenses import DEFENSES
+from ..deadline import TIME_BUDGET_EXIT, TimeBudgetExhausted
 
 EXECUTORS = ("inline", "local", "slurm")
 ALL_DEFENSES = tuple(DEFENSES)  # the registry, in registration order
@@ -45,6 +45,37 @@ GRID_DEFENSES = {"smoke": ("none", "ft", "fp", "fmp", "anp"), "fast": ALL_DEFENS
 # are the attacks notebook's (no extra training); a third of the grid's smoke time was blend_kitty_dbd at target 0
 GRID_ATTACKS = {"smoke": ("grid3", "blend_kitty_fct"), "fast": PAPER_GRID_ATTACKS, "paper": PAPER_GRID_ATTACKS}
 DRY_RUN_ATTACKS = ("grid3", "blend_kitty_dbd")  # the grid notebook's dry run: every defense, two attacks (CI's budget)
+
+
+def _grid_common(tables: Path):
+    import pandas as pd
+    frame = pd.read_csv(Path(tables) / "grid_common.csv")
+    return frame.groupby(["defense", "attack", "metric"])["value"].mean().unstack("metric")
+
+
+def min_no_defense_effect(tables: Path) -> float:
+    """The smallest No-Defense ASR − CTR over the grid's attacks."""
+    nd = _grid_common(tables).xs("none", level="defense")
+    return float((nd["ASR"] - nd["CTR"]).min())
+
+
+def min_best_drop(tables: Path) -> float:
+    """Over the attacks, the smallest drop of ASR from No Defense to the best defense on that attack."""
+    common = _grid_common(tables)
+    nd = common.xs("none", level="defense")["ASR"]
+    best = common.drop("none", level="defense")["ASR"].groupby(level="attack").min()
+    return float((nd - best).min())
+
+
+def _grid_record():
+    from ..records import Check, ProtocolRecord
+    return ProtocolRecord(
+        notebook="grid", attacks=GRID_ATTACKS,
+        checks=(Check("every attack: ASR - CTR, no defense (min over attacks)", ">=", 40, min_no_defense_effect),
+                Check("every attack: ASR drop to its best defense (min over attacks)", ">=", 30, min_best_drop)))
+
+
+GRID_RECORD = _grid_record()  # the smoke checks of the default grid (every defense of GRID_DEFENSES, GRID_ATTACKS)
 
 
 @dataclass(frozen=True)
@@ -76,15 +107,15 @@ class GridSettings:
 def default_store(profile: str, data_seed: int = 0, plumbing: bool = False, dry_run: bool = False) -> Path:
     """``<cache>/grid/<profile>[-plumbing][-dry-run][-data<k>]``: where the CLI and the grid notebook keep the cells
     (the data seed, plumbing runs and dry runs get their own folder, since a cell's id names none of them)."""
-    from .paths import cache_dir
+    from ..paths import cache_dir
     return cache_dir() / "grid" / (profile + ("-plumbing" if plumbing else "") + ("-dry-run" if dry_run else "")
                                    + (f"-data{data_seed}" if data_seed else ""))
 
 
 def make_cells(defenses, attacks, datasets=("default",), seeds=(0,), protocols=("common",)) -> list[Cell]:
     """The cross product, every key checked before any compute."""
-    from .attacks import ATTACKS
-    from .protocol import PROTOCOLS
+    from ..attacks import ATTACKS
+    from ..protocol import PROTOCOLS
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad or not protocols:
         raise ValueError(f"unknown protocol(s) {bad}; choose from {', '.join(PROTOCOLS)}")
@@ -120,7 +151,7 @@ class GridStore:
         return json.loads(self._path("cells", cell).read_text())
 
     def _write(self, kind: str, cell: Cell, record: dict) -> None:
-        from .cache import atomic_write_text
+        from ..cache import atomic_write_text
         path = self._path(kind, cell)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True))
@@ -148,17 +179,15 @@ _EXPERIMENTS: dict = {}  # one loaded experiment per (settings, dataset, seed) i
 
 
 def _experiment(cell: Cell, settings: GridSettings):
-    from .cache import ArtifactCache
-    from .data import class_balanced_subset
-    from .experiment import setup
+    from ..cache import ArtifactCache
+    from ..experiment import setup
     memo = (settings, cell.dataset, cell.seed)
     if memo in _EXPERIMENTS:
         return _EXPERIMENTS[memo]
     ex = setup(settings.profile, settings.data_root, settings.download, settings.device, settings.data_seed, cell.seed,
-               quiet=True, dataset=None if cell.dataset == "default" else cell.dataset, dry_run=settings.dry_run)
+               quiet=True, dataset=None if cell.dataset == "default" else cell.dataset, dry_run=settings.dry_run,
+               small_run="plumbing" if settings.plumbing else None)
     ex.cache = ArtifactCache(settings.cache_root, build=not settings.reuse_only)
-    if settings.plumbing:
-        ex.train, ex.test = class_balanced_subset(ex.train, 20), class_balanced_subset(ex.test, 5)
     _EXPERIMENTS.clear()  # keep one: a process runs the cells of one dataset and seed in a row
     _EXPERIMENTS[memo] = ex
     return ex
@@ -166,25 +195,16 @@ def _experiment(cell: Cell, settings: GridSettings):
 
 def cell_spec(cell: Cell, settings: GridSettings, ex=None):
     """``(experiment, spec, defense config)`` of ``cell``: builds nothing but the loaded data."""
-    from .defenses import get_defense
-    from .protocol import protocol_spec
-    from .train import TrainConfig
     ex = ex or _experiment(cell, settings)
-    defense = get_defense(cell.defense)
-    spec = protocol_spec(ex, cell.protocol, cell.defense, cell.attack, cell.seed)
-    cfg = ex.config(cell.defense)
-    if settings.plumbing:
-        spec = spec.with_(width=4, supervised=TrainConfig(epochs=1, batch_size=50, lr=0.05, schedule="cosine",
-                                                          augmentation="none"))
-        cfg = defense.shortened(cfg)
-    return ex, spec, cfg
+    spec = ex.spec(cell.attack, cell.defense, seed=cell.seed, protocol=cell.protocol)
+    return ex, spec, ex.config(cell.defense)
 
 
 def compute_cell(cell: Cell, settings: GridSettings) -> dict:
     """Build (or reuse) everything the cell needs, run the defense, evaluate it and its No-Defense model."""
     import torch
 
-    from .metrics import defense_effectiveness_rating
+    from ..metrics import defense_effectiveness_rating
     started = time.perf_counter()
     ex, spec, cfg = cell_spec(cell, settings)
     result = ex.run(cell.defense, spec, cfg)
@@ -301,7 +321,7 @@ def run_grid(cells: list[Cell], settings: GridSettings, store_root, executor: st
 
 def slurm_script(n_cells: int, store_root, partition: str | None, gpus_per_node: int, time_min: int,
                  parallelism: int, cpus_per_task: int | None = None) -> str:
-    """The sbatch script submitit writes for the job array (what ``--dry-run`` prints)."""
+    """The sbatch script submitit writes for the job array (what ``--list-jobs`` prints)."""
     from submitit.slurm.slurm import _make_sbatch_string
     folder = Path(store_root) / "jobs" / "%A_%a"
     command = f"{sys.executable} -u -m submitit.core._submit {folder}"
@@ -326,8 +346,8 @@ def _split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m backdoor_repro.grid", description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m backdoor_repro.orchestration.grid", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke", choices=("smoke", "fast", "paper"))
     ap.add_argument("--defenses", required=True, help="comma-separated defense keys")
     ap.add_argument("--attacks", required=True, help="comma-separated attack keys")
@@ -351,7 +371,13 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse-only", action="store_true", help="never train: cells whose artifacts are not cached fail")
     ap.add_argument("--refresh", action="store_true",
                     help="recompute done cells too (from the cache: seconds each), replacing records of older code")
-    ap.add_argument("--dry-run", action="store_true", help="print the jobs (and the SLURM script); run nothing")
+    ap.add_argument("--list-jobs", action="store_true", help="print the jobs (and the SLURM script); run nothing "
+                    "(not the profiles' dry run, which runs every stage for a couple of steps)")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     try:
         seeds = [int(s) for s in _split(args.seeds)]
@@ -366,14 +392,8 @@ def main(argv=None) -> int:
                             reuse_only=args.reuse_only)
     store = GridStore(out)
     todo = store.todo(cells, args.refresh)
-    if args.dry_run:
-        print(f"{len(cells)} cells, {len(cells) - len(todo)} done; would run {len(todo)} ({args.executor}):")
-        for cell in todo:
-            print("  ", cell.id)
-        if args.executor == "slurm":
-            print(slurm_script(len(todo), out, args.partition, args.gpus_per_node, args.time_min,
-                               args.array_parallelism, args.cpus_per_task))
-        return 0
+    if args.list_jobs:
+        return print_jobs(cells, todo, out, args)
     if args.executor == "slurm":
         jobs = submit_slurm(cells, settings, out, args.partition, args.gpus_per_node, args.time_min,
                             args.array_parallelism, args.cpus_per_task, args.refresh)
@@ -389,6 +409,17 @@ def main(argv=None) -> int:
         return TIME_BUDGET_EXIT
     print(report.summary())
     return 1 if report.failed else 0
+
+
+def print_jobs(cells: list[Cell], todo: list[Cell], out: Path, args) -> int:
+    """``--list-jobs``: the jobs that would run (and the SLURM submission script)."""
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} done; would run {len(todo)} ({args.executor}):")
+    for cell in todo:
+        print("  ", cell.id)
+    if args.executor == "slurm":
+        print(slurm_script(len(todo), out, args.partition, args.gpus_per_node, args.time_min,
+                           args.array_parallelism, args.cpus_per_task))
+    return 0
 
 
 if __name__ == "__main__":
