@@ -58,3 +58,16 @@ def test_dbd_s_ablation_without_ss_hangs_off_the_no_defense_model(smoke_train):
     # one SimCLR backbone for the CE and SCE heads: the head config differs, the parents do not
     ce = cfg.with_(head={"loss": "ce"})
     assert head_graph(spec, ce).parents == head_graph(spec, cfg).parents and head_graph(spec, ce) != head_graph(spec, cfg)
+
+
+def test_a_holdout_that_keeps_the_training_set_rebuilds_only_the_stages_that_read_it(smoke_train):
+    """The grid's common protocol grants a class-balanced clean holdout drawn from the training set: DBD and FCT,
+    which never read it, reuse their notebooks' stages; FMP's ranking, which reads it, does not."""
+    smoke = get_profile("smoke")
+    own = resolve(smoke, smoke_train, "grid3", "dbd", rate=0.1, target=0)  # DBD's notebook, FCT's setting
+    common = resolve(smoke, smoke_train, "grid3", "dbd", protocol="common")
+    assert own.holdout is None and common.holdout is not None
+    cfg = DBD_PROFILES["smoke"]
+    assert finetune_graph(own, cfg) == finetune_graph(common, cfg)
+    assert classifier_graph(own, FCT_PROFILES["smoke"]) == classifier_graph(common, FCT_PROFILES["smoke"])
+    assert own.granted_stage() != common.granted_stage()

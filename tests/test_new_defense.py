@@ -34,8 +34,8 @@ MODULE = textwrap.dedent('''
 
 
     RECORD = ProtocolRecord(notebook="head_reset", attacks={"*": ("grid3",)},
-                            checks=(Check("grid3: ASR - CTR after head reset", "<=", 100,
-                                          effect("head_reset_t1", "grid3", "head_reset"), ("grid3",)),))
+                            checks={"smoke": (Check("grid3: ASR - CTR after head reset", "<=", 100,
+                                                    effect("head_reset_t1", "grid3", "head_reset"), ("grid3",)),)})
 
 
     class HeadReset(Defense):
@@ -101,4 +101,4 @@ def test_a_defense_in_one_module_runs_everywhere_the_registry_reaches(head_reset
     assert not report.failed and len(report.ran) == 2
     # its record: the notebook's attacks and checks
     assert head_reset.record.attacks_for("smoke", "cifar10-smoke") == ("grid3",)
-    assert head_reset.record.checks[0].attacks == ("grid3",)
+    assert head_reset.record.checks["smoke"][0].attacks == ("grid3",)

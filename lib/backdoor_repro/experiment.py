@@ -12,6 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 
 from .cache import ArtifactCache
@@ -21,7 +22,8 @@ from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
 from .numerics import pin_cpu_threads
 from .records import assert_checks
-from .report import output_dir
+from .claims import summary, verdicts
+from .report import output_dir, write_frame
 from .profiles import (SMALL_RUN_SETTINGS, Profile, apply_overrides, check_data_arguments, check_device,
                        check_dry_run, dry_run_profile, profile_for)
 from .resolve import precision_for, resolve
@@ -85,6 +87,15 @@ class Experiment:
         tables = output_dir("tables", self.profile.outputs)
         print("\n".join(assert_checks(record, tables, self.train.num_classes, tuple(attacks), self.profile.name,
                                       self.dry_run)))
+
+    def claims(self, record, attacks) -> pd.DataFrame:
+        """The claims table of this run (claims.py): each of ``record``'s claims judged on the tables written,
+        written as ``<notebook>_claims`` and summed up in a sentence."""
+        table = verdicts(record.claims_for(attacks), output_dir("tables", self.profile.outputs), attacks)
+        write_frame(table, f"{record.notebook}_claims", self.profile.outputs)
+        print(f"{self.profile.outputs} profile ({len(self.train):,} training images, {self.profile.model} family at "
+              f"base width {self.profile.width}): {summary(table)}")
+        return table
 
     def attack(self, key: str, **overrides):
         """The registry attack ``key`` as this profile runs it (its rate, indices; ``overrides`` on top)."""

@@ -10,6 +10,8 @@ import torch
 
 from .train import TrainConfig
 
+CPU_WIDTH = 8  # the cpu profile's base width for every network (see ARCHITECTURE.md, the cpu profile)
+CPU_NO_DEFENSE_EPOCHS = 30
 PAPER_NO_DEFENSE = TrainConfig(epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
                                schedule="multistep", milestones=(100, 150), gamma=0.1, augmentation="crop_flip")
 
@@ -66,6 +68,27 @@ PROFILES = {
             "corner patch, the 2x2 BadNets patch is not learned on this data (ARCHITECTURE.md, smoke choices)",
             "No-Defense table limited to three attacks for the CPU budget (the gallery shows all); the others run in "
             "fast/paper",
+        )),
+    "cpu": Profile(
+        name="cpu",
+        description="CPU, 2 cores: full CIFAR-10 (50,000 / 10,000), each paper's network family narrowed to base "
+                    "width 8, schedules shortened to fit about 8 hours for every notebook; the scale where the papers' "
+                    "claims can hold or fail",
+        dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=CPU_WIDTH,
+        requires_gpu=False,
+        no_defense_schedule=PAPER_NO_DEFENSE.with_(epochs=CPU_NO_DEFENSE_EPOCHS, schedule="cosine"),
+        attack_overrides={"indices": "official"},
+        deviations=(
+            "poisoned indices: each official code's own selection on torchvision's CIFAR-10 files; on an image-folder "
+            "copy (e.g. the JPEG archive, class by class) our own seeded stream picks the same number, with a warning",
+            "every network at base width 8 (ResNet-18: 64-d features instead of 512; WRN-16 at 8 instead of 16): the "
+            "width that trains full CIFAR-10 on 2 CPU cores within the profile's budget",
+            "one seed per run",
+        ),
+        model_deviations=(
+            f"No-Defense training: {CPU_NO_DEFENSE_EPOCHS} epochs with a cosine schedule per step instead of 200 epochs "
+            "with steps at 100/150 (lr 0.1, batch 128, crop + flip as the paper)",
+            "DBD's Blended baseline config trains with RandomResizedCrop; this profile uses crop + flip for every attack",
         )),
     "fast": Profile(
         name="fast",
@@ -126,13 +149,14 @@ def get_profile(name: str, **overrides) -> Profile:
 
 
 def profile_for(name: str, dataset: str | None = None) -> Profile:
-    """The named profile, on ``dataset`` if given (``fast`` / ``paper`` only: ``smoke`` runs on the bundled subset)."""
+    """The named profile, on ``dataset`` if given (``fast`` / ``paper`` only: ``smoke`` runs on the bundled subset,
+    ``cpu`` on CIFAR-10)."""
     profile = get_profile(name)
     if dataset is None or dataset == profile.dataset:
         return profile
     if not profile.requires_gpu:
-        raise ValueError(f"profile {name!r} runs on the bundled CIFAR-10 subset only; --dataset {dataset} needs "
-                         "--profile fast or paper")
+        raise ValueError(f"profile {name!r} runs on {profile.dataset} only; --dataset {dataset} needs --profile fast "
+                         "or paper")
     return get_profile(name, dataset=dataset, run_name=f"{name}-{dataset}")
 
 
@@ -217,10 +241,10 @@ def dry_run_profile(profile: Profile) -> Profile:
 
 
 def check_dry_run(profile: Profile, data_root, download: bool) -> None:
-    """A dry run exercises a GPU profile on the bundled data: the smoke profile (already the short run), another
-    dataset, a data root or a download are errors, before any compute."""
-    if not profile.requires_gpu:
-        raise ValueError(f"--dry-run is for the GPU profiles (fast, paper); {profile.name!r} is itself the short run")
+    """A dry run exercises a full-data profile (cpu, fast, paper) on the bundled data: the smoke profile (already the
+    short run), another dataset, a data root or a download are errors, before any compute."""
+    if profile.name == "smoke":
+        raise ValueError("--dry-run is for the full-data profiles (cpu, fast, paper); 'smoke' is itself the short run")
     if profile.dataset != "cifar10":
         raise ValueError(f"--dry-run covers CIFAR-10 only (it runs on the bundled CIFAR-10 subset), not {profile.dataset}")
     if data_root is not None or download:

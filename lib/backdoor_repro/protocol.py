@@ -25,7 +25,8 @@ PROTOCOLS = ("common", "own")
 COMMON_RATE = 0.1
 COMMON_TARGET = 0
 # fast / paper: T&R's 5 % on CIFAR (FMP's paper grants 10 %); smoke: 10 % of 5,000 images (50 per class)
-COMMON_HOLDOUT = {"smoke": Holdout(0.1, "clean_subset"), "fast": Holdout(0.05, "clean_subset"),
+COMMON_HOLDOUT = {"smoke": Holdout(0.1, "clean_subset"), "cpu": Holdout(0.05, "clean_subset"),
+                  "fast": Holdout(0.05, "clean_subset"),
                   "paper": Holdout(0.05, "clean_subset")}
 # defenses whose method is implemented for their paper's network only: they keep it (and its No-Defense schedule)
 OWN_ARCHITECTURE = {"trap_and_replace": "the trap (a reconstruction decoder on the stem, a small head) is built "

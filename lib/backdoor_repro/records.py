@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-import pandas as pd
+from .claims import Claim
+from .readers import metric
 
 OPS = (">=", "<=")
 
@@ -48,15 +49,6 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """A number the paper (or its repository) reports that a notebook shows beside ours."""
-
-    name: str
-    value: float | str
-    source: str
-
-
-@dataclass(frozen=True)
 class ProtocolRecord:
     """What one paper's notebook runs. ``attacks``: per profile, or per ``"profile:dataset"`` where a dataset has its
     own list (looked up first); ``sections``: a notebook section (a figure, an ablation, a cross-paper table) -> the
@@ -66,13 +58,13 @@ class ProtocolRecord:
     attacks: Mapping[str, tuple[str, ...]] | Callable[[str, str], tuple[str, ...]]
     sections: Mapping[str, Mapping[str, tuple[str, ...]] | Callable[[str, str], tuple[str, ...]]] = \
         field(default_factory=dict)
-    checks: tuple[Check, ...] = ()
-    claims: tuple[Claim, ...] = ()
-    check_profiles: tuple[str, ...] = ("smoke",)  # where the checks' thresholds were measured
+    checks: Mapping[str, tuple[Check, ...]] = field(default_factory=dict)  # per profile: where each was measured
+    claims: tuple[Claim, ...] | Callable[[tuple[str, ...]], tuple[Claim, ...]] = ()  # or: the run's attacks -> claims
+    seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # training seeds per profile (default: one)
 
     def __post_init__(self):
         from .attacks import ATTACKS
-        named = [a for c in self.checks for a in c.attacks]
+        named = [a for checks in self.checks.values() for c in checks for a in c.attacks]
         for table in (self.attacks, *self.sections.values()):
             if not callable(table):
                 named += [a for attacks in table.values() for a in attacks]
@@ -88,8 +80,16 @@ class ProtocolRecord:
         """The attacks of a section (a figure, an ablation) on ``profile`` (and ``dataset``)."""
         return _lookup(self.sections[name], profile, dataset, f"{self.notebook}: section {name!r} has no attacks")
 
-    def claim(self, name: str) -> Claim:
-        for c in self.claims:
+    def seeds_for(self, profile: str) -> tuple[int, ...]:
+        return tuple(self.seeds.get(profile, (0,)))
+
+    def claims_for(self, attacks) -> tuple[Claim, ...]:
+        """The claims of a run on ``attacks`` (a record whose claims depend on the run's attacks computes them)."""
+        return tuple(self.claims(tuple(attacks)) if callable(self.claims) else self.claims)
+
+    def claim(self, name: str, attacks=()) -> Claim:
+        """The claim ``name`` (a quoted number, e.g. a column beside ours, or a judged claim)."""
+        for c in self.claims_for(attacks):
             if c.name == name:
                 return c
         raise KeyError(f"{self.notebook}: no claim {name!r}")
@@ -104,48 +104,12 @@ def _lookup(table, profile: str, dataset: str, missing: str) -> tuple[str, ...]:
     raise ValueError(f"{missing} for profile {profile!r} on {dataset!r} (known: {', '.join(table)})")
 
 
-# ------------------------------------------------------------------------------------------- reading the tables
-def metrics_of(tables: Path, name: str, attack: str) -> pd.DataFrame:
-    """``defense x metric`` of one attack in a tidy table (mean over seeds where a table has several)."""
-    frame = pd.read_csv(Path(tables) / f"{name}.csv")
-    frame = frame[frame["attack"] == attack]
-    if frame.empty:
-        raise KeyError(f"{name}.csv has no rows for {attack}")
-    return frame.groupby(["defense", "metric"])["value"].mean().unstack("metric")
-
-
-def effect(table: str, attack: str, defense: str) -> Callable[[Path], float]:
-    """The backdoor's own effect, ASR − CTR, of ``defense`` on ``attack``."""
-    def read(tables: Path) -> float:
-        m = metrics_of(tables, table, attack).loc[defense]
-        return float(m["ASR"] - m["CTR"])
-    return read
-
-
-def effect_drop(table: str, attack: str, defense: str) -> Callable[[Path], float]:
-    """How much ``defense`` lowers the effect from No Defense."""
-    def read(tables: Path) -> float:
-        return effect(table, attack, "none")(tables) - effect(table, attack, defense)(tables)
-    return read
-
-
-def metric(table: str, attack: str, defense: str, name: str) -> Callable[[Path], float]:
-    def read(tables: Path) -> float:
-        return float(metrics_of(tables, table, attack).loc[defense, name])
-    return read
-
-
-def column(table: str, attack: str, name: str) -> Callable[[Path], float]:
-    """A column of a wide per-attack table (e.g. FCT's split quality)."""
-    def read(tables: Path) -> float:
-        return float(pd.read_csv(Path(tables) / f"{table}.csv").set_index("attack").loc[attack, name])
-    return read
-
-
-def ratio(numerator: Callable[[Path], float], denominator: Callable[[Path], float]) -> Callable[[Path], float]:
-    def read(tables: Path) -> float:
-        return numerator(tables) / denominator(tables)
-    return read
+def no_defense_bar(table: str, attacks, accuracy: float = 80, asr: float = 90) -> tuple[Check, ...]:
+    """The No-Defense model has learned both tasks, or nothing is tested: clean accuracy and ASR of each attack's
+    ``none`` row in ``table`` at least ``accuracy`` and ``asr`` (the cpu profile's bar)."""
+    return tuple(c for a in attacks for c in (
+        Check(f"{a}: ACC, no defense", ">=", accuracy, metric(table, a, "none", "ACC"), (a,)),
+        Check(f"{a}: ASR, no defense", ">=", asr, metric(table, a, "none", "ASR"), (a,))))
 
 
 # ------------------------------------------------------------------------------------------- applying the checks
@@ -167,12 +131,13 @@ def assert_checks(record: ProtocolRecord, tables: Path, num_classes: int | None,
     value. Returns the lines to print (stable across machines: the rules, not the values)."""
     if dry_run:
         return ["dry run: results not checked (a couple of steps per stage)"]
-    if profile not in record.check_profiles:
-        return [f"no checks on the {profile} profile (their thresholds were measured on {', '.join(record.check_profiles)})"]
-    rows = check_rows(record.checks, tables, num_classes, attacks)
+    checks = record.checks.get(profile)
+    if not checks:
+        return [f"no checks on the {profile} profile (checks exist for: {', '.join(record.checks) or 'none'})"]
+    rows = check_rows(checks, tables, num_classes, attacks)
     failed = [f"{r['quantity']}: {r['value']} (needs {r['check']})" for r in rows if r["margin"] < 0]
     if failed:
         raise AssertionError("checks failed:\n" + "\n".join(failed))
-    skipped = [c.quantity for c in record.checks if not set(c.attacks) <= set(attacks)]
+    skipped = [c.quantity for c in checks if not set(c.attacks) <= set(attacks)]
     lines = [f"holds: {r['quantity']} {r['check']}" for r in rows]
     return lines + [f"skipped (its attacks are not in this run): {q}" for q in skipped]

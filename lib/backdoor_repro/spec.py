@@ -4,7 +4,7 @@ root stages of the stage graph that every defense builds on (:mod:`backdoor_repr
 A spec is made by :func:`backdoor_repro.resolve.resolve`, the one place that decides a run's rate, schedule,
 protocol and precision. Its root stages::
 
-    lc_images ──► poisoned_data ──► run_data (+ the holdout a defense is granted)
+    lc_images ──► poisoned_data ──► run_data (+ the holdout a defense is granted: for the stages that read it)
     (clean no_defense)   │
                          ├──► no_defense (+ model_context: architecture, seed, precision, machine numerics)
     model_context ───────┘
@@ -185,8 +185,10 @@ class RunSpec:
                      (self.data_stage(), self.context_stage()))
 
     def training_parents(self) -> tuple[Stage, Stage]:
-        """The parents of a defense stage that trains on the granted data: ``(run_data, model_context)``."""
-        return self.granted_stage(), self.context_stage()
+        """The parents of a stage that trains on the poisoned training set alone: ``(poisoned_data, model_context)``.
+        A stage that also reads the clean holdout names ``granted_stage()`` as a parent too, so a holdout that does
+        not change the training set (FMP's clean subset, the grid's common one) rebuilds only the stages that read it."""
+        return self.data_stage(), self.context_stage()
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)

@@ -150,7 +150,7 @@ def prune_by_threshold(model: nn.Module, masks: dict[str, torch.Tensor], thresho
     return count
 
 
-ANP_PROFILES = {"paper": ANPConfig(), "fast": ANPConfig(), "smoke": ANPConfig(iterations=60)}
+ANP_PROFILES = {"paper": ANPConfig(), "fast": ANPConfig(), "cpu": ANPConfig(), "smoke": ANPConfig(iterations=60)}
 _ANP_COMMON = ("the pruning threshold is fixed at 0.2, the value commonly cited for ANP (BackdoorBench sweeps 0 to 0.9 and "
                "keeps the threshold with the lowest test ASR, SCLBD/BackdoorBench#35); the search uses FMP's 10 % "
                "clean subset at batch 128 and mask lr 0.2, as ANP's own code (ANP paper: 1 % at 128; BackdoorBench and "
@@ -158,6 +158,7 @@ _ANP_COMMON = ("the pruning threshold is fixed at 0.2, the value commonly cited 
                "noise and batch draws from a seeded torch generator; batches go through the subset without "
                "replacement")
 ANP_DEVIATIONS = {"paper": _ANP_COMMON + PROTOCOL_DEVIATIONS["paper"],
+                  "cpu": _ANP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["cpu"],
                   "fast": _ANP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"],
                   "smoke": _ANP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + (
                       "60 mask iterations (ANP: 2,000); at width 8 (424 BatchNorm neurons) the perturbation eps 0.4 drives "

@@ -31,7 +31,7 @@ NEEDS = {
     "clean_holdout": "a small clean subset of the training data (data.clean_holdout)",
     "backdoored_model": "the model the attacker trained on the poisoned set (built and cached from the spec)",
 }
-PROFILE_NAMES = ("smoke", "fast", "paper")
+PROFILE_NAMES = ("smoke", "cpu", "fast", "paper")
 
 
 @dataclass

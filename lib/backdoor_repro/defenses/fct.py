@@ -28,7 +28,10 @@ from ..models import ContrastiveEncoder, build_model, normalization_stats
 from ..resume import EpochCheckpoint
 from ..graph import Stage
 from ..pipeline import RunData, check_run_data, no_defense_model
-from ..records import Check, ProtocolRecord, column, effect, effect_drop, metric, ratio
+from ..claims import Claim, keeps_accuracy, removes
+from ..fct_tables import T2_FAILURE_EFFECT
+from ..readers import column, effect, effect_drop, metric, ratio
+from ..records import Check, ProtocolRecord, no_defense_bar
 from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
 from ..train import (HeadOnlyObjective, Objective, TrainConfig, autocast, model_input, optimizer_step, prepare_model, shuffled_batches,
@@ -291,6 +294,7 @@ FCT_ATTACKER = TrainConfig(epochs=200, batch_size=128, lr=0.01, momentum=0.9, we
 FCT_PROFILES = {
     "paper": FCTConfig(),
     "fast": FCTConfig(encoder=EncoderConfig(epochs=50, warmup_epochs=3)),
+    "cpu": FCTConfig(encoder=EncoderConfig(epochs=10, warmup_epochs=1), br=BRConfig(epochs=10)),
     "smoke": FCTConfig(SDConfig(warmup_epochs=10, intra_epochs=10, lr=0.02),
                        EncoderConfig(epochs=6, batch_size=256, lr=0.1, warmup_epochs=1),
                        ClassifierConfig(epochs=30, batch_size=256, lr=0.03), BRConfig(epochs=8, batch_size=16, lr=1e-3, augmentation="none")),
@@ -299,6 +303,8 @@ FCT_SPECS = {
     "paper": {"model": "resnet18_maxpool", "width": 64, "normalization": "fct", "no_defense_schedule": FCT_ATTACKER},
     "fast": {"model": "resnet18_maxpool", "width": 64, "normalization": "fct",
              "no_defense_schedule": FCT_ATTACKER.with_(epochs=60, milestones=(30, 45))},
+    "cpu": {"model": "resnet18_maxpool", "width": 8, "normalization": "fct",
+            "no_defense_schedule": FCT_ATTACKER.with_(epochs=30, lr=0.1, schedule="cosine")},
     "smoke": {"model": "resnet18_maxpool", "width": 8, "normalization": "fct",
               "no_defense_schedule": FCT_ATTACKER.with_(epochs=12, batch_size=64, lr=0.05, schedule="cosine",
                                                augmentation="none")},
@@ -323,6 +329,12 @@ _COMMON = (
 )
 FCT_DEVIATIONS = {
     "paper": _COMMON,
+    "cpu": _COMMON + (
+        "networks at base width 8; the attacker 30 epochs, SGD lr 0.1 with a cosine schedule (official 200 epochs at "
+        "0.01, steps at 100 / 150: its lr is tuned for the long run), and so is the clean model cl_fct perturbs against",
+        "SS-CTL 10 epochs with a 1-epoch warm-up (official 200, warm-up 10); D-BR 10 epochs (official 20)",
+        "two attacks (grid BadNets, Hello Kitty blend), one seed; FCT-T2 (D-ST against DBD) on grid BadNets; the "
+        "SS-CTL ablation (T4) runs in fast / paper only"),
     "fast": _COMMON + (
         "SS-CTL 50 epochs with a 3-epoch warm-up (official 200, warm-up 10); the attacker 60 epochs with steps at "
         "30 / 45 (official 200, 100 / 150), and so is the clean model that cl_fct's PGD perturbs against",
@@ -345,6 +357,7 @@ FCT_DEVIATIONS = {
 
 FCT_CIFAR10 = ("grid3", "white3_fct", "trojan3_fct", "blend_strip_fct", "blend_kitty_fct", "sig_fct", "cl_fct")
 FCT_CIFAR100 = ("grid3", "trojan3_fct", "blend_strip_fct", "blend_kitty_fct")
+FCT_CPU = ("grid3", "blend_kitty_fct")
 _G = "grid3"
 
 
@@ -364,14 +377,37 @@ def _fct_checks():
     return tuple(checks)
 
 
+_README = "FCT README / paper T1 (CIFAR-10, ResNet-18, 10 %; ACC on non-target images)"
+# FCT-T1: (No Defense, D-BR, D-ST) ACC / ASR per attack
+_FCT_T1 = {"grid3": ((91.64, 100.0), (92.83, 0.40), (92.77, 0.03)),
+           "blend_kitty_fct": ((92.69, 99.99), (92.11, 0.14), (91.82, 0.00))}
+
+
+def _fct_claims():
+    """D-BR and D-ST remove the backdoor and keep FCT's ACC (FCT-T1); our DBD fails in FCT's setting (FCT-T2)."""
+    claims = []
+    for attack, (nd, dbr, dst) in _FCT_T1.items():
+        for defense, label, (acc, asr) in (("fct_dbr", "D-BR", dbr), ("fct_dst", "D-ST", dst)):
+            claims += [removes("fct_t1", attack, defense, asr, _README, label),
+                       keeps_accuracy("fct_t1", attack, defense, nd[0] - acc, _README, label, "ACC_no_target")]
+    claims.append(Claim("dbd:grid3:fct_t2", "DBD fails on BadNets in FCT's setting (our DBD's ASR - CTR, points)",
+                        100.0, "FCT paper T2 (DBD ASR on BN-all2one)", "fct_t1", (_G,),
+                        effect("fct_t2_dst_vs_dbd", _G, "dbd"), ">=", T2_FAILURE_EFFECT))
+    return tuple(claims)
+
+
 FCT_RECORD = ProtocolRecord(
     notebook="fct",
-    attacks={"smoke": (_G,), "fast:cifar10": FCT_CIFAR10, "paper:cifar10": FCT_CIFAR10,
+    attacks={"smoke": (_G,), "cpu:cifar10": FCT_CPU, "fast:cifar10": FCT_CIFAR10, "paper:cifar10": FCT_CIFAR10,
              "fast:cifar100": FCT_CIFAR100, "paper:cifar100": FCT_CIFAR100},
-    # FCT-T2, D-ST against DBD: every attack on paper, two on fast, one on smoke (within the table's attacks)
-    sections={"t2": {"smoke": (_G,), "fast": (_G, "blend_kitty_fct"), "paper:cifar10": FCT_CIFAR10,
-                     "paper:cifar100": FCT_CIFAR100}},
-    checks=_fct_checks(),
+    # FCT-T2, D-ST against DBD: every attack on paper, two on fast, one on smoke and cpu (within the table's attacks);
+    # FCT-T4, the SS-CTL ablation (three encoders per attack): fast and paper only
+    sections={"t2": {"smoke": (_G,), "cpu": (_G,), "fast": (_G, "blend_kitty_fct"), "paper:cifar10": FCT_CIFAR10,
+                     "paper:cifar100": FCT_CIFAR100},
+              "t4": {"smoke": (), "cpu": (), "fast:cifar10": FCT_CIFAR10, "paper:cifar10": FCT_CIFAR10,
+                     "fast:cifar100": FCT_CIFAR100, "paper:cifar100": FCT_CIFAR100}},
+    checks={"smoke": _fct_checks(), "cpu": no_defense_bar("fct_t1", FCT_CPU)},
+    claims=_fct_claims(),
 )
 
 

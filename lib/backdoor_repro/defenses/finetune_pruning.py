@@ -54,9 +54,11 @@ class FineTuning(FMPProtocolDefense):
     key = "ft"
     title = "FT: fine-tune the backdoored model on the clean subset"
     configs = {"paper": FTConfig(), "fast": FTConfig(BACKDOORBENCH_FT.with_(epochs=30)),
+               "cpu": FTConfig(BACKDOORBENCH_FT.with_(epochs=30)),
                "smoke": FTConfig(BACKDOORBENCH_FT.with_(epochs=20))}
     deviations = {"paper": PROTOCOL_DEVIATIONS["paper"] + _AMP,
                   "fast": PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + ("FT 30 epochs (BackdoorBench: 100)",),
+                  "cpu": PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["cpu"] + ("FT 30 epochs (BackdoorBench: 100)",),
                   "smoke": PROTOCOL_DEVIATIONS["smoke"] + ("FT 20 epochs (BackdoorBench: 100)",)}
 
     small_run = {"finetune": {"epochs": 1, "batch_size": 8}}
@@ -143,9 +145,12 @@ class FinePruning(FMPProtocolDefense):
     key = "fp"
     title = "FP: prune the last stage's least active channels on the clean subset, then fine-tune"
     configs = {"paper": FPConfig(), "fast": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=30)),
+               "cpu": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=30)),
                "smoke": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=20))}
     deviations = {"paper": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + _AMP,
                   "fast": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + (
+                      "FP's fine-tuning 30 epochs (BackdoorBench: 100)",),
+                  "cpu": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["cpu"] + (
                       "FP's fine-tuning 30 epochs (BackdoorBench: 100)",),
                   "smoke": _FP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + ("FP's fine-tuning 20 epochs (BackdoorBench: 100)",)}
 

@@ -22,7 +22,9 @@ from ..cache import ArtifactCache
 from ..datasets import is_cifar10
 from ..graph import Stage
 from ..pipeline import RunData, check_run_data, no_defense_model
-from ..records import Check, Claim, ProtocolRecord, effect, effect_drop, metric
+from ..claims import RATE_SLACK, REMOVED_ASR, Claim
+from ..readers import effect, effect_drop, mean_over, metric
+from ..records import Check, ProtocolRecord, no_defense_bar
 from ..spec import Holdout, RunSpec
 from ..stages import StageOutput, cached_stage
 from ..train import TrainConfig, train_model
@@ -143,6 +145,8 @@ FMP_SPECS = {  # what FMP's protocol (BackdoorBench) sets in the run spec, per p
               "no_defense_schedule": BACKDOORBENCH_TRAINING},
     "fast": {"model": "preact_resnet18", "width": 64, "normalization": "backdoorbench",
              "no_defense_schedule": BACKDOORBENCH_TRAINING.with_(epochs=30)},
+    "cpu": {"model": "preact_resnet18", "width": 8, "normalization": "backdoorbench",
+            "no_defense_schedule": BACKDOORBENCH_TRAINING.with_(epochs=30, lr=0.1)},
     "smoke": {"model": "preact_resnet18", "width": 8, "normalization": "backdoorbench",
               "no_defense_schedule": BACKDOORBENCH_TRAINING.with_(epochs=15, batch_size=64, lr=0.05, augmentation="none",
                                                          drop_last=False)},
@@ -150,9 +154,13 @@ FMP_SPECS = {  # what FMP's protocol (BackdoorBench) sets in the run spec, per p
 FMP_PROFILES = {
     "paper": FMPConfig(),
     "fast": FMPConfig(),
+    "cpu": FMPConfig(divisor=8),
     "smoke": FMPConfig(divisor=8),
 }
 PROTOCOL_DEVIATIONS = {  # shared by FMP and the baselines of its table (same attacked models, same clean subset)
+    "cpu": ("PreAct-ResNet-18 at base width 8 (600 feature maps instead of 4,800); the attacked models train 30 "
+            "epochs at lr 0.1 with a cosine schedule (BackdoorBench: 100 epochs at 0.01)",
+            "two attacks (BadNets 3x3, Hello Kitty blend), one seed"),
     "paper": ("attacked models: the network's Kaiming init (BackdoorBench's PreActResNet: PyTorch's default)",
               "one seed per run (the spec asks for >= 3: rerun with seed=1, 2)",
               "no NAD, NC, i-BAU or CLP rows and no clean-ratio sweep; the clean subset is a class-balanced 10 % for "
@@ -181,6 +189,9 @@ _FMP_COMMON = (
 )
 FMP_DEVIATIONS = {
     "paper": _FMP_COMMON + PROTOCOL_DEVIATIONS["paper"],
+    "cpu": _FMP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["cpu"] + (
+        "floor(C / 8) maps pruned per convolution instead of floor(C / 64): at width 8 the same 75 maps per "
+        "network (12.5 % of 600), where C / 64 would prune one",),
     "fast": _FMP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"],
     "smoke": _FMP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + (
         "floor(C / 8) maps pruned per convolution instead of floor(C / 64): at width 8 the same 75 maps per "
@@ -195,6 +206,7 @@ CLEAN_LABEL_BB = ("sig_bb", "lc_bb")
 # the clean-label attacks poison pratio 0.1 of the whole set, all from the target class: off CIFAR-10 the class holds
 # fewer images than that (CIFAR-100: 500 for 5,000), and BackdoorBench's own selection stops there too
 CLEAN_LABEL_FITS = ("cifar10", "cifar10-smoke")
+FMP_SHORT_TABLES = {"smoke": ("white3_bb",), "cpu": ("white3_bb", "blend_kitty_bb")}
 LF_DATASETS = ("cifar10", "cifar10-smoke", "cifar100")
 
 
@@ -204,28 +216,60 @@ def bb_attacks(profile: str, dataset: str) -> tuple[str, ...]:
 
 
 def fmp_attacks(profile: str, dataset: str) -> tuple[str, ...]:
-    """FMP's table: one attack on smoke; else every BackdoorBench trigger that fits ``dataset``."""
-    if profile == "smoke":
-        return ("white3_bb",)
+    """FMP's table: one attack on smoke, a patch and a blend on cpu; else every BackdoorBench trigger that fits
+    ``dataset``."""
+    if profile in FMP_SHORT_TABLES:
+        return FMP_SHORT_TABLES[profile]
     return tuple(a for a in bb_attacks(profile, dataset) if dataset in CLEAN_LABEL_FITS or a not in CLEAN_LABEL_BB)
 
 
 _W = "white3_bb"
+_ABSTRACT = "FMP paper, abstract (CIFAR-10, PreAct-ResNet-18, its Table 1 attacks)"
+
+
+def baseline_margin(table: str, attacks, baselines=("ft", "fp", "anp")):
+    """How far FMP's mean ASR is below the best baseline's (points; negative: a baseline is lower)."""
+    def read(tables):
+        means = {d: sum(metric(table, a, d, "ASR")(tables) for a in attacks) / len(attacks) for d in (*baselines, "fmp")}
+        return min(means[d] for d in baselines) - means["fmp"]
+    return read
+
+
+def fmp_claims(attacks) -> tuple:
+    """FMP's abstract on the attacks of a run (means over them; the paper's are over its Table 1 attacks)."""
+    attacks = tuple(attacks)
+    quoted = (Claim("coverage", "share of the backdoor feature maps FMP prunes (BadNets, CIFAR-10)", 83.33,
+                    "FMP paper, abstract"),)
+    if not attacks:
+        return quoted
+    over = f"mean over {', '.join(attacks)}; the paper's: over its Table 1 attacks"
+    return quoted + (
+        Claim("fmp:asr", f"FMP removes the backdoors (ASR %, {over})", 2.86, _ABSTRACT, "fmp_t1", attacks,
+              mean_over(lambda a: metric("fmp_t1", a, "fmp", "ASR"), attacks), "<=", REMOVED_ASR),
+        Claim("fmp:ra", f"FMP recovers the true labels (RA %, {over})", 87.40, _ABSTRACT, "fmp_t1", attacks,
+              mean_over(lambda a: metric("fmp_t1", a, "fmp", "RA"), attacks), ">=", 87.40 - RATE_SLACK),
+        Claim("fmp:baselines", f"FMP's ASR is below every baseline's (FT, FP, ANP; points below the best one, {over})",
+              "19.2 to 65.41", _ABSTRACT, "fmp_t1", attacks, baseline_margin("fmp_t1", attacks), ">=", 0.0))
+
+
 FMP_RECORD = ProtocolRecord(
     notebook="fmp",
     attacks=fmp_attacks,
     sections={"triggers": bb_attacks},
-    checks=(Check(f"{_W}: ASR - CTR, no defense", ">=", 60, effect("fmp_t1", _W, "none"), (_W,)),
-            # the cut measured over data seeds 0-3 was 51-85 points (tables/reliability/seed_spread.md)
-            Check(f"{_W}: effect drop, no defense -> FMP", ">=", 35, effect_drop("fmp_t1", _W, "fmp"), (_W,)),
-            Check(f"{_W}: ACC after FMP", ">=", 3, metric("fmp_t1", _W, "fmp", "ACC"), (_W,), times_chance=True)),
-    claims=(Claim("coverage", 83.33, "FMP paper: share of the backdoor feature maps FMP prunes (BadNets, CIFAR-10)"),),
+    checks={"smoke": (Check(f"{_W}: ASR - CTR, no defense", ">=", 60, effect("fmp_t1", _W, "none"), (_W,)),
+                      # the cut measured over data seeds 0-3 was 51-85 points (tables/reliability/seed_spread.md)
+                      Check(f"{_W}: effect drop, no defense -> FMP", ">=", 35, effect_drop("fmp_t1", _W, "fmp"),
+                            (_W,)),
+                      Check(f"{_W}: ACC after FMP", ">=", 3, metric("fmp_t1", _W, "fmp", "ACC"), (_W,),
+                            times_chance=True)),
+            "cpu": no_defense_bar("fmp_t1", FMP_SHORT_TABLES["cpu"])},
+    claims=fmp_claims,
 )
 # the parameter study: FGSM steps (smoke: the profile's alone, one ranking fewer) and the pruned fraction as
 # multiples of the profile's divisor
-STUDY_EPSILONS = {"smoke": None, "fast": (0.02, 0.04, 0.06, 0.1), "paper": (0.02, 0.04, 0.06, 0.1)}
+STUDY_EPSILONS = {"smoke": None, "cpu": None, "fast": (0.02, 0.04, 0.06, 0.1), "paper": (0.02, 0.04, 0.06, 0.1)}
 STUDY_DIVISOR_FACTORS = (0.25, 0.5, 1, 2)
-COVERAGE_IMAGES = {"dry_run": 20, "smoke": 100, "fast": 500, "paper": 500}  # triggered images per single-map ablation
+COVERAGE_IMAGES = {"dry_run": 20, "smoke": 100, "cpu": 500, "fast": 500, "paper": 500}  # triggered images per single-map ablation
 
 
 class FMPProtocolDefense(Defense):

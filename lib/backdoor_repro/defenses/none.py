@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..pipeline import no_defense_model
-from ..records import Check, ProtocolRecord, effect, metric
+from ..readers import effect, metric
+from ..records import Check, ProtocolRecord, no_defense_bar
 from .base import PROFILE_NAMES, Defense, DefenseResult, register_defense
 
 GALLERY = ("badnets_dbd_2x2", "grid3", "white3_fct", "white3_bb", "blend_kitty_dbd", "blend_kitty_bb",
@@ -13,14 +14,18 @@ GALLERY = ("badnets_dbd_2x2", "grid3", "white3_fct", "white3_bb", "blend_kitty_d
 FULL_TABLE = ("badnets_dbd_2x2", "blend_kitty_dbd", "grid3", "white3_fct", "trojan3_fct", "blend_strip_fct",
               "blend_kitty_fct", "sig_fct", "wanet", "lc_dbd")
 _CHECKED = ("badnets_dbd_2x2", "blend_kitty_fct")
+# cpu: the two No-Defense models the DBD notebook starts from and the two the grid's common protocol does
+CPU_TABLE = ("badnets_dbd_2x2", "blend_kitty_dbd", "grid3", "blend_kitty_fct")
 # the attacks notebook: the trigger gallery and the No-Defense table
 NO_DEFENSE_RECORD = ProtocolRecord(
     notebook="attacks",
-    attacks={"smoke": ("badnets_dbd_2x2", "blend_kitty_fct", "grid3"), "fast": FULL_TABLE, "paper": FULL_TABLE},
+    attacks={"smoke": ("badnets_dbd_2x2", "blend_kitty_fct", "grid3"), "cpu": CPU_TABLE, "fast": FULL_TABLE,
+             "paper": FULL_TABLE},
     sections={"gallery": {"*": GALLERY}},
-    checks=tuple(c for a in _CHECKED for c in (
+    checks={"smoke": tuple(c for a in _CHECKED for c in (
         Check(f"{a}: ASR - CTR, no defense", ">=", 40, effect("no_defense", a, "none"), (a,)),
         Check(f"{a}: ACC, no defense", ">=", 35, metric("no_defense", a, "none", "ACC"), (a,)))),
+        "cpu": no_defense_bar("no_defense", CPU_TABLE)},
 )
 
 

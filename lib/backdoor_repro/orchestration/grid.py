@@ -40,10 +40,12 @@ PAPER_GRID_ATTACKS = ("badnets_dbd_2x2", "grid3", "white3_bb", "blend_kitty_dbd"
                       "sig_fct", "lf_bb", "wanet", "lc_dbd")
 # smoke: the CPU budget (5 minutes on 2 cores) allows the defenses that start from the No-Defense model; DBD, FCT and
 # T&R train for minutes each on 2 cores and run on fast / paper
-GRID_DEFENSES = {"smoke": ("none", "ft", "fp", "fmp", "anp"), "fast": ALL_DEFENSES, "paper": ALL_DEFENSES}
+GRID_DEFENSES = {"smoke": ("none", "ft", "fp", "fmp", "anp"), "cpu": ALL_DEFENSES, "fast": ALL_DEFENSES,
+                 "paper": ALL_DEFENSES}
 # smoke: two attacks whose own settings are the common protocol's (target 0, 10 %), so that their No-Defense models
 # are the attacks notebook's (no extra training); a third of the grid's smoke time was blend_kitty_dbd at target 0
-GRID_ATTACKS = {"smoke": ("grid3", "blend_kitty_fct"), "fast": PAPER_GRID_ATTACKS, "paper": PAPER_GRID_ATTACKS}
+GRID_ATTACKS = {"smoke": ("grid3", "blend_kitty_fct"), "cpu": ("grid3", "blend_kitty_fct"), "fast": PAPER_GRID_ATTACKS,
+                "paper": PAPER_GRID_ATTACKS}
 DRY_RUN_ATTACKS = ("grid3", "blend_kitty_dbd")  # the grid notebook's dry run: every defense, two attacks (CI's budget)
 
 
@@ -67,12 +69,23 @@ def min_best_drop(tables: Path) -> float:
     return float((nd - best).min())
 
 
+def min_no_defense(metric: str):
+    def read(tables: Path) -> float:
+        """The smallest No-Defense ``metric`` over the grid's attacks."""
+        return float(_grid_common(tables).xs("none", level="defense")[metric].min())
+    return read
+
+
 def _grid_record():
     from ..records import Check, ProtocolRecord
     return ProtocolRecord(
         notebook="grid", attacks=GRID_ATTACKS,
-        checks=(Check("every attack: ASR - CTR, no defense (min over attacks)", ">=", 40, min_no_defense_effect),
-                Check("every attack: ASR drop to its best defense (min over attacks)", ">=", 30, min_best_drop)))
+        checks={"smoke": (Check("every attack: ASR - CTR, no defense (min over attacks)", ">=", 40,
+                                min_no_defense_effect),
+                          Check("every attack: ASR drop to its best defense (min over attacks)", ">=", 30,
+                                min_best_drop)),
+                "cpu": (Check("every attack: ACC, no defense (min over attacks)", ">=", 80, min_no_defense("ACC")),
+                        Check("every attack: ASR, no defense (min over attacks)", ">=", 90, min_no_defense("ASR")))})
 
 
 GRID_RECORD = _grid_record()  # the smoke checks of the default grid (every defense of GRID_DEFENSES, GRID_ATTACKS)
@@ -348,7 +361,7 @@ def _split(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m backdoor_repro.orchestration.grid", description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="smoke", choices=("smoke", "fast", "paper"))
+    ap.add_argument("--profile", default="smoke", choices=("smoke", "cpu", "fast", "paper"))
     ap.add_argument("--defenses", required=True, help="comma-separated defense keys")
     ap.add_argument("--attacks", required=True, help="comma-separated attack keys")
     ap.add_argument("--datasets", default="default", help="comma-separated; 'default' = the profile's dataset")

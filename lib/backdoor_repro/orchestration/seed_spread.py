@@ -45,14 +45,14 @@ def notebook_records() -> dict:
 RECORDS = notebook_records()
 ORDER = ("attacks", "dbd", "fct", "fmp", "trap_and_replace", "grid")
 # the slice of each notebook that its checks need (None: the whole notebook, as the grid's check requires)
-SLICES = {name: (",".join(dict.fromkeys(a for c in RECORDS[name].checks for a in c.attacks)) or None)
+SLICES = {name: (",".join(dict.fromkeys(a for c in RECORDS[name].checks["smoke"] for a in c.attacks)) or None)
           for name in ORDER}
 
 
 def read_checks(notebook: str, tables: Path) -> list[dict]:
     """The notebook's checked quantities in one run's tables folder, each with its threshold and margin."""
     from ..records import check_rows
-    return [{"notebook": notebook, **row} for row in check_rows(RECORDS[notebook].checks, tables, CHANCE_CLASSES)]
+    return [{"notebook": notebook, **row} for row in check_rows(RECORDS[notebook].checks["smoke"], tables, CHANCE_CLASSES)]
 
 
 def _run_folder(scratch: Path, notebook: str, seed: int) -> Path:
