@@ -96,16 +96,16 @@ def test_thresholds_and_split_sizes():
     assert quality["D_p precision"] == 100 and quality["D_p recall"] == 100 and quality["D_c purity"] == 100
 
 
-def test_a_collapsed_score_distribution_falls_back_to_the_rank_split():
-    # 30 of 100 scores exactly 0 (the collapse users of the code report): two-pass would put all 30 in D_c
+def test_the_optional_collapse_guard_falls_back_to_the_rank_split():
+    # 30 of 100 scores exactly 0 (the collapse users of the code report): two-pass puts all 30 in D_c
     scores = torch.cat([torch.zeros(30), torch.arange(1, 71, dtype=torch.float32)])
-    cfg = SDConfig(alpha_c=0.2, alpha_p=0.05)
+    cfg = SDConfig(alpha_c=0.2, alpha_p=0.05, rank_if_ties_above=0.01)
     flags, gamma_c, _ = split_samples(scores, scores, cfg)
     assert gamma_c == 0 and split_used(scores, gamma_c, 66.0, cfg) == "rank"
     assert int((flags == FLAG_CLEAN).sum()) == 20 and torch.equal(torch.nonzero(flags == FLAG_CLEAN).flatten(),
                                                                   torch.arange(20))  # ties by index
-    code, _, _ = split_samples(scores, scores, SDConfig(alpha_c=0.2, alpha_p=0.05, rank_if_ties_above=None))
-    assert int((code == FLAG_CLEAN).sum()) == 30  # the code's split, without the guard
+    code, _, _ = split_samples(scores, scores, SDConfig(alpha_c=0.2, alpha_p=0.05))  # the default: guard off
+    assert int((code == FLAG_CLEAN).sum()) == 30 and split_used(scores, gamma_c, 66.0, SDConfig()) == "two_pass"
     distinct = torch.arange(100, dtype=torch.float32)
     assert split_used(distinct, 20.0, 95.0, cfg) == "two_pass"  # no score ties with a threshold
     one_tie = torch.cat([distinct[:50], torch.tensor([20.0]), distinct[51:]])  # 20 twice: 1 % besides itself

@@ -1,9 +1,10 @@
 """FCT's tables beside the numbers its README and paper report: our tidy rows in FCT's terms, then joined.
 
 FCT measures ACC on the non-target test images (our ``ACC_no_target``), except for all-to-all attacks, which have
-no target class: there its code's ACC is on every test image (our ``ACC``). Its D-BR numbers are test-selected
-(the epoch of best ACC − ASR), so our test-selected D-BR row is joined with the same reported D-BR numbers as our
-last-epoch row, under its own name. Its SS-CTL ablation names each encoder "D-ST with <name> extractor".
+no target class: there its code's ACC is on every test image (our ``ACC``). Its D-BR and D-ST numbers come from
+test-selected epochs (D-BR: the epoch of best ACC − ASR; D-ST: the classifier epoch of best clean test accuracy), so
+each test-selected row (the defense's name + :data:`TEST_SELECTED`) is joined with the same reported numbers as the
+defense's last-epoch row, under its own name. Its SS-CTL ablation names each encoder "D-ST with <name> extractor".
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def as_fct_metrics(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_t1(t1: pd.DataFrame, reported: pd.DataFrame) -> pd.DataFrame:
-    """T1 beside the README: last-epoch rows, then the test-selected D-BR rows against the same D-BR numbers."""
+    """T1 beside the README: last-epoch rows, then the test-selected rows (D-BR's, D-ST's) against the same
+    reported numbers as their defense's last-epoch rows."""
     view = as_fct_metrics(t1)
     selected = view["defense"].str.endswith(TEST_SELECTED)
     last = report.compare_with_reported(view[~selected], reported)

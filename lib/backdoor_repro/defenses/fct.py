@@ -40,7 +40,7 @@ from ..views import simclr_views
 from .base import Defense, DefenseResult, register_defense
 from .fct_sd import SDConfig, sd_graph, sd_stage
 
-VERSIONS = {"encoder": 1, "classifier": 1, "br": 1}
+VERSIONS = {"encoder": 1, "classifier": 2, "br": 1}
 BR_CHECKPOINT_EVERY = 1  # epochs (one unlearning and one relearning pass, then a test evaluation)
 BR_MODES = ("alternate", "unlearn_only", "relearn_only")
 
@@ -177,7 +177,9 @@ def encoder_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactC
 
 
 def classifier_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache, progress: bool = False):
-    """ST-2: a linear classifier on the frozen encoder, trained on D_c ∪ D_p with the mixed cross-entropy. Returns
+    """ST-2: a linear classifier on the frozen encoder, trained on D_c ∪ D_p with the mixed cross-entropy, with test
+    metrics after every epoch in its history (the official code validates after each epoch and keeps the epoch of
+    best clean test accuracy: :func:`classifier_oracle_epoch`; the model is the last epoch's). Returns
     ``(classifier = encoder backbone + linear head, StageRecord)``."""
     check_run_data(spec, data)
     device = data.train.images.device
@@ -189,6 +191,7 @@ def classifier_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: Artifa
     def build(partial):
         _, flags = _sd_flags(spec, data, cfg, cache, progress)
         encoder, _ = encoder_stage(spec, data, cfg, cache, progress)
+        evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
         model = make()
         model.backbone.load_state_dict(encoder.backbone.state_dict())
         torch.manual_seed(spec.seed)
@@ -196,12 +199,13 @@ def classifier_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: Artifa
         model.backbone.requires_grad_(False)
         keep = torch.nonzero((flags == FLAG_CLEAN) | (flags == FLAG_POISONED)).flatten()
         result = train_model(model, data.train.images[keep], data.train.labels[keep],
-                                  cfg.classifier.train_config(spec.seed), checkpoint=partial, progress=progress,
-                                  desc="mixed-ce", objective=MixedCEObjective(flags[keep], cfg.classifier.lambda_p))
+                                  cfg.classifier.train_config(spec.seed), evaluate=evaluate, eval_every=1,
+                                  checkpoint=partial, progress=progress, desc="mixed-ce",
+                                  objective=MixedCEObjective(flags[keep], cfg.classifier.lambda_p))
         model.backbone.requires_grad_(True)
         return StageOutput(model, result.history, {"trained_on": int(keep.numel())})
 
-    return cached_stage(cache, classifier_graph(spec, cfg), build, make, device)
+    return cached_stage(cache, classifier_graph(spec, cfg), build, make, device, evaluated_on=data.test)
 
 
 def encoder_graph(spec: RunSpec, cfg: FCTConfig) -> Stage:
@@ -255,7 +259,7 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
         images, labels = data.train.images, data.train.labels
         poisoned, clean = (torch.nonzero(flags == f).flatten() for f in (FLAG_POISONED, FLAG_CLEAN))
         evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
-        ckpt = EpochCheckpoint(partial, stage.key, BR_CHECKPOINT_EVERY, br.epochs, device)
+        ckpt = EpochCheckpoint(partial, stage.key, BR_CHECKPOINT_EVERY, br.epochs, device, data=(images, labels))
         saved = ckpt.resume(model, opt, gen)
         start, history = (saved["epoch"], list(saved["history"])) if saved is not None else \
             (0, [{"epoch": 0, **(evaluate(model) if evaluate else {})}])
@@ -276,13 +280,39 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
     return cached_stage(cache, stage, build, make, device, evaluated_on=data.test)
 
 
+def _kept_epoch(history: list[dict], score) -> dict:
+    """The epoch an official script keeps when it saves whenever ``score`` beats the best so far, starting from 0:
+    the earliest epoch of the largest score, none (``{}``) if no epoch scores above 0. Epoch 0 (before training) is
+    never a candidate, nor an epoch without test metrics."""
+    best, kept = 0.0, {}
+    for h in history:
+        if "ASR" in h and h.get("epoch", 1) > 0 and score(h) > best:
+            best, kept = score(h), h
+    return kept
+
+
 def oracle_epoch(history: list[dict]) -> dict:
-    """The epoch the official code keeps: the largest test ACC − ASR (ACC on non-target images, as it measures)."""
-    scored = [h for h in history if "ASR" in h and h.get("epoch", 1) > 0]  # the code selects among epochs after BR
-    if not scored:
-        return {}
-    acc = "ACC_no_target" if "ACC_no_target" in scored[0] else "ACC"
-    return max(scored, key=lambda h: h[acc] - h["ASR"])
+    """The D-BR epoch the official code keeps (``unlearn_relearn.py``): the largest test ACC − ASR (ACC on the
+    non-target images, as it measures; on every image for all-to-all)."""
+    return _kept_epoch(history, lambda h: h.get("ACC_no_target", h["ACC"]) - h["ASR"])
+
+
+def classifier_oracle_epoch(history: list[dict]) -> dict:
+    """The D-ST classifier epoch the official code keeps (``ST/train_classifier.py``): the largest top-1 accuracy on
+    the clean test set, every test image (torchvision's full test set, the target class included: our ``ACC``)."""
+    return _kept_epoch(history, lambda h: h["ACC"])
+
+
+SELECTED_EPOCH_METRICS = ("ACC", "ASR", "RA", "ACC_no_target", "CTR")
+_SELECTED_BY = {"fct_dbr": ("br", oracle_epoch), "fct_dst": ("classifier", classifier_oracle_epoch)}
+
+
+def selected_epoch_metrics(defense: str, result: DefenseResult) -> dict:
+    """The test metrics of the epoch the official code keeps for ``defense`` (``fct_dbr`` or ``fct_dst``), read off
+    the history of its last stage in ``result``."""
+    stage, select = _SELECTED_BY[defense]
+    kept = select(result.stages[stage].history)
+    return {k: kept[k] for k in SELECTED_EPOCH_METRICS if k in kept}
 
 
 # ----------------------------------------------------------------------------------------------- profiles
@@ -311,11 +341,21 @@ FCT_SPECS = {
 }
 
 _COMMON = (
-    "last-epoch models: the official D-BR keeps the epoch of best test ACC - ASR and D-ST the best clean test "
-    "accuracy (test-selected); D-BR's oracle epoch is shown beside the last one, labelled as test-selected",
-    "tau (RandomRotation 180 + RandomAffine translate 0.2, nearest, fill 0) and the SupContrast views are drawn "
-    "on the device in batches from our own random streams (grid_sample rotation about the centre)",
-    "FCT scores in batches of 1,000 (official: batch 1 for the second pass); split by two passes as the code",
+    "last-epoch models: the official D-BR keeps the epoch of best test ACC - ASR and D-ST's classifier the epoch of "
+    "best clean test accuracy on every test image (test-selected); both test-selected epochs are shown beside the "
+    "last ones, labelled as test-selected",
+    "tau (RandomRotation 180 + RandomAffine translate 0.2, nearest, fill 0) is drawn on the device in batches from "
+    "our own random streams (grid_sample rotation about the centre)",
+    "D-ST's SupContrast views (RandomResizedCrop(32, scale 0.2-1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, "
+    "grayscale with p 0.2) are computed in float on the device in batches (views.py), not by torchvision on PIL "
+    "uint8 images: the crop's area and aspect are drawn once, its sides clamped to the image and its position "
+    "continuous, resampled bilinearly by grid_sample (torchvision: up to 10 draws of an integer box that fits, "
+    "else a centre crop; PIL crop then bilinear resize); the jitter runs in the fixed order brightness, contrast, "
+    "saturation, hue with torchvision's float tensor formulas (torchvision: a new random order per image, PIL's "
+    "operations quantised to uint8 after each, the hue shifted in whole steps of 1/255 of a turn); grayscale is the "
+    "float luma 0.299 R + 0.587 G + 0.114 B (PIL: the same weights, quantised to uint8)",
+    "FCT scores in batches of 1,000 (official: batch 1 for the second pass); split by two passes as the code, ties "
+    "included (a score at or under gamma_c goes to D_c even when it also reaches gamma_p)",
     "cl_fct: the PGD model is our own clean max-pool ResNet-18 (the official best.tar is never written by the "
     "official script), random start from our stream",
     "off CIFAR-10: on CIFAR-100 the networks are our CIFAR ResNet-18 without max-pool, as the code's "
@@ -323,11 +363,21 @@ _COMMON = (
     "ResNet-18 at 32 px and we keep the max-pool CIFAR ResNet-18 (the paper reports no GTSRB number)",
     "the mixed cross-entropy uses the D_c term alone on a batch without D_p samples (the official code's mean over "
     "an empty set gives NaN)",
-    "collapse guard: when more than 1 % of the first-pass FCT scores tie at a threshold (users of the code report "
-    "near-zero FCT for every sample), the split is by rank, ties by index; the table's 'split' column says which ran",
     "FCT histograms with 60 bins up to the 99.9th percentile (the reference plot: 1,000 bins over the full range)",
 )
-FCT_DEVIATIONS = {
+
+
+def _guard_deviation(cfg: FCTConfig) -> tuple[str, ...]:
+    """The collapse guard's deviation, on a profile that turns it on (it is off on every profile now)."""
+    share = cfg.sd.rank_if_ties_above
+    if share is None:
+        return ()
+    return (f"collapse guard: when more than {100 * share:g} % of the first-pass FCT scores tie at a threshold (users "
+            "of the code report near-zero FCT for every sample), the split is by rank, ties by index (official: the "
+            "two-pass split keeps every tie); the table's 'split' column says which ran",)
+
+
+_DEVIATIONS = {
     "paper": _COMMON,
     "cpu": _COMMON + (
         "networks at base width 8; the attacker 30 epochs, SGD lr 0.1 with a cosine schedule (official 200 epochs at "
@@ -353,6 +403,7 @@ FCT_DEVIATIONS = {
         "continued unlearning erodes accuracy here (ARCHITECTURE.md)",
         "one attack (BadNets grid), one seed; the SS-CTL ablation (T4) runs in fast / paper only"),
 }
+FCT_DEVIATIONS = {name: listed + _guard_deviation(FCT_PROFILES[name]) for name, listed in _DEVIATIONS.items()}
 
 
 FCT_CIFAR10 = ("grid3", "white3_fct", "trojan3_fct", "blend_strip_fct", "blend_kitty_fct", "sig_fct", "cl_fct")

@@ -5,8 +5,10 @@ on the poisoned set for 2 epochs without augmentation (SD-1, ``train_attack_noTr
 with the intra-class separation loss L_intra, continuing the same optimiser and cosine schedule (SD-2,
 ``finetune_attack_noTrans.py``). The FCT score of a training image is the mean squared change of the network's
 pooled feature when the image is rotated and shifted (τ; SD-3). Thresholds come from the sorted scores (SD-4);
-membership from a second pass with fresh τ draws (SD-5): FCT ≤ γ_c → D_c, ≥ γ_p → D_p, otherwise D_u. The
-``rank`` split (an option) takes exactly the lowest α_c and highest α_p of one pass instead.
+membership from a second pass with fresh τ draws (SD-5, ``separate_samples.py``): FCT ≤ γ_c → D_c, else
+FCT ≥ γ_p → D_p, else D_u, in that order, so a score that meets both thresholds (γ_c ≥ γ_p, as when most scores are
+exactly 0) goes to D_c. The ``rank`` split (an option) takes exactly the lowest α_c and highest α_p of one pass
+instead; the collapse guard ``rank_if_ties_above`` (an option, off by default) falls back to it when many scores tie.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from ..spec import RunSpec
 from ..stages import StageOutput, cached_stage
 from ..train import Objective, TrainConfig, batched_outputs, train_model
 
-SD_VERSION = 2  # the stage's code version: bump it when the code changes what the stage computes
+SD_VERSION = 3  # the stage's code version: bump it when the code changes what the stage computes
 SPLITS = ("two_pass", "rank")
 
 
@@ -42,9 +44,10 @@ class SDConfig:
     degrees: float = 180.0  # τ: RandomRotation(180)...
     translate: float = 0.2  # ...then RandomAffine(0, translate=(0.2, 0.2))
     split: str = "two_pass"
-    # the guard against the FCT collapse users of the code report (many scores exactly equal, e.g. 0): when more
-    # than this share of the first pass ties at γ_c or γ_p, the split is by rank, ties by index (None: never)
-    rank_if_ties_above: float | None = 0.01
+    # an optional guard against the FCT collapse users of the code report (many scores exactly equal, e.g. 0): when
+    # more than this share of the first pass ties at γ_c or γ_p, the split is by rank, ties by index. None (the
+    # default, as the official code): never, the two-pass split keeps every tie
+    rank_if_ties_above: float | None = None
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -101,7 +104,8 @@ def tied_share(first: torch.Tensor, gamma_c: float, gamma_p: float) -> float:
 
 
 def split_used(first: torch.Tensor, gamma_c: float, gamma_p: float, cfg: SDConfig) -> str:
-    """``cfg.split``, or ``rank`` when the two-pass split would cut through more ties than the guard allows."""
+    """``cfg.split``, or ``rank`` when the guard is on and the two-pass split would cut through more ties than it
+    allows."""
     if cfg.split == "two_pass" and cfg.rank_if_ties_above is not None \
             and tied_share(first, gamma_c, gamma_p) > cfg.rank_if_ties_above:
         return "rank"
@@ -110,16 +114,18 @@ def split_used(first: torch.Tensor, gamma_c: float, gamma_p: float, cfg: SDConfi
 
 def split_samples(first: torch.Tensor, second: torch.Tensor, cfg: SDConfig) -> tuple[torch.Tensor, float, float]:
     """``(flags, γ_c, γ_p)``: flags 0 (D_c), 1 (D_u), 2 (D_p). Thresholds from the sorted first-pass scores at
-    ``int(α_c N)`` and ``N − int(α_p N)`` (``calculate_gamma.py``); membership from the second pass (``two_pass``)
-    or exactly the lowest / highest shares of the first pass, ties by index (``rank``, also the two-pass split's
-    fallback when more than ``rank_if_ties_above`` of the scores tie at a threshold: :func:`split_used`)."""
+    ``int(α_c N)`` and ``N − int(α_p N)`` (``calculate_gamma.py``); membership from the second pass (``two_pass``,
+    ``separate_samples.py``: ≤ γ_c → D_c, else ≥ γ_p → D_p, else D_u; a score meeting both goes to D_c) or exactly
+    the lowest / highest shares of the first pass, ties by index (``rank``, also the two-pass split's fallback when
+    the optional guard is on and more than ``rank_if_ties_above`` of the scores tie at a threshold:
+    :func:`split_used`)."""
     n = first.shape[0]
     ordered = torch.sort(first).values
     gamma_c, gamma_p = float(ordered[int(n * cfg.alpha_c)]), float(ordered[n - int(n * cfg.alpha_p)])
     flags = torch.full((n,), FLAG_UNCERTAIN, dtype=torch.int8, device=first.device)
     if split_used(first, gamma_c, gamma_p, cfg) == "two_pass":
-        flags[second <= gamma_c] = FLAG_CLEAN
         flags[second >= gamma_p] = FLAG_POISONED
+        flags[second <= gamma_c] = FLAG_CLEAN  # the code tests γ_c first: D_c wins where both hold
     else:
         order = torch.sort(first, stable=True).indices
         flags[order[:int(n * cfg.alpha_c)]] = FLAG_CLEAN
