@@ -55,3 +55,17 @@ def test_fine_pruning_steps_and_keeps_the_failing_steps_mask_as_backdoorbench():
     assert [p["pruned"] for p in path] == [0] + [n - 1 for n in range(5, failing + 1, 5)]
     assert pruned == order[:failing - 1].tolist()  # the failing step's channels stay off, not the last passing ones
     assert path[-1]["accuracy"] == 0 and all(p["accuracy"] == 100 for p in path[:-1])
+
+
+def test_ft_and_fp_take_backdoorbenchs_defaults_as_fmps_code_base_runs_them():
+    """FMT config/defense/{ft,fp}/cifar10.yaml with train_settings_generate.py (CosineAnnealingLR, T_max 100, per
+    epoch) and BackdoorBench's once_prune_ratio 0.01: 100 epochs, batch 256 (no drop_last), SGD 0.01, momentum 0.9,
+    wd 5e-4, the train transform; FP's acc_ratio 0.1."""
+    from backdoor_repro.defenses import get_defense
+    ft, fp = get_defense("ft").config("paper"), get_defense("fp").config("paper")
+    for cfg in (ft.finetune, fp.finetune):
+        assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (100, 256, 0.01, 0.9, 5e-4)
+        assert (cfg.schedule, cfg.schedule_epochs, cfg.min_lr_ratio) == ("cosine_epoch", None, 0.0)
+        assert not cfg.drop_last
+        assert cfg.augmentation == "crop_flip" and cfg.optimizer == "sgd" and not cfg.nesterov
+    assert (fp.acc_ratio, fp.once_prune_ratio) == (0.1, 0.01)

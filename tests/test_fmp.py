@@ -1,12 +1,15 @@
-"""FMP on tiny cases: hook order, the FGSM step, batched vs one-at-a-time ranking, pruning, the prune-order switch
-(its baselines: test_finetune_pruning.py, test_anp.py)."""
+"""FMP on tiny cases: hook order, the FGSM step, batched vs one-at-a-time ranking, pruning, the prune-order switch,
+the conv2 read-out switch and the GTSRB clean-ratio switch (its baselines: test_finetune_pruning.py, test_anp.py)."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
 
+from backdoor_repro.defenses import fmp
 from backdoor_repro.defenses.fmp import FMPConfig
 from backdoor_repro.defenses.fmp_rank import (default_chunk, lowest_maps, prune_plan, random_start, rank_feature_maps,
-                                              rank_one_at_a_time, zero_feature_maps)
+                                              rank_one_at_a_time, ranking_site, zero_feature_maps)
 from backdoor_repro.feature_maps import capture_output, conv_layers, feature_map_site, forward_to
 from backdoor_repro.models import build_model, normalization_stats
 
@@ -158,3 +161,78 @@ def test_fmp_config_rejects_bad_values_before_compute():
     with pytest.raises(ValueError):
         FMPConfig(divisor=0)
     assert FMPConfig().intended.double_norm is False and FMPConfig().intended.prune_order == "by_name"
+
+
+def test_conv2_own_output_switch_reads_conv2_itself_and_changes_only_conv2_scores():
+    """The official in-place ``out += shortcut`` makes the conv2 hook read the residual sum; ``own_output`` ranks
+    conv2's own output. Batched equals the reference loop under both; every other convolution scores the same."""
+    model = tiny(width=2)
+    x = torch.rand(6, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::2] = (y[::2] + 1) % 10
+    conv2 = "backbone.layer2.0.conv2"
+    assert ranking_site(model, conv2) == "backbone.layer2.0" and ranking_site(model, conv2, "own_output") == conv2
+    assert ranking_site(model, "backbone.layer2.0.conv1", "own_output") == "backbone.layer2.0.conv1"
+    with capture_output(model, conv2) as own:
+        model(x)
+    assert torch.equal(forward_to(model, ranking_site(model, conv2, "own_output"), x), own[0])
+    summed = rank_feature_maps(model, x, y, 0.02, 0.06, torch.Generator().manual_seed(5), False, chunk=5)
+    mine = rank_feature_maps(model, x, y, 0.02, 0.06, torch.Generator().manual_seed(5), False, chunk=5,
+                             conv2_map="own_output")
+    reference = rank_one_at_a_time(model, x, y, 0.02, 0.06, torch.Generator().manual_seed(5), False, "own_output")
+    assert all(torch.equal(mine[k], reference[k]) for k in mine)
+    convs2 = [k for k in mine if k.endswith(".conv2")]
+    assert len(convs2) == 8 and all(torch.equal(mine[k], summed[k]) for k in mine if k not in convs2)
+    # the official view: conv2's map plus the shortcut, so the targeted quantity differs wherever the shortcut is not 0
+    with capture_output(model, "backbone.layer2.0") as block:
+        model(x)
+    assert not torch.allclose(block[0], own[0])
+    with pytest.raises(ValueError, match="conv2_map"):
+        rank_feature_maps(model, x, y, 0.02, 0.06, torch.Generator(), conv2_map="sum")
+
+
+def test_new_switches_default_to_the_official_behaviour_and_keep_the_stage_keys():
+    """``conv2_map`` and ``gtsrb_clean_ratio`` default as the runs before them; at their defaults the rank and fmp
+    stage keys are those of a config without them, and setting ``own_output`` gives new keys."""
+    from backdoor_repro.graph import Stage
+    cfg = FMPConfig()
+    assert (cfg.conv2_map, cfg.gtsrb_clean_ratio) == ("residual_sum", 0.1)
+    assert cfg.intended.conv2_map == "residual_sum"
+    spec = tiny_spec_for_fmp()
+    old_rank = {"alpha": cfg.alpha, "epsilon": cfg.epsilon, "ranking_images": cfg.ranking_images,
+                "double_norm": cfg.double_norm, "augmentation": cfg.finetune.augmentation}
+    assert fmp.rank_graph(spec, cfg).key == Stage("fmp_rank", old_rank, fmp.VERSIONS["rank"],
+                                                  (spec.no_defense_stage(), spec.granted_stage())).key
+    later = ("chunk", "conv2_map", "gtsrb_clean_ratio")
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in later}
+    assert fmp.fmp_graph(spec, cfg).key == Stage("fmp", settings, fmp.VERSIONS["fmp"], (fmp.rank_graph(spec, cfg),)).key
+    own = cfg.with_(conv2_map="own_output")
+    assert fmp.rank_graph(spec, own).key != fmp.rank_graph(spec, cfg).key
+    assert fmp.fmp_graph(spec, own).key != fmp.fmp_graph(spec, cfg).key
+    assert fmp.fmp_graph(spec, cfg.with_(gtsrb_clean_ratio=0.05)).key == fmp.fmp_graph(spec, cfg).key  # a parent's
+    for bad in ({"conv2_map": "sum"}, {"gtsrb_clean_ratio": 0.0}, {"gtsrb_clean_ratio": 1.0}):
+        with pytest.raises(ValueError):
+            FMPConfig(**bad)
+
+
+def test_gtsrb_clean_ratio_switch_sets_every_methods_holdout_and_its_deviation(monkeypatch):
+    """On GTSRB the clean subset of FMP's table (FMP, FT, FP, ANP) is the FMP config's ``gtsrb_clean_ratio``: 10 % by
+    default, listed as a deviation; the official 5 % when switched, and then not listed."""
+    from backdoor_repro.defenses import get_defense
+    keys = ("fmp", "ft", "fp", "anp")
+    assert all(get_defense(k).holdout_for("paper", "gtsrb").fraction == 0.1 for k in keys)
+    assert all(get_defense(k).holdout_for("paper", "cifar10") == fmp.FMP_HOLDOUT for k in keys)
+    assert any("GTSRB: a 10 % clean subset" in line for line in get_defense("fmp").deviations["paper"])
+    official = FMPConfig(gtsrb_clean_ratio=fmp.OFFICIAL_GTSRB_CLEAN_RATIO)
+    monkeypatch.setitem(fmp.FMP_PROFILES, "paper", official)
+    assert all(get_defense(k).holdout_for("paper", "gtsrb").fraction == 0.05 for k in keys)
+    assert get_defense("anp").holdout_for("paper", "gtsrb").rule == "clean_subset"
+    assert fmp.gtsrb_ratio_deviation(official) == () and fmp.gtsrb_ratio_deviation(FMPConfig())
+
+
+def tiny_spec_for_fmp():
+    from backdoor_repro.spec import RunSpec
+    from defense_fixtures import TINY_NO_DEFENSE
+    return RunSpec("cifar10-smoke", 20, "preact_resnet18", 4, 10, "grid3", {"rate": 0.2}, 0, 0, TINY_NO_DEFENSE,
+                   fmp.FMP_HOLDOUT)

@@ -23,8 +23,11 @@ from .fmp import PROTOCOL_DEVIATIONS, FMPProtocolDefense, finetune_on_holdout
 
 VERSIONS = {"ft": 1, "fp": 4}
 
-# BackdoorBench v1 FT defaults (config/defense/ft/cifar10.yaml): 100 epochs, SGD 0.01, momentum 0.9, wd 5e-4,
-# cosine, batch 256, crop + flip
+# BackdoorBench's FT and FP fine-tuning as FMP's code base runs it (FMP defense/ft.py, fp.py; FMT
+# config/defense/{ft,fp}/cifar10.yaml; FMT utils/aggregate_block/train_settings_generate.py): 100 epochs, batch 256
+# (shuffled, last partial batch kept), SGD 0.01, momentum 0.9, wd 5e-4, CosineAnnealingLR(T_max 100) stepped per
+# epoch, the train transform (crop + flip), the last epoch kept. BackdoorBench v1's ft.py hard-codes the same optimiser
+# and T_max 100.
 BACKDOORBENCH_FT = TrainConfig(epochs=100, batch_size=256, lr=0.01, weight_decay=5e-4, schedule="cosine_epoch",
                                augmentation="crop_flip")
 
@@ -38,7 +41,9 @@ class FTConfig:
 class FPConfig:
     acc_ratio: float = 0.1  # stop at the first step whose clean-subset accuracy moves by acc_ratio of the unpruned one
     finetune: TrainConfig = BACKDOORBENCH_FT
-    once_prune_ratio: float = 0.01  # channels per pruning step, as a fraction of the last stage's (BackdoorBench)
+    # channels per pruning step, as a fraction of the last stage's: BackdoorBench's config/defense/fp/cifar10.yaml
+    # (FMT's copy of that yaml omits the key, which FMP's fp.py then needs on its command line)
+    once_prune_ratio: float = 0.01
 
     def __post_init__(self):
         if not 0 <= self.acc_ratio < 1:
@@ -47,6 +52,8 @@ class FPConfig:
             raise ValueError(f"once_prune_ratio must be in (0, 1], got {self.once_prune_ratio}")
 
 
+_FT_30 = ("FT 30 epochs of a cosine over 30 (BackdoorBench: 100, T_max 100)",)
+_FP_30 = ("FP's fine-tuning 30 epochs of a cosine over 30 (BackdoorBench: 100, T_max 100)",)
 _AMP = ("fine-tuning in fp32 on the paper profile (BackdoorBench's FT and FP configs set amp: True, fp16 autocast)",)
 
 
@@ -57,8 +64,8 @@ class FineTuning(FMPProtocolDefense):
                "cpu": FTConfig(BACKDOORBENCH_FT.with_(epochs=30)),
                "smoke": FTConfig(BACKDOORBENCH_FT.with_(epochs=20))}
     deviations = {"paper": PROTOCOL_DEVIATIONS["paper"] + _AMP,
-                  "fast": PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + ("FT 30 epochs (BackdoorBench: 100)",),
-                  "cpu": PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["cpu"] + ("FT 30 epochs (BackdoorBench: 100)",),
+                  "fast": PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + _FT_30,
+                  "cpu": PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["cpu"] + _FT_30,
                   "smoke": PROTOCOL_DEVIATIONS["smoke"] + ("FT 20 epochs (BackdoorBench: 100)",)}
 
     small_run = {"finetune": {"epochs": 1, "batch_size": 8}}
@@ -148,10 +155,8 @@ class FinePruning(FMPProtocolDefense):
                "cpu": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=30)),
                "smoke": FPConfig(finetune=BACKDOORBENCH_FT.with_(epochs=20))}
     deviations = {"paper": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + _AMP,
-                  "fast": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + (
-                      "FP's fine-tuning 30 epochs (BackdoorBench: 100)",),
-                  "cpu": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["cpu"] + (
-                      "FP's fine-tuning 30 epochs (BackdoorBench: 100)",),
+                  "fast": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["fast"] + _FP_30,
+                  "cpu": _FP_COMMON + PROTOCOL_DEVIATIONS["paper"] + PROTOCOL_DEVIATIONS["cpu"] + _FP_30,
                   "smoke": _FP_COMMON + PROTOCOL_DEVIATIONS["smoke"] + ("FP's fine-tuning 20 epochs (BackdoorBench: 100)",)}
 
     small_run = {"finetune": {"epochs": 1, "batch_size": 8}}

@@ -9,7 +9,8 @@ predictions away from the truth; FMP zeroes the ``floor(C_l / divisor)`` lowest 
 :func:`rank_feature_maps` does this for many maps per forward pass: the ranking batch is repeated once per map
 of a chunk, each copy's loss looks at its own map, and the summed loss's gradient with respect to each copy is
 that copy's own gradient (the network is in eval mode, so copies do not interact). :func:`rank_one_at_a_time`
-is the plain loop, kept as the reference the batched one is tested against.
+is the plain loop, kept as the reference the batched one is tested against. A PreAct block's conv2 maps are read
+where the official hook reads them, after the in-place residual add, unless ``conv2_map="own_output"``.
 """
 from __future__ import annotations
 
@@ -26,6 +27,21 @@ from ..deadline import check_time_budget
 from ..train import model_input
 
 PRUNE_ORDERS = ("official", "by_name")
+# where a PreAct block's conv2 maps are read: after the official in-place residual add (``out += shortcut`` makes its
+# hook see the block's output) or at the convolution's own output (the method as described)
+CONV2_MAPS = ("residual_sum", "own_output")
+
+
+def check_conv2_map(conv2_map: str) -> None:
+    if conv2_map not in CONV2_MAPS:
+        raise ValueError(f"conv2_map must be one of {CONV2_MAPS}, got {conv2_map!r}")
+
+
+def ranking_site(model: nn.Module, conv: str, conv2_map: str = "residual_sum") -> str:
+    """The module whose output holds ``conv``'s feature maps for the ranking: :func:`feature_map_site` (the official
+    hook's view) or, with ``conv2_map="own_output"``, the convolution itself."""
+    check_conv2_map(conv2_map)
+    return feature_map_site(model, conv) if conv2_map == "residual_sum" else conv
 
 
 def random_start(x: torch.Tensor, alpha: float, gen: torch.Generator) -> torch.Tensor:
@@ -73,16 +89,18 @@ def default_chunk(device: torch.device, images: int) -> int:
 
 def rank_feature_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, epsilon: float,
                       gen: torch.Generator, double_norm: bool = True, chunk: int | None = None,
-                      checkpoint=None) -> dict[str, torch.Tensor]:
+                      checkpoint=None, conv2_map: str = "residual_sum") -> dict[str, torch.Tensor]:
     """Score of every feature map, ``{conv name: (C,) accuracies}`` in forward order. ``x``: the ranking batch
     (float in [0, 1]); one random start shared by all maps; ``chunk`` maps per forward pass (None: by device,
-    :func:`default_chunk`). With ``checkpoint`` (a path) the scores so far are saved after every convolution, and
-    a rerun with the same inputs ranks only the convolutions still missing."""
+    :func:`default_chunk`); ``conv2_map``: where a PreAct conv2's maps are read (:func:`ranking_site`). With
+    ``checkpoint`` (a path) the scores so far are saved after every convolution, and a rerun with the same inputs
+    ranks only the convolutions still missing."""
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of maps, got {chunk}")
+    check_conv2_map(conv2_map)
     chunk = chunk or default_chunk(x.device, x.shape[0])
     with strict_fp32():
-        return _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint)
+        return _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint, conv2_map)
 
 
 def strict_fp32():
@@ -108,7 +126,8 @@ def _ranked_so_far(checkpoint, inputs_key: str) -> dict[str, torch.Tensor]:
     return dict(saved["scores"])
 
 
-def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint=None) -> dict[str, torch.Tensor]:
+def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint=None,
+          conv2_map="residual_sum") -> dict[str, torch.Tensor]:
     z, x0 = _clean_and_start(model, x, alpha, gen, double_norm)
     inputs_key = _ranking_inputs_key(x0, y, epsilon) if checkpoint is not None else ""
     done = _ranked_so_far(checkpoint, inputs_key)
@@ -117,7 +136,7 @@ def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint=None)
         if layer.name in done:
             scores[layer.name] = done[layer.name]
             continue
-        site = feature_map_site(model, layer.name)
+        site = ranking_site(model, layer.name, conv2_map)
         with torch.no_grad():
             clean_maps = forward_to(model, site, z).float()
         parts = [_fgsm_scores(model, site, list(range(s, min(s + chunk, layer.channels))), x0, clean_maps, y,
@@ -130,12 +149,13 @@ def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint=None)
 
 
 def rank_one_at_a_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, epsilon: float,
-                       gen: torch.Generator, double_norm: bool = True) -> dict[str, torch.Tensor]:
+                       gen: torch.Generator, double_norm: bool = True,
+                       conv2_map: str = "residual_sum") -> dict[str, torch.Tensor]:
     """The reference loop: per map, a full forward on ``x0`` with a hook, the map's loss, its own gradient."""
     z, x0 = _clean_and_start(model, x, alpha, gen, double_norm)
     scores = {}
     for layer in conv_layers(model, tuple(x.shape[1:])):
-        site = feature_map_site(model, layer.name)
+        site = ranking_site(model, layer.name, conv2_map)
         with torch.no_grad(), capture_output(model, site) as captured:
             model(z)
             clean = captured[0].float()
@@ -250,5 +270,6 @@ def total_maps(model: nn.Module, image_shape=(3, 32, 32)) -> int:
     return sum(layer.channels for layer in conv_layers(model, image_shape))
 
 
-__all__ = ["ConvLayer", "PRUNE_ORDERS", "default_chunk", "lowest_maps", "prune_plan", "rank_feature_maps",
-           "rank_one_at_a_time", "random_start", "ranking_input", "single_map_asr", "total_maps", "zero_feature_maps"]
+__all__ = ["CONV2_MAPS", "ConvLayer", "PRUNE_ORDERS", "check_conv2_map", "default_chunk", "lowest_maps", "prune_plan",
+           "rank_feature_maps", "rank_one_at_a_time", "random_start", "ranking_input", "ranking_site", "single_map_asr",
+           "total_maps", "zero_feature_maps"]
