@@ -16,19 +16,22 @@ usage() {
   sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
   cat <<'TXT'
 Options:
-  --profile smoke|fast|paper   run profile (default smoke; fast and paper need a CUDA GPU)
+  --profile smoke|cpu|fast|paper   run profile (default smoke; cpu: full CIFAR-10 on CPU cores, hours;
+                               fast and paper need a CUDA GPU)
   --only a,b                   run only these notebooks (see --list)
   --data-root DIR              torchvision root or image-folder tree (train/<class>/, test/<class>/)
-  --dataset cifar10|cifar100|gtsrb   the dataset of a fast/paper run (default: the profile's, CIFAR-10)
+  --dataset cifar10|cifar100|gtsrb|imagenet12   the dataset of a fast/paper run (default: the profile's, CIFAR-10)
   --download                   allow torchvision to download the dataset
   --attacks a,b                a slice: only these of each notebook's attacks (and the sections that use them);
                                partial tables, marked in each notebook's <name>_run.json
   --device auto|cpu|cuda|cuda:N   default auto
   --max-minutes N              stop cleanly after about N minutes (right after a checkpoint, or between stages and
                                notebooks) and exit with status 75; rerun the same command to continue from there
-  --dry-run                    fast / paper: every notebook with that profile's configs and code paths, each stage cut
-                               to a couple of steps on 100 bundled images (CPU is fine); checks that everything runs and
-                               every output is written. Outputs, executed notebooks and the cache go to a temporary
+  --dry-run                    cpu / fast / paper: every notebook with that profile's configs and code paths, each stage
+                               cut to a couple of steps on 100 bundled images (CPU is fine); checks that everything runs
+                               and every output is written. With --dataset gtsrb|cifar100|imagenet12: on a small copy in
+                               that dataset's layout, written from the bundled images and read by its loader. Outputs,
+                               executed notebooks and the cache go to a temporary
                                folder ($BACKDOOR_REPRO_OUTPUT if set), never into tables/<profile>
   --list                       list the notebooks and exit
 Executed notebooks go to notebooks/executed/<profile>[-<dataset>]/, figures to figures/<profile>[-<dataset>]/,
@@ -106,8 +109,11 @@ preflight=(--profile "$profile" --device "$device")
 [[ "$dry_run" == True ]] && preflight+=(--dry-run)
 run_name="$profile${dataset:+-$dataset}"
 final_root="${BACKDOOR_REPRO_OUTPUT:-$PWD}"
+dry_tmp=""  # the temporary folder a dry run made, removed again if the preflight refuses the run
 if [[ "$dry_run" == True ]]; then  # nothing of a dry run lands in the repository or the real cache
-  [[ -n "${BACKDOOR_REPRO_OUTPUT:-}" ]] || final_root="$(mktemp -d "${TMPDIR:-/tmp}/backdoor-repro-dry-run-XXXXXX")"
+  if [[ -z "${BACKDOOR_REPRO_OUTPUT:-}" ]]; then
+    final_root="$(mktemp -d "${TMPDIR:-/tmp}/backdoor-repro-dry-run-XXXXXX")"; dry_tmp="$final_root"
+  fi
   export BACKDOOR_REPRO_CACHE="$final_root/.cache"
   run_name="$run_name-dry-run"
   out="$final_root/notebooks/executed/$run_name"
@@ -116,7 +122,12 @@ else
   out="notebooks/executed/$run_name"
 fi
 export BACKDOOR_REPRO_OUTPUT="$final_root"  # what the preflight checks (each notebook gets its staging folder)
-"$PYTHON" -m backdoor_repro.orchestration.preflight "${preflight[@]}"
+preflight_status=0
+"$PYTHON" -m backdoor_repro.orchestration.preflight "${preflight[@]}" || preflight_status=$?
+if (( preflight_status )); then
+  [[ -z "$dry_tmp" ]] || rm -rf "$dry_tmp"  # a refused dry run leaves no folder behind
+  exit "$preflight_status"
+fi
 mkdir -p "$out" "$final_root"
 out_abs="$(cd "$out" && pwd)"
 

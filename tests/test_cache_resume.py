@@ -169,3 +169,36 @@ def test_temp_files_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
     removed = remove_dead_temp_files(tmp_path)
     assert sorted(p.name for p in removed) == sorted(n for n, keep in names.items() if not keep)
     assert all((tmp_path / n).exists() == keep for n, keep in names.items())
+
+
+def test_an_artifact_swapped_for_another_stages_file_is_not_loaded(tmp_path):
+    """A file copied over another stage's artifact with its sidecar recomputed passes the checksum: the stage key
+    stored inside the payload tells it apart, and the stage is rebuilt."""
+    import hashlib
+    cache = ArtifactCache(tmp_path)
+    a, b = Stage("stage", {"n": 1}, 1), Stage("stage", {"n": 2}, 1)
+    cache.get_or_build(a, lambda _p: {"value": torch.tensor([1])})
+    cache.get_or_build(b, lambda _p: {"value": torch.tensor([2])})
+    cache.path(a).write_bytes(cache.path(b).read_bytes())
+    sidecar = cache.path(a).with_name(cache.path(a).name + ".sha256")
+    sidecar.write_text(hashlib.sha256(cache.path(a).read_bytes()).hexdigest())
+    with pytest.warns(UserWarning, match="another stage"):
+        assert cache.get_or_build(a, lambda _p: {"value": torch.tensor([3])})["value"].item() == 3  # rebuilt
+    assert cache.get_or_build(a, lambda _p: {"value": torch.tensor([4])}) == {"value": torch.tensor([3])}
+    read_only = ArtifactCache(tmp_path, build=False)
+    cache.path(b).write_bytes(cache.path(a).read_bytes())
+    (cache.path(b).with_name(cache.path(b).name + ".sha256")).write_text(
+        hashlib.sha256(cache.path(b).read_bytes()).hexdigest())
+    from backdoor_repro.cache import NotCached
+    with pytest.warns(UserWarning, match="another stage"), pytest.raises(NotCached):
+        read_only.get_or_build(b, lambda _p: {"value": torch.tensor([5])})
+
+
+def test_an_artifact_saved_before_the_key_was_stored_inside_loads_as_before(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    stage = Stage("stage", {"n": 1}, 1)
+    atomic_save({"value": torch.tensor([7])}, cache.path(stage))  # an older version's artifact: no key inside
+    assert cache.get_or_build(stage, lambda _p: {"value": torch.tensor([8])}) == {"value": torch.tensor([7])}
+    other = Stage("other", {"n": 1}, 1)
+    assert cache.get_or_build(other, lambda _p: [1, 2]) == [1, 2]  # not a dict: stored wrapped, returned as built
+    assert cache.get_or_build(other, lambda _p: [3]) == [1, 2]

@@ -97,7 +97,7 @@ def test_dry_run_of_a_full_data_profile_writes_every_output(profile, dry_runs):
 @pytest.mark.parametrize("args, message", [
     (["--profile", "smoke", "--dry-run"], "is itself the short run"),
     (["--profile", "fast", "--dry-run", "--data-root", "."], "drop --data-root"),
-    (["--profile", "fast", "--dry-run", "--dataset", "gtsrb"], "CIFAR-10 only"),
+    (["--profile", "fast", "--dry-run", "--dataset", "cifar10-smoke"], "--dry-run covers"),  # no dry-run copy
     (["--profile", "fast", "--max-minutes", "0"], "positive whole number"),
     (["--profile", "fast", "--max-minutes", "ten"], "positive whole number"),
 ])

@@ -22,7 +22,8 @@ MODULE = textwrap.dedent('''
     from backdoor_repro.defenses.base import PROFILE_NAMES, Defense, DefenseResult, register_defense
     from backdoor_repro.graph import Stage
     from backdoor_repro.pipeline import no_defense_model
-    from backdoor_repro.records import Check, ProtocolRecord, effect
+    from backdoor_repro.readers import effect
+    from backdoor_repro.records import Check, ProtocolRecord
     from backdoor_repro.spec import Holdout
     from backdoor_repro.stages import StageOutput, cached_stage
     from backdoor_repro.train import HeadOnlyObjective, TrainConfig, train_model

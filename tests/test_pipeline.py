@@ -157,7 +157,7 @@ def test_holdouts_with_clean_label_attacks_that_take_the_whole_target_class(smok
     train = class_balanced_subset(smoke_train, 20)
     fmp = run_data(spec_for("sig_bb", holdout=Holdout(0.1, "clean_subset")).bound_to(train), train, None,
                    ArtifactCache(tmp_path))
-    assert (fmp.holdout.labels == 0).sum() == 2
+    assert (fmp.clean_holdout.labels == 0).sum() == 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         split = run_data(spec_for("sig_bb", holdout=Holdout(0.1, "last")).bound_to(train), train, None,
@@ -200,3 +200,12 @@ def test_equivalent_attack_descriptions_share_one_spec():
     assert spec_for("grid3", {"rate": 0.2}).attack_overrides == {"rate": 0.2}
     with pytest.raises(ValueError, match="without an attack"):
         RunSpec("d", None, "resnet18", 4, 10, None, {"rate": 0.1})
+
+
+def test_a_clean_subset_of_a_tiny_set_still_holds_an_image_of_every_class(smoke_train):
+    """A dry run's 10 images per class: 5 % rounds to none per class; an empty holdout left every defense that reads
+    one (T&R, FMP, FT, FP, ANP) nothing to train on under the grid's common protocol."""
+    from backdoor_repro.holdout import clean_subset
+    held = clean_subset(class_balanced_subset(smoke_train, 10), Holdout(0.05, "clean_subset"), 0)
+    assert sorted(held.labels.tolist()) == list(range(10))
+    assert len(clean_subset(smoke_train, Holdout(0.1, "clean_subset"), 0)) == 500  # unchanged where it rounds to one or more

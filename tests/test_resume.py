@@ -56,8 +56,9 @@ def test_no_checkpoint_after_the_last_epoch_and_none_without_a_path(tmp_path, mo
     monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
     EpochCheckpoint(None, "k", 1, 3, torch.device("cpu")).after_epoch(1, None, None, None)  # no path: never stops
     ckpt = EpochCheckpoint(tmp_path / "c.pt", "k", 2, 4, torch.device("cpu"))
-    ckpt.after_epoch(1, None, None, None)  # not due
     ckpt.after_epoch(4, None, None, None)  # the last epoch: the stage's artifact follows, no checkpoint
+    monkeypatch.delenv(DEADLINE_ENV)
+    ckpt.after_epoch(1, None, None, None)  # not due (and no deadline passed)
     assert not (tmp_path / "c.pt").exists()
 
 
@@ -136,3 +137,67 @@ def test_a_mixmatch_checkpoint_of_another_config_is_ignored(data, tmp_path):
     with pytest.warns(UserWarning, match="another config"):
         history = run(2)
     assert len(history) == 2
+
+
+def test_a_passed_deadline_writes_the_checkpoint_at_that_epoch_and_stops(tmp_path, monkeypatch):
+    """Checked at the end of every epoch, not only when a checkpoint is due: a slice overruns by one epoch at most."""
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ckpt = EpochCheckpoint(tmp_path / "c.pt", "k", 5, 10, torch.device("cpu"))
+    with pytest.raises(TimeBudgetExhausted, match="epoch 1 of 10"):
+        ckpt.after_epoch(1, model, opt, torch.Generator(), history=[{"epoch": 1}])  # not due (every 5): stops anyway
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 1
+    ckpt.after_epoch(10, model, opt, torch.Generator())  # the last epoch: the artifact follows, no checkpoint, no stop
+
+
+def test_a_run_stopped_between_its_checkpoints_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    """checkpoint_every=5 on a 3-epoch run: no checkpoint is due before the end, yet a passed deadline stops it after
+    epoch 1 with one, and the rerun ends where an uninterrupted run does."""
+    images, labels = data
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, schedule="cosine", augmentation="crop_flip",
+                      checkpoint_every=5)
+
+    def run(path):
+        torch.manual_seed(0)
+        model = build_model("resnet18", 10, WIDTH)
+        result = train_model(model, images, labels, cfg, checkpoint=path, progress=False)
+        return model.state_dict(), result.history
+
+    weights, history = run(None)
+    resumed_weights, resumed_history = interrupted_then_resumed(run, tmp_path / "sup.pt", monkeypatch)
+    assert same_weights(weights, resumed_weights) and history == resumed_history
+
+
+def test_a_checkpoint_of_other_training_data_of_the_same_size_is_not_resumed(data, tmp_path, monkeypatch):
+    """The key names the training data by a full-content hash: one changed pixel is other data."""
+    images, labels = data
+    other = images.clone()
+    other[-1, 0, 0, 0] ^= 1  # a pixel no sampled fingerprint would look at
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, augmentation="none", checkpoint_every=1)
+
+    def run(x, path):
+        torch.manual_seed(0)
+        model = build_model("resnet18", 10, WIDTH)
+        return model.state_dict(), train_model(model, x, labels, cfg, checkpoint=path, progress=False).history
+
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() - 1))
+    with pytest.raises(TimeBudgetExhausted):
+        run(images, tmp_path / "sup.pt")  # leaves the epoch-1 checkpoint of `images`
+    monkeypatch.delenv(DEADLINE_ENV)
+    with pytest.warns(UserWarning, match="other training data"):
+        weights, history = run(other, tmp_path / "sup.pt")
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert same_weights(weights, run(other, None)[0])  # trained from scratch on its own data
+
+
+def test_the_checkpoint_key_names_the_data_and_the_machine_numerics(data, monkeypatch):
+    from backdoor_repro import resume
+    images, labels = data
+    cpu = torch.device("cpu")
+    key = resume.checkpoint_key("k", (images, labels), cpu)
+    assert key == resume.checkpoint_key("k", (images.clone(), labels.clone()), cpu)
+    assert key != resume.checkpoint_key("k", (images, labels.roll(1)), cpu)
+    assert key != resume.checkpoint_key("k2", (images, labels), cpu)
+    monkeypatch.setattr(resume, "cpu_numerics", lambda: "AVX512-4t")  # another machine's kernels and threads
+    assert key != resume.checkpoint_key("k", (images, labels), cpu)

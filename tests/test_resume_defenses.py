@@ -21,8 +21,8 @@ def stop_once_at_each_checkpoint(monkeypatch):
     stopped = []
     original_init = EpochCheckpoint.__init__
 
-    def every_epoch(self, path, config_key, every, epochs, device):
-        original_init(self, path, config_key, 1, epochs, device)
+    def every_epoch(self, path, config_key, every, epochs, device, data=None):
+        original_init(self, path, config_key, 1, epochs, device, data)
 
     def stop_once(where):
         if "(" in where:  # a checkpoint's, naming its file; not the start of an artifact

@@ -4,7 +4,9 @@ An artifact is a stage of the stage graph (:class:`backdoor_repro.graph.Stage`):
 its typed config, its code version and its parents' keys, so a changed parameter, a bumped version or a change
 upstream gives a new artifact and an unchanged one is reused. Files are
 written to a temporary name and renamed (atomic), their sha256 is recorded in a sidecar, and loads use
-``weights_only=True``. A file whose checksum does not match is treated as absent and rebuilt.
+``weights_only=True``. A file whose checksum does not match is treated as absent and rebuilt. The stage key is
+stored inside the saved payload too and checked on load, so a file swapped for another stage's (behind a recomputed
+sidecar) is treated as absent as well; artifacts written before the key was stored load as before.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -97,6 +100,31 @@ def verified_load(path: Path, map_location="cpu"):
         return None
 
 
+STAGE_KEY_FIELD = "__stage_key__"  # the stage key inside a saved artifact (a dict gets the entry; anything else is
+WRAPPED_FIELD = "__artifact__"  # wrapped in a dict under this entry)
+
+
+def save_artifact(result: Any, path: Path, key: str) -> str:
+    """:func:`atomic_save` of ``result`` with the stage ``key`` inside the payload (see :func:`load_artifact`)."""
+    payload = {**result, STAGE_KEY_FIELD: key} if isinstance(result, dict) else {STAGE_KEY_FIELD: key,
+                                                                                 WRAPPED_FIELD: result}
+    return atomic_save(payload, path)
+
+
+def load_artifact(path: Path, key: str, map_location="cpu"):
+    """The artifact stored at ``path`` for the stage ``key``, or ``None`` when it is absent, corrupt or another stage's
+    (a file swapped in behind a recomputed sidecar: the key inside the payload differs, with a warning). An artifact
+    saved before the key was stored inside it loads as before."""
+    found = verified_load(path, map_location)
+    if not isinstance(found, dict) or STAGE_KEY_FIELD not in found:
+        return found
+    stored = found.pop(STAGE_KEY_FIELD)
+    if stored != key:
+        warnings.warn(f"{path} holds the artifact of another stage ({stored}, not {key}): ignored and rebuilt")
+        return None
+    return found.pop(WRAPPED_FIELD) if set(found) == {WRAPPED_FIELD} else found
+
+
 @contextlib.contextmanager
 def _build_lock(path: Path):
     """An exclusive ``flock`` on ``<artifact>.lock`` (POSIX; on a shared filesystem it needs working file locks,
@@ -169,14 +197,14 @@ class ArtifactCache:
         it is removed once the artifact is stored.
         """
         path = self.path(stage)
-        found = verified_load(path, map_location)
+        found = load_artifact(path, stage.key, map_location)
         if found is not None:
             self._remove_partial(path)  # left by a kill between storing the artifact and cleaning up
             return found
         if not self.build:
             raise NotCached(f"{stage.name} artifact {path.stem} is not in the cache (read-only: nothing is trained)")
         with _build_lock(path):  # two jobs sharing the cache never build the same artifact at once
-            found = verified_load(path, map_location)  # built by another job while this one waited
+            found = load_artifact(path, stage.key, map_location)  # built by another job while this one waited
             if found is not None:
                 return found
             return self._build(stage, build, path)
@@ -186,7 +214,7 @@ class ArtifactCache:
         remove_dead_temp_files(path.parent, path.stem)  # this artifact's, left by a kill mid-write (under its lock)
         partial = path.with_suffix(".partial.pt")
         result = build(partial)
-        atomic_save(result, path)
+        save_artifact(result, path, stage.key)
         atomic_write_text(path.with_suffix(".json"), json.dumps(_jsonable(stage.describe()), indent=1, sort_keys=True))
         self._remove_partial(path)
         return result

@@ -25,6 +25,12 @@ def deadline() -> float | None:
         raise ValueError(f"{DEADLINE_ENV} must be a time in seconds since the epoch, got {value!r}") from error
 
 
+def deadline_passed() -> bool:
+    """Whether a deadline is set and has passed (an epoch loop then writes its checkpoint at once and stops)."""
+    end = deadline()
+    return end is not None and time.time() >= end
+
+
 def check_time_budget(where: str) -> None:
     """Raise :class:`TimeBudgetExhausted` if the deadline has passed (call only where stopping loses nothing)."""
     end = deadline()

@@ -15,15 +15,19 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from .attacks.base import OFFICIAL_DATASETS
 from .cache import ArtifactCache
 from .data import ImageSet, check_dataset_available, class_balanced_subset, layout_deviation, load_dataset
+from .dataset_fixtures import FIXTURE_LAYOUTS, write_fixture
+from .datasets import is_cifar10
 from .defenses import DefenseResult, get_defense
 from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
 from .numerics import pin_cpu_threads
 from .records import assert_checks
 from .claims import summary, verdicts
-from .report import output_dir, write_frame
+from .paths import cache_dir
+from .report import dataset_label, output_dir, write_frame
 from .profiles import (SMALL_RUN_SETTINGS, Profile, apply_overrides, check_data_arguments, check_device,
                        check_dry_run, dry_run_profile, profile_for)
 from .resolve import precision_for, resolve
@@ -183,23 +187,58 @@ def checked_profile(profile: str, dataset, device, data_root, download, small_ru
 
 
 def small_run_data(profile: Profile, small_run: str, device: torch.device, data_root=None, download=False):
-    """A small run's class-balanced slices: of the bundled subset (dry run) or of the profile's own data."""
+    """A small run's class-balanced slices: of the bundled subset (dry run on CIFAR-10), of a copy of the profile's
+    dataset in its own layout written from the bundled images and read by the real loaders (dry run on another
+    dataset: :mod:`backdoor_repro.dataset_fixtures`, under the cache folder, which ``run_all.sh --dry-run`` makes
+    temporary), or of the profile's own data (plumbing)."""
     small = SMALL_RUN_SETTINGS[small_run]
-    if small.bundled_data:
+    if small.bundled_data and profile.dataset == "cifar10":
         train, test = (load_dataset("cifar10-smoke", split, device=device) for split in ("train", "test"))
+    elif small.bundled_data:
+        root = write_fixture(profile.dataset, cache_dir() / "dry-run-data", small.train_per_class,
+                             small.test_per_class)
+        with warnings.catch_warnings():  # the fixture's pickles are not the official release's (md5): expected here
+            warnings.filterwarnings("ignore", message=".*differ from the official")
+            train, test = load_data(profile, root, False, device)
     else:
         train, test = load_data(profile, data_root, download, device)
     return class_balanced_subset(train, small.train_per_class), class_balanced_subset(test, small.test_per_class)
 
 
+OTHER_LABELS = {"imagenet12": "ImageNet-12"}  # report.dataset_label names the datasets the papers' tables use
+
+
+def dataset_name(dataset: str) -> str:
+    """How a header names ``dataset`` (CIFAR-10, CIFAR-100, GTSRB, ImageNet-12)."""
+    return OTHER_LABELS.get(dataset, dataset_label(dataset))
+
+
+def header_lines(p: Profile) -> tuple[str, tuple[str, ...]]:
+    """``(description, the profile's deviations)`` naming the dataset that runs: the profiles describe CIFAR-10, their
+    default; on another dataset its name replaces CIFAR-10's, and where the official index streams do not exist
+    (they index CIFAR-10/100 in torchvision's order) the poisoned-indices line says which stream picks them."""
+    lines = p.deviations + p.model_deviations
+    if is_cifar10(p.dataset):
+        return p.description, lines
+    name = dataset_name(p.dataset)
+    lines = tuple(line.replace("CIFAR-10", name) for line in lines)
+    if p.dataset not in OFFICIAL_DATASETS:
+        indices = (f"poisoned indices: our own seeded stream (numpy default_rng(data_seed)) for every random rule: the "
+                   f"official codes' streams index CIFAR-10/100 in torchvision's order, not {name}; a fixed rule "
+                   f"(T&R's first N) takes a seeded shuffle of a class-ordered {name} training set")
+        lines = tuple(indices if line.startswith("poisoned indices:") else line for line in lines)
+    return p.description.replace("CIFAR-10", name), lines
+
+
 def print_header(p: Profile, defenses, subset, dev: torch.device, small_run: str | None, data_lines=()) -> None:
     """The profile, every deviation of the profile, of its data and of ``defenses`` (once each), the slice and a
     small run."""
-    print(f"profile {p.outputs}: {p.description}" + (f" (dataset: {p.dataset})" if p.run_name else ""))
+    description, profile_lines = header_lines(p)
+    print(f"profile {p.outputs}: {description}" + (f" (dataset: {p.dataset})" if p.run_name else ""))
     print("Deviations from the papers' code:")
     own_model = any(p.name in get_defense(name).spec_changes for name in defenses)  # e.g. T&R's WRN-16
-    model_deviations = () if own_model else p.model_deviations
-    listed = p.deviations + tuple(data_lines) + model_deviations + tuple(
+    general, model_deviations = profile_lines[:len(p.deviations)], profile_lines[len(p.deviations):]
+    listed = general + tuple(data_lines) + (() if own_model else model_deviations) + tuple(
         x for name in defenses for x in get_defense(name).deviations[p.name])
     for d in dict.fromkeys(listed):  # once each: defenses of one paper share their protocol's lines
         print(" -", d)
@@ -208,8 +247,11 @@ def print_header(p: Profile, defenses, subset, dev: torch.device, small_run: str
     if small_run == "dry_run":
         small = SMALL_RUN_SETTINGS["dry_run"]
         narrowed = f", networks at width <= {small.width} on the CPU" if dev.type == "cpu" else ""
+        where = "the bundled subset" if p.dataset == "cifar10" else (
+            f"a {dataset_name(p.dataset)} copy written from the bundled CIFAR-10 images in "
+            f"{FIXTURE_LAYOUTS[p.dataset]} and read by the {dataset_name(p.dataset)} loader")
         print(f"DRY RUN: the {p.name} configs with every stage cut to a couple of steps, on {small.train_per_class} "
-              f"training / {small.test_per_class} test images per class of the bundled subset{narrowed}; the "
+              f"training / {small.test_per_class} test images per class of {where}{narrowed}; the "
               "numbers mean nothing and the result checks are skipped")
         if dev.type == "cpu":
             cpu_bf16 = precision_for(p, "cpu", small_run) == "bf16"

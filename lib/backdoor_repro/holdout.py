@@ -56,10 +56,11 @@ def clean_subset(train: ImageSet, holdout: Holdout, data_seed: int) -> ImageSet:
     """FMP's "secure" subset: ``round(fraction · N / K)`` samples of every class drawn at random (seeded by
     ``data_seed``) from the clean training set, with their true labels. As in FMP's code (which draws from
     BackdoorBench's ``clean_train``), a sample the attacker poisoned can be drawn: the defender gets its clean
-    original, never the poisoned copy."""
+    original, never the poisoned copy. At least one per class: on a set so small that the fraction rounds to none (a
+    dry run's 10 images per class), an empty holdout would leave every defense that reads it nothing to train on."""
     labels = train.labels.cpu().numpy()
     k = train.num_classes
-    per_class = int(round(holdout.fraction * len(labels) / k))
+    per_class = max(1, int(round(holdout.fraction * len(labels) / k)))
     idx = torch.as_tensor(balanced_draw(labels, {c: per_class for c in range(k)}, [data_seed, 12]),
                           device=train.labels.device)
     return ImageSet(train.images[idx], train.labels[idx], train.classes, f"{train.name}-clean-subset")

@@ -240,15 +240,24 @@ def dry_run_profile(profile: Profile) -> Profile:
     return profile.with_(run_name=f"{profile.outputs}-dry-run")
 
 
+def dry_run_datasets() -> tuple[str, ...]:
+    """The datasets a dry run covers: CIFAR-10 (the bundled subset) and every dataset with a generated fixture of its
+    on-disk layout (:mod:`backdoor_repro.dataset_fixtures`: GTSRB, CIFAR-100, ImageNet-12)."""
+    from .dataset_fixtures import FIXTURE_LAYOUTS
+    return ("cifar10",) + tuple(FIXTURE_LAYOUTS)
+
+
 def check_dry_run(profile: Profile, data_root, download: bool) -> None:
-    """A dry run exercises a full-data profile (cpu, fast, paper) on the bundled data: the smoke profile (already the
-    short run), another dataset, a data root or a download are errors, before any compute."""
+    """A dry run exercises a full-data profile (cpu, fast, paper) on the bundled data (CIFAR-10) or on a small
+    generated copy of its dataset in that dataset's layout: the smoke profile (already the short run), a dataset
+    without such a copy, a data root or a download are errors, before any compute (and before any folder is made)."""
     if profile.name == "smoke":
         raise ValueError("--dry-run is for the full-data profiles (cpu, fast, paper); 'smoke' is itself the short run")
-    if profile.dataset != "cifar10":
-        raise ValueError(f"--dry-run covers CIFAR-10 only (it runs on the bundled CIFAR-10 subset), not {profile.dataset}")
+    if profile.dataset not in dry_run_datasets():
+        raise ValueError(f"--dry-run covers {', '.join(dry_run_datasets())}, not {profile.dataset}")
     if data_root is not None or download:
-        raise ValueError("--dry-run runs on the bundled CIFAR-10 subset: drop --data-root / --download")
+        raise ValueError("--dry-run runs on the bundled CIFAR-10 images (as they are, or written in the dataset's "
+                         "layout): drop --data-root / --download")
 
 
 def check_device(profile: Profile, device: torch.device) -> None:

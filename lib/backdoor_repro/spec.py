@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .attacks import POISONING_VERSION, Attack, canonical_overrides, get_attack
+from .attacks.selection import DETERMINISTIC
 from .data import ImageSet, fingerprint
 from .graph import Stage
 from .models import NORMALIZATIONS, build_model, normalization_stats
@@ -150,10 +151,13 @@ class RunSpec:
         """What decides the poisoned training set: the data, the attack, the data seed and a holdout split off
         before poisoning; for a clean model no data seed."""
         split = self.holdout if self.holdout is not None and self.holdout.disjoint else None
-        return {"dataset": self.dataset, "train_per_class": self.train_per_class,
-                "data_fingerprint": self.data_fingerprint, "device_type": self.device_type, "attack": self.attack,
-                "attack_overrides": self.attack_overrides, "split": split,
-                "data_seed": self.data_seed if self.attack is not None else None}
+        config = {"dataset": self.dataset, "train_per_class": self.train_per_class,
+                  "data_fingerprint": self.data_fingerprint, "device_type": self.device_type, "attack": self.attack,
+                  "attack_overrides": self.attack_overrides, "split": split,
+                  "data_seed": self.data_seed if self.attack is not None else None}
+        if self.attack is not None and self.make_attack().selection in DETERMINISTIC:
+            config["fixed_rule_order"] = "shuffled where class-ordered"  # attacks/selection.fixed_rule_order
+        return config
 
     def lc_stage(self) -> Stage:
         """The label-consistent attack's perturbed images, made with PGD on the clean model."""

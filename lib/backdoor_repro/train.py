@@ -263,6 +263,18 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_on(device, enabled))
 
 
+def _epoch_checkpoint(checkpoint, cfg: TrainConfig, objective: Objective, images: torch.Tensor,
+                      labels: torch.Tensor) -> EpochCheckpoint:
+    """The supervised loop's resume state. What a checkpoint must have been written under to be resumed: the config,
+    the data size, the objective, the precision, and (:class:`EpochCheckpoint`) the training data's full content and
+    the machine's numerics."""
+    device = images.device
+    config_key = artifact_key("train_checkpoint", {"cfg": cfg, "n": images.shape[0],
+                                                   "objective": type(objective).__name__,
+                                                   "bf16": bf16_on(device, cfg.amp)}, 1)
+    return EpochCheckpoint(checkpoint, config_key, cfg.checkpoint_every, cfg.epochs, device, data=(images, labels))
+
+
 def train_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
                      evaluate: Callable[[torch.nn.Module], dict] | None = None, eval_every: int = 0,
                      checkpoint: str | Path | None = None, progress: bool = True, desc: str = "train",
@@ -285,9 +297,7 @@ def train_model(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     if steps_per_epoch == 0:
         raise ValueError(f"{n} samples cannot fill one batch of {cfg.batch_size} with drop_last")
     result, start_epoch = TrainResult(), 0
-    # what a checkpoint must have been written under to be resumed: the config, the data size, the objective
-    config_key = artifact_key("train_checkpoint", {"cfg": cfg, "n": n, "objective": type(objective).__name__}, 1)
-    ckpt = EpochCheckpoint(checkpoint, config_key, cfg.checkpoint_every, cfg.epochs, device)
+    ckpt = _epoch_checkpoint(checkpoint, cfg, objective, images, labels)
     saved = ckpt.resume(model, opt, gen)
     if saved is not None:
         start_epoch, result.history = saved["epoch"], list(saved["history"])

@@ -9,13 +9,18 @@ stream* fixes which ones are drawn:
   gives the official repository's poisoned indices, index for index.
 
 Every stream draws from its own generator, never from a global RNG, so poison selection does not
-depend on the training RNG. ``reference_size`` is the size of the set a "fraction of the whole training
+depend on the training RNG. The fixed rules (T&R's "first N") take the data's order, which is a fair sample only
+where the classes are interleaved (CIFAR in torchvision's order); on class-ordered labels (an image-folder tree, the
+bundled subset, GTSRB, any set whose classes lie in one block each) the first N non-target samples would be one or
+two classes, so the order is shuffled first, seeded by ``data_seed`` as T&R's holdout rule shuffles
+(``holdout.split_holdout``), with a warning. ``reference_size`` is the size of the set a "fraction of the whole training
 set" refers to when the data passed in is a part of it (T&R poisons its 47,500-image split with
 ``int(0.1 × 50,000)`` samples).
 """
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 
@@ -73,6 +78,28 @@ def poison_count(labels: np.ndarray, target: int, selection: str, rate: float, r
     return counts.get(selection)
 
 
+def class_ordered(labels: np.ndarray) -> bool:
+    """Whether every class present lies in one contiguous block (at least two classes): a set stored class by class,
+    where "the first N" of an index order is not a sample of the classes."""
+    labels = np.asarray(labels)
+    if len(labels) < 2:
+        return False
+    runs = 1 + int(np.count_nonzero(labels[1:] != labels[:-1]))
+    return runs == len(np.unique(labels)) > 1
+
+
+def fixed_rule_order(labels: np.ndarray, pool: np.ndarray, selection: str, data_seed: int) -> np.ndarray:
+    """``pool`` in the order a fixed rule takes it: index order, or on :func:`class_ordered` labels the order of a
+    permutation seeded by ``data_seed`` (as ``holdout.split_holdout`` shuffles), with a warning."""
+    if not class_ordered(labels):
+        return pool
+    what = "only the first classes" if selection == "first_n_nontarget" else "the target class's first files"
+    warnings.warn(f"{selection} on class-ordered data (each class in one block) would poison {what}: the order is "
+                  "shuffled first, seeded by data_seed (as T&R's holdout split shuffles)", stacklevel=4)
+    order = np.random.default_rng([data_seed, 11]).permutation(len(labels))
+    return order[np.isin(order, pool)]
+
+
 def select_poison(labels, target: int, selection: str, rate: float, data_seed: int, stream: str = "ours",
                   reference_size: int | None = None) -> np.ndarray:
     """Sorted indices of the samples to poison."""
@@ -97,7 +124,7 @@ def select_poison(labels, target: int, selection: str, rate: float, data_seed: i
             "random_all": np.arange(n), "random_target_of_all": target_idx}[selection]
 
     if selection in DETERMINISTIC:
-        chosen = pool[:count]
+        chosen = fixed_rule_order(labels, pool, selection, data_seed)[:count]
     elif stream == "ours":
         rng = np.random.default_rng(data_seed)
         if selection == "bernoulli_nontarget":

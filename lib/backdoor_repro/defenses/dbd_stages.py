@@ -206,7 +206,7 @@ def finetune(model, opt, images, labels, poison_mask, head_cfg: HeadConfig, cfg:
     history, credible, rest, last_losses, start = [], None, None, None, 0
     key = {"head": head_cfg, "cfg": cfg, "n": images.shape[0], "seed": seed, "warmup": warmup_epochs}
     ckpt = EpochCheckpoint(checkpoint, artifact_key("finetune_checkpoint", key, 1), FINETUNE_CHECKPOINT_EVERY,
-                           cfg.epochs, device)
+                           cfg.epochs, device, data=(images, labels))
     saved = ckpt.resume(model, opt, gen)
     if saved is not None:
         rng.bit_generator.state = saved["numpy_rng"]

@@ -21,9 +21,12 @@ each defense's shortened config: its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -125,6 +128,19 @@ def default_store(profile: str, data_seed: int = 0, plumbing: bool = False, dry_
                                    + (f"-data{data_seed}" if data_seed else ""))
 
 
+def _unknown(names, known) -> list[str]:
+    """The ``names`` not in ``known``, each with the known keys it begins or is closest to (difflib) as a
+    suggestion."""
+    out = []
+    for name in names:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+        close = list(dict.fromkeys([k for k in known if k.startswith(name)] + close))[:3]
+        out.append(f"{name} (did you mean {' or '.join(close)}?)" if close else name)
+    return out
+
+
 def make_cells(defenses, attacks, datasets=("default",), seeds=(0,), protocols=("common",)) -> list[Cell]:
     """The cross product, every key checked before any compute."""
     from ..attacks import ATTACKS
@@ -132,9 +148,9 @@ def make_cells(defenses, attacks, datasets=("default",), seeds=(0,), protocols=(
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad or not protocols:
         raise ValueError(f"unknown protocol(s) {bad}; choose from {', '.join(PROTOCOLS)}")
-    unknown = [d for d in defenses if d not in DEFENSES] + [a for a in attacks if a not in ATTACKS]
+    unknown = _unknown(defenses, DEFENSES) + _unknown(attacks, ATTACKS)
     if unknown:
-        raise ValueError(f"unknown defense or attack: {', '.join(unknown)}")
+        raise ValueError(f"unknown defense or attack: {', '.join(unknown)} (--help lists the keys)")
     if not defenses or not attacks:
         raise ValueError("a grid needs at least one defense and one attack")
     bad_seeds = [s for s in seeds if not isinstance(s, int) or s < 0]
@@ -186,6 +202,11 @@ class GridStore:
 
     def failures(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted((self.root / "failed").glob("*.json"))]
+
+    def failure(self, cell: Cell) -> str | None:
+        """The recorded error of ``cell``'s last failed run, or None."""
+        path = self._path("failed", cell)
+        return json.loads(path.read_text()).get("error") if path.exists() else None
 
 
 _EXPERIMENTS: dict = {}  # one loaded experiment per (settings, dataset, seed) in this process
@@ -270,6 +291,48 @@ class GridReport:
         return "\n".join(lines)
 
 
+class GridIncomplete(RuntimeError):
+    """Cells of a grid have no result (their run failed, or they have not run) and the caller did not ask to keep
+    going: no table is written from part of a grid without saying so."""
+
+
+def missing_cells(cells: list[Cell], store: GridStore, errors: dict[str, str] | None = None) -> list[dict]:
+    """One row per cell of ``cells`` without a done record: its fields, ``status`` ("failed": with the error of this
+    run (``errors``, cell id -> error) or of the last recorded one; else "not run") and ``error``."""
+    errors = errors or {}
+    rows = []
+    for cell in cells:
+        if store.done(cell):
+            continue
+        error = errors.get(cell.id) or store.failure(cell)
+        rows.append({**asdict(cell), "status": "failed" if error else "not run", "error": error or ""})
+    return rows
+
+
+def require_complete(missing: list[dict], keep_going: bool, hint: str = "") -> None:
+    """Raise :class:`GridIncomplete` naming every missing cell and its error, unless there is none or ``keep_going``
+    (then the caller writes its tables with the missing cells marked: :func:`mark_missing`)."""
+    if not missing or keep_going:
+        return
+    lines = [f"  {r['defense']} x {r['attack']} ({r['dataset']}, seed {r['seed']}, {r['protocol']}): {r['status']}"
+             + (f": {r['error']}" if r["error"] else "") for r in missing]
+    raise GridIncomplete(f"{len(missing)} cell(s) of this grid have no result, so no table is written:\n"
+                         + "\n".join(lines) + (f"\n{hint}" if hint else "")
+                         + "\nRerun (only the missing cells run), or set keep_going=True to write the tables with "
+                           "these cells marked missing (grid_missing)")
+
+
+def mark_missing(tidy, missing: list[dict]):
+    """``tidy`` (a table's rows: attack, defense, seed, metric, value, ...) with one row per missing cell: metric
+    ``missing`` = 1, with its ``status`` and ``error`` (empty in the other rows). Unchanged when none is missing."""
+    import pandas as pd
+    if not missing:
+        return tidy
+    rows = pd.DataFrame([{"attack": r["attack"], "defense": r["defense"], "seed": r["seed"], "metric": "missing",
+                          "value": 1.0, "status": r["status"], "error": r["error"]} for r in missing])
+    return pd.concat([tidy, rows], ignore_index=True)
+
+
 def _submitit_local(store_root: Path, timeout_min: int):
     import submitit
     executor = submitit.LocalExecutor(folder=str(store_root / "jobs" / "%j"))
@@ -332,25 +395,50 @@ def run_grid(cells: list[Cell], settings: GridSettings, store_root, executor: st
     return report
 
 
-def slurm_script(n_cells: int, store_root, partition: str | None, gpus_per_node: int, time_min: int,
-                 parallelism: int, cpus_per_task: int | None = None) -> str:
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What a SLURM job array asks for (``sbatch`` options; ``extra``: any other ``#SBATCH --key=value``)."""
+    partition: str | None = None
+    gpus_per_node: int = 1
+    time_min: int = 240
+    parallelism: int = 64
+    cpus_per_task: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    mem: str | None = None  # e.g. "32G"
+    constraint: str | None = None  # e.g. "a100"
+    extra: tuple[tuple[str, str | bool], ...] = ()  # ("reservation", "r1"), ("exclusive", True)
+
+    def parameters(self) -> dict:
+        """submitit's ``slurm_*`` parameters (unset ones left out)."""
+        named = {"slurm_partition": self.partition, "slurm_account": self.account, "slurm_qos": self.qos,
+                 "slurm_mem": self.mem, "slurm_constraint": self.constraint, "cpus_per_task": self.cpus_per_task}
+        out = {k: v for k, v in named.items() if v is not None}
+        out.update(gpus_per_node=self.gpus_per_node, timeout_min=self.time_min,
+                   slurm_array_parallelism=self.parallelism)
+        if self.extra:
+            out["slurm_additional_parameters"] = dict(self.extra)
+        return out
+
+
+def slurm_script(n_cells: int, store_root, slurm: SlurmOptions) -> str:
     """The sbatch script submitit writes for the job array (what ``--list-jobs`` prints)."""
     from submitit.slurm.slurm import _make_sbatch_string
     folder = Path(store_root) / "jobs" / "%A_%a"
     command = f"{sys.executable} -u -m submitit.core._submit {folder}"
-    return _make_sbatch_string(command=command, folder=folder, job_name="backdoor_grid", partition=partition,
-                               time=time_min, gpus_per_node=gpus_per_node or None, cpus_per_task=cpus_per_task,
-                               array_parallelism=parallelism, map_count=n_cells)
+    return _make_sbatch_string(command=command, folder=folder, job_name="backdoor_grid", partition=slurm.partition,
+                               time=slurm.time_min, gpus_per_node=slurm.gpus_per_node or None,
+                               cpus_per_task=slurm.cpus_per_task, array_parallelism=slurm.parallelism,
+                               map_count=n_cells, account=slurm.account, qos=slurm.qos, mem=slurm.mem,
+                               constraint=slurm.constraint, additional_parameters=dict(slurm.extra) or None)
 
 
-def submit_slurm(cells: list[Cell], settings: GridSettings, store_root, partition: str | None, gpus_per_node: int,
-                 time_min: int, parallelism: int, cpus_per_task: int | None = None, refresh: bool = False):
+def submit_slurm(cells: list[Cell], settings: GridSettings, store_root, slurm: SlurmOptions, refresh: bool = False):
     """Submit the cells that are not done (``refresh``: all) as one SLURM job array; returns the submitit jobs."""
     import submitit
     todo = GridStore(store_root).todo(cells, refresh)
     executor = submitit.AutoExecutor(folder=str(Path(store_root) / "jobs" / "%A_%a"), cluster="slurm")
-    executor.update_parameters(slurm_partition=partition, gpus_per_node=gpus_per_node, timeout_min=time_min,
-                               slurm_array_parallelism=parallelism, cpus_per_task=cpus_per_task)
+    executor.update_parameters(**slurm.parameters())
     n = len(todo)
     return executor.map_array(run_cell, todo, [settings] * n, [str(store_root)] * n, [None] * n, [refresh] * n)
 
@@ -359,57 +447,178 @@ def _split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum`` (a clear error naming the option otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _seed_list(text: str) -> list[int]:
+    seeds = _split(text)
+    if not seeds or not all(s.isdigit() for s in seeds):
+        raise argparse.ArgumentTypeError(f"must be comma-separated whole numbers >= 0, e.g. 0,1,2, got {text!r}")
+    return [int(s) for s in seeds]
+
+
+def _memory(text: str) -> str:
+    if not re.fullmatch(r"\d+[KMGT]?", text):
+        raise argparse.ArgumentTypeError(f"must be SLURM's --mem: a number with an optional K, M, G or T (e.g. 32G), "
+                                         f"got {text!r}")
+    return text
+
+
+def _sbatch_extra(text: str) -> tuple[tuple[str, str | bool], ...]:
+    """``key=value[,key=value...]`` (a bare ``key``: a flag) -> pairs for ``#SBATCH --key=value``."""
+    pairs = []
+    for item in _split(text):
+        key, sep, value = item.partition("=")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", key.strip()):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected key=value with an sbatch option name as key "
+                                             "(e.g. reservation=r1, exclusive, gres=gpu:a100:1)")
+        pairs.append((key.strip(), value.strip() if sep else True))
+    return tuple(pairs)
+
+
+def _epilog() -> str:
+    from ..attacks import ATTACKS
+    from ..protocol import PROTOCOLS
+    wrap = textwrap.TextWrapper(width=110, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join([
+        "examples:",
+        "  # check the plumbing anywhere in seconds (tiny subset, width 4; the numbers mean nothing)",
+        "  python -m backdoor_repro.orchestration.grid --defenses none,ft --attacks grid3,white3_bb --plumbing",
+        "  # one GPU box: two cells per visible GPU",
+        "  python -m backdoor_repro.orchestration.grid --profile fast --data-root ~/cifar10 --defenses none,ft,fmp \\",
+        "      --attacks white3_bb,blend_kitty_bb --executor local --cells-per-gpu 2",
+        "  # a SLURM job array (print the sbatch script first, then drop --list-jobs to submit)",
+        "  python -m backdoor_repro.orchestration.grid --profile paper --data-root /shared/cifar10 --defenses dbd \\",
+        "      --attacks grid3 --executor slurm --partition gpu --account proj42 --qos normal --mem 32G \\",
+        "      --constraint a100 --time-min 240 --sbatch-extra reservation=r1,exclusive --list-jobs",
+        "", "defenses (--defenses):", wrap.fill(", ".join(DEFENSES)),
+        "attacks (--attacks):", wrap.fill(", ".join(sorted(ATTACKS))),
+        f"protocols (--protocols): {', '.join(PROTOCOLS)}; executors (--executor): {', '.join(EXECUTORS)}",
+        "", "Every option is checked before any cell runs or any job is submitted, and so are the device, the profile,",
+        "the data, BACKDOOR_REPRO_THREADS and the output and cache folders (the checks run_all.sh runs)."])
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m backdoor_repro.orchestration.grid", description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="smoke", choices=("smoke", "cpu", "fast", "paper"))
-    ap.add_argument("--defenses", required=True, help="comma-separated defense keys")
-    ap.add_argument("--attacks", required=True, help="comma-separated attack keys")
-    ap.add_argument("--datasets", default="default", help="comma-separated; 'default' = the profile's dataset")
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--protocols", default="common",
-                    help="common (one protocol for every cell), own (each defense's paper's), or both: common,own")
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="the grid's folder (default: <cache>/grid/<profile>, as the notebook)")
-    ap.add_argument("--executor", default="inline", choices=EXECUTORS)
-    ap.add_argument("--workers", type=int, default=None, help="local: processes at once (default: GPUs x cells)")
-    ap.add_argument("--cells-per-gpu", type=int, default=1)
-    ap.add_argument("--partition", default=None)
-    ap.add_argument("--gpus-per-node", type=int, default=1)
-    ap.add_argument("--cpus-per-task", type=int, default=None)
-    ap.add_argument("--time-min", type=int, default=240)
-    ap.add_argument("--array-parallelism", type=int, default=64)
-    ap.add_argument("--plumbing", action="store_true", help="tiny subset, width 4, shortened configs")
-    ap.add_argument("--reuse-only", action="store_true", help="never train: cells whose artifacts are not cached fail")
-    ap.add_argument("--refresh", action="store_true",
-                    help="recompute done cells too (from the cache: seconds each), replacing records of older code")
-    ap.add_argument("--list-jobs", action="store_true", help="print the jobs (and the SLURM script); run nothing "
-                    "(not the profiles' dry run, which runs every stage for a couple of steps)")
+    ap = argparse.ArgumentParser(prog="python -m backdoor_repro.orchestration.grid", description=__doc__.split("::")[0],
+                                 epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = ap.add_argument_group("what to run")
+    what.add_argument("--profile", default="smoke", choices=("smoke", "cpu", "fast", "paper"),
+                      help="run profile (default smoke: CPU, bundled data; fast / paper need a GPU unless --executor "
+                           "slurm submits to GPU nodes)")
+    what.add_argument("--defenses", required=True, help="comma-separated defense keys (listed below), e.g. none,ft,fmp")
+    what.add_argument("--attacks", required=True, help="comma-separated attack keys (listed below), e.g. grid3,white3_bb")
+    what.add_argument("--datasets", default="default",
+                      help="comma-separated datasets: 'default' (the profile's) or, on fast / paper, cifar100, gtsrb "
+                           "(default: default)")
+    what.add_argument("--seeds", type=_seed_list, default="0",
+                      help="comma-separated training seeds, each >= 0, e.g. 0,1,2 (default: 0)")
+    what.add_argument("--protocols", default="common",
+                      help="common (one protocol for every cell), own (each defense's paper's), or both: common,own "
+                           "(default: common)")
+    what.add_argument("--data-seed", type=_at_least(0), default=0,
+                      help="poison selection, holdout and random trigger parts, >= 0 (default 0; another seed gets "
+                           "its own grid folder)")
+    what.add_argument("--plumbing", action="store_true", help="tiny subset, width 4, shortened configs: checks the "
+                      "machinery in seconds, its numbers mean nothing")
+    what.add_argument("--reuse-only", action="store_true", help="never train: cells whose artifacts are not cached fail")
+    what.add_argument("--refresh", action="store_true",
+                      help="recompute done cells too (from the cache: seconds each), replacing records of older code")
+    what.add_argument("--list-jobs", action="store_true", help="print the jobs (and the SLURM script); run nothing "
+                      "(not the profiles' dry run, which runs every stage for a couple of steps)")
+    _data_and_run_options(ap)
+    _slurm_options(ap)
     return ap
+
+
+def _data_and_run_options(ap: argparse.ArgumentParser) -> None:
+    where = ap.add_argument_group("data, device, output and local execution")
+    where.add_argument("--data-root", default=None,
+                       help="torchvision root or image-folder tree of the profile's dataset (fast / paper / cpu), e.g. "
+                            "~/data; not used by smoke")
+    where.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    where.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    where.add_argument("--out", default=None, help="the grid's folder (default: <cache>/grid/<profile>[-data<k>], as "
+                       "the notebook reads); must be writable")
+    where.add_argument("--executor", default="inline", choices=EXECUTORS,
+                       help="inline: in this process; local: submitit processes (one or more per GPU); slurm: a "
+                            "SLURM job array (default inline)")
+    where.add_argument("--workers", type=_at_least(1), default=None,
+                       help="local: processes at once, >= 1 (default: GPUs x --cells-per-gpu, or 1 without a GPU)")
+    where.add_argument("--cells-per-gpu", type=_at_least(1), default=1,
+                       help="local: cells sharing one GPU at once, >= 1 (default 1)")
+
+
+def _slurm_options(ap: argparse.ArgumentParser) -> None:
+    slurm = ap.add_argument_group("SLURM (--executor slurm)")
+    slurm.add_argument("--partition", default=None, help="sbatch --partition, e.g. gpu")
+    slurm.add_argument("--account", default=None, help="sbatch --account (the project charged), e.g. proj42")
+    slurm.add_argument("--qos", default=None, help="sbatch --qos, e.g. normal")
+    slurm.add_argument("--mem", type=_memory, default=None, help="sbatch --mem per node, e.g. 32G")
+    slurm.add_argument("--constraint", default=None, help="sbatch --constraint (node features), e.g. a100")
+    slurm.add_argument("--gpus-per-node", type=_at_least(0), default=1, help="sbatch --gpus-per-node, >= 0 (default 1)")
+    slurm.add_argument("--cpus-per-task", type=_at_least(1), default=None, help="sbatch --cpus-per-task, >= 1")
+    slurm.add_argument("--time-min", type=_at_least(1), default=240,
+                       help="minutes per job, >= 1 (sbatch --time; default 240)")
+    slurm.add_argument("--array-parallelism", type=_at_least(1), default=64,
+                       help="jobs of the array running at once, >= 1 (default 64)")
+    slurm.add_argument("--sbatch-extra", type=_sbatch_extra, action="append", default=[],
+                       help="other sbatch options as key=value[,key=value...] (a bare key is a flag), e.g. "
+                            "reservation=r1,exclusive; repeatable")
+
+
+def slurm_options(args) -> SlurmOptions:
+    return SlurmOptions(args.partition, args.gpus_per_node, args.time_min, args.array_parallelism, args.cpus_per_task,
+                        args.account, args.qos, args.mem, args.constraint,
+                        tuple(pair for group in args.sbatch_extra for pair in group))
+
+
+def preflight(args, cells: list[Cell], out: Path) -> None:
+    """``run_all.sh``'s checks for this grid, once, before any cell runs or any job is submitted: the profile on every
+    dataset of ``cells``, the device (not for SLURM jobs, which run on other machines), the data, the thread count,
+    and the grid's and the cache's folders (writable; nothing is created here)."""
+    from ..paths import cache_dir
+    from .preflight import check_run, check_threads, check_writable
+    for dataset in dict.fromkeys(c.dataset for c in cells):
+        check_run(args.profile, args.device, args.data_root, args.download, None if dataset == "default" else dataset,
+                  need_device=args.executor != "slurm")
+    check_threads()
+    check_writable(out, "--out", create=False)
+    check_writable(cache_dir(), "BACKDOOR_REPRO_CACHE", create=False)
 
 
 def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     try:
-        seeds = [int(s) for s in _split(args.seeds)]
-        cells = make_cells(_split(args.defenses), _split(args.attacks), _split(args.datasets), seeds,
+        cells = make_cells(_split(args.defenses), _split(args.attacks), _split(args.datasets), args.seeds,
                            _split(args.protocols))
     except ValueError as error:
         ap.error(str(error))
-    if args.cells_per_gpu < 1:
-        ap.error("--cells-per-gpu must be >= 1")
     out = Path(args.out) if args.out else default_store(args.profile, args.data_seed, args.plumbing)
+    try:
+        from .preflight import PREFLIGHT_ERRORS
+        preflight(args, cells, out)
+    except PREFLIGHT_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     settings = GridSettings(args.profile, args.data_root, args.device, args.data_seed, args.plumbing,
-                            reuse_only=args.reuse_only)
-    store = GridStore(out)
-    todo = store.todo(cells, args.refresh)
+                            reuse_only=args.reuse_only, download=args.download)
+    todo = GridStore(out).todo(cells, args.refresh)
     if args.list_jobs:
         return print_jobs(cells, todo, out, args)
     if args.executor == "slurm":
-        jobs = submit_slurm(cells, settings, out, args.partition, args.gpus_per_node, args.time_min,
-                            args.array_parallelism, args.cpus_per_task, args.refresh)
+        jobs = submit_slurm(cells, settings, out, slurm_options(args), args.refresh)
         print(f"submitted {len(jobs)} jobs; rerun the same command when they finish to pick up failures")
         return 0
     import torch
@@ -430,8 +639,7 @@ def print_jobs(cells: list[Cell], todo: list[Cell], out: Path, args) -> int:
     for cell in todo:
         print("  ", cell.id)
     if args.executor == "slurm":
-        print(slurm_script(len(todo), out, args.partition, args.gpus_per_node, args.time_min,
-                           args.array_parallelism, args.cpus_per_task))
+        print(slurm_script(len(todo), out, slurm_options(args)))
     return 0
 
 
