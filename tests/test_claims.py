@@ -1,7 +1,8 @@
 """The claims' verdict rule on hand-made tables: not run, not testable at this scale, holds, fails."""
 import pandas as pd
 
-from backdoor_repro.claims import LEARNED_ACC, Claim, keeps_accuracy, removes, summary, verdicts
+from backdoor_repro.claims import (LEARNED_ACC, Claim, conclusion, keeps_accuracy, learned_summary, removes, summary,
+                                   verdicts)
 from backdoor_repro.defenses import DEFENSES
 
 
@@ -40,3 +41,23 @@ def test_every_paper_s_main_defense_has_judged_claims_on_both_cpu_attacks():
         record = DEFENSES[key].record
         judged = [c for c in record.claims_for(record.attacks_for("cpu", "cifar10")) if c.ours is not None]
         assert {a for c in judged for a in c.attacks} >= set(attacks), key
+
+
+def test_the_closing_sentences_say_what_held_what_failed_and_what_could_not_be_tested(tmp_path):
+    scale = "smoke profile: CIFAR-10, 5,000 training images, network width 8"
+    mixed = verdicts(CLAIMS, _table(tmp_path, 90.0, 100.0, 80.0, 1.0), ["badnets_dbd_2x2"])  # ASR holds, ACC fails
+    text = conclusion(mixed, scale)
+    assert text.startswith(f"On this run ({scale}): 2 claims: 1 holds, 1 fails.")
+    assert "Held: DBD removes the badnets_dbd_2x2 backdoor (ASR %) (paper 0.88, ours 1.0)." in text
+    assert "Did not hold: DBD keeps clean accuracy" in text and "not testable" not in text.lower()
+    weak = conclusion(verdicts(CLAIMS, _table(tmp_path, 49.0, 96.7, 25.0, 60.0), ["badnets_dbd_2x2"]), scale)
+    assert "Not testable at this scale (2)" in weak and "badnets_dbd_2x2: No Defense: ACC 49.0, ASR 96.7" in weak
+    assert weak.count("No Defense: ACC") == 1 and "Held" not in weak  # one No-Defense model, named once
+    assert conclusion(verdicts((), tmp_path, []), scale) == f"No claim of this paper was judged on this run ({scale})."
+
+
+def test_the_no_defense_summary_names_where_both_tasks_were_learned():
+    table = pd.DataFrame({"ACC": [85.0, 49.0], "ASR": [95.0, 99.0]}, index=["grid3", "blend"])
+    text = learned_summary(table, "cpu profile")
+    assert "clean accuracy 49.0 to 85.0 % and ASR 95.0 to 99.0 %" in text
+    assert text.endswith("judged, on: grid3; not learned on: blend.")

@@ -107,7 +107,37 @@ def test_tables_from_hand_made_records():
     assert (white3_acc["ours, own protocol"] == 40.0).all() and (white3_acc["ours measured as"] == "ACC").all()
     assert (fct_cross.xs(("grid3", "ASR"), level=("attack", "metric"))["ours, own protocol"] == 5.0).all()
     fig = grid_report.heatmaps(common)
-    assert len(fig.axes) == 3
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 3 and len(fig.axes) == 6  # each panel with its colour bar
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in panels] == [("attack", "defense")] * 3
+
+
+def test_cross_paper_table_states_each_claimed_number_once_without_an_empty_column():
+    """FCT's README and paper, and DBD's numbers re-run by the FCT authors (listed in both papers' files), quote the
+    same numbers: one row each, naming every source; a protocol no cell has run is left out of the written table."""
+    import pandas as pd
+    records = [_record("dbd", "grid3", 40, 30, 90, 100, protocol="own")]
+    own = grid_report.records_frame(records, "own", "smoke", "cifar10-smoke")
+    cross = grid_report.cross_paper(["dbd", "fct_dbr", "fct_dst"], own, own.iloc[:0])
+    assert not cross.duplicated(["defense", "attack", "metric", "claimed"]).any()
+    dbd_grid3 = cross[(cross["defense"] == "dbd") & (cross["attack"] == "grid3") & (cross["metric"] == "ASR")]
+    assert len(dbd_grid3) == 1 and dbd_grid3["claim"].iloc[0].count("; ") == 1
+    assert dbd_grid3["ours, own protocol"].iloc[0] == 30
+    written, empty = grid_report.without_empty_columns(cross)
+    assert empty == ["ours, common protocol"] and "ours, own protocol" in written
+    text = grid_report.conclusion(written, pd.DataFrame(columns=["attack", "rank", "defense"]), "smoke profile")
+    assert f"claim {len(cross)} per-attack numbers" in text
+    assert "2 have our run in the claim's own protocol" in text  # its ACC and ASR
+    assert "0 our run under the common protocol" in text
+
+
+def test_the_committed_cross_paper_table_has_no_repeated_claim_and_no_empty_column():
+    from pathlib import Path
+    import pandas as pd
+    for path in sorted((Path(__file__).resolve().parents[1] / "tables").glob("*/grid_cross_paper.csv")):
+        table = pd.read_csv(path)
+        assert not table.drop(columns="claim").duplicated().any(), path
+        assert not [c for c in table.columns if table[c].isna().all()], path
 
 
 @pytest.mark.slow

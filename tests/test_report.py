@@ -56,3 +56,10 @@ def test_mean_std_over_seeds_uses_the_sample_std_and_counts_the_seeds():
     assert view.loc["none", "ACC"] == "51.00 ± 1.73"
     assert view.loc["tr", "ASR"] == "5.00" and view.loc["tr", "seeds"] == 1  # one seed: no ± shown
     assert view.loc["none", "seeds"] == 3
+
+
+def test_the_scale_line_names_profile_dataset_training_images_and_width():
+    from backdoor_repro.experiment import setup
+    assert report.scale_note("cpu", "cifar10", 50000, 8) == "cpu profile: CIFAR-10, 50,000 training images, network width 8"
+    ex = setup("smoke", device="cpu", quiet=True)
+    assert ex.scale("trap_and_replace") == "smoke profile: CIFAR-10, 5,000 training images, network width 8"

@@ -112,3 +112,42 @@ def summary(table: pd.DataFrame) -> str:
     counts = table["verdict"].value_counts()
     parts = [f"{counts[v]} {v}" for v in ("holds", "fails", "not testable at this scale", "not run") if v in counts]
     return f"{len(table)} claims: " + (", ".join(parts) if parts else "none judged")
+
+
+def _listed(rows: pd.DataFrame) -> str:
+    return "; ".join(f"{r.claim} (paper {r.paper}, ours {r.ours})" for r in rows.itertuples())
+
+
+def conclusion(table: pd.DataFrame, scale: str) -> str:
+    """The claims table in a few sentences for the end of a notebook: what held, what did not, what could not be
+    tested and why, at the run's ``scale`` (report.scale_note)."""
+    if not len(table):
+        return f"No claim of this paper was judged on this run ({scale})."
+    sentences = [f"On this run ({scale}): {summary(table)}."]
+    by = {v: table[table["verdict"] == v] for v in ("holds", "fails", "not testable at this scale", "not run")}
+    if len(by["holds"]):
+        sentences.append(f"Held: {_listed(by['holds'])}.")
+    if len(by["fails"]):
+        sentences.append(f"Did not hold: {_listed(by['fails'])}.")
+    if len(by["not testable at this scale"]):
+        models = dict.fromkeys(part for why in by["not testable at this scale"]["why"]
+                               for part in why.split("): ", 1)[-1].split("; "))
+        sentences.append(f"Not testable at this scale ({len(by['not testable at this scale'])}): the No-Defense "
+                         f"model did not learn both tasks (ACC >= {LEARNED_ACC:g} and ASR >= {LEARNED_ASR:g} "
+                         f"needed; here {'; '.join(models)}). Judging these claims needs a profile where it does "
+                         "(cpu, fast or paper).")
+    if len(by["not run"]):
+        sentences.append(f"Not run ({len(by['not run'])}): their attacks are not in this run (a slice or another "
+                         "profile).")
+    return " ".join(sentences)
+
+
+def learned_summary(no_defense: pd.DataFrame, scale: str) -> str:
+    """The No-Defense table (attack x metric, with ACC and ASR) in a few sentences: on which attacks the model
+    learned both tasks, i.e. where the papers' claims can be judged at this ``scale``."""
+    learned = (no_defense["ACC"] >= LEARNED_ACC) & (no_defense["ASR"] >= LEARNED_ASR)
+    names = lambda mask: ", ".join(no_defense.index[mask]) or "none"  # noqa: E731
+    return (f"On this run ({scale}), the No-Defense models reach clean accuracy {no_defense['ACC'].min():.1f} to "
+            f"{no_defense['ACC'].max():.1f} % and ASR {no_defense['ASR'].min():.1f} to {no_defense['ASR'].max():.1f} "
+            f"%. Both tasks learned (ACC >= {LEARNED_ACC:g}, ASR >= {LEARNED_ASR:g}), so the defenses' claims can be "
+            f"judged, on: {names(learned)}; not learned on: {names(~learned)}.")

@@ -26,7 +26,7 @@ def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def tsne_panels(panels: dict[str, np.ndarray], labels: np.ndarray, poisoned: np.ndarray, classes, seed: int = 0):
     """One t-SNE panel per feature set: clean samples coloured by true class, poisoned ones as black crosses."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1.6, 4.6), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, (title, feats) in zip(axes[0], panels.items()):
         xy = tsne_2d(feats, seed)
@@ -35,9 +35,8 @@ def tsne_panels(panels: dict[str, np.ndarray], labels: np.ndarray, poisoned: np.
             ax.scatter(xy[keep, 0], xy[keep, 1], s=4, color=cmap(c % 10), label=classes[c])
         ax.scatter(xy[poisoned, 0], xy[poisoned, 1], s=14, marker="x", color="black", label="poisoned")
         ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0, -1].legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+        ax.set(xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2")
+    axes[0, -1].legend(fontsize=8, markerscale=2, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
 
@@ -52,7 +51,7 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
 def pca_group_panels(panels: dict[str, dict[str, np.ndarray]], markers=("o", "s", "x")):
     """One PCA panel per model: each group of feature rows (e.g. clean airplanes, clean automobiles, poisoned
     automobiles) in its own colour and marker, the PCA fitted on the union of the panel's groups."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 2.2, 4.2), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, (title, groups) in zip(axes[0], panels.items()):
         xy = pca_2d(np.concatenate(list(groups.values())))
@@ -63,9 +62,8 @@ def pca_group_panels(panels: dict[str, dict[str, np.ndarray]], markers=("o", "s"
             ax.scatter(part[:, 0], part[:, 1], s=10, marker=markers[i % len(markers)], color=cmap(i), label=name,
                        alpha=0.7)
         ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0, -1].legend(fontsize=7, loc="best")
+        ax.set(xticks=[], yticks=[], xlabel="principal component 1", ylabel="principal component 2")
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return fig
 
@@ -78,3 +76,20 @@ def relative_centroid_distance(points: np.ndarray, toward: np.ndarray, away: np.
     to_toward = np.linalg.norm(points - toward.mean(0), axis=1).mean()
     to_away = np.linalg.norm(points - away.mean(0), axis=1).mean()
     return float(to_toward / to_away)
+
+
+def figure2_verdict(normal: float, trap: float) -> str:
+    """Whether T&R's Figure 2 pattern holds, from the ratio (:func:`relative_centroid_distance`, poisoned images to
+    the target class over to their own class) under normal training and under T&R. The paper's figure: under normal
+    training the poisoned images drift to the target class (ratio below 1), under T&R they stay with their own class
+    (ratio above 1)."""
+    if normal < 1 <= trap:
+        return "the paper's pattern: nearer the target class under normal training, nearer their own class under T&R"
+    if normal < 1:
+        return ("not the paper's pattern: nearer the target class under normal training, but also under T&R, whose "
+                "stem should keep them with their own class")
+    if trap < 1:
+        return ("the reverse of the paper's pattern: nearer their own class under normal training, nearer the target "
+                "class under T&R")
+    return ("not the paper's pattern: nearer their own class in both models, so normal training shows no drift to "
+            "the target class for T&R to prevent" + (" (T&R's ratio is the higher)" if trap > normal else ""))

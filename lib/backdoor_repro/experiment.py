@@ -20,14 +20,14 @@ from .cache import ArtifactCache
 from .data import ImageSet, check_dataset_available, class_balanced_subset, layout_deviation, load_dataset
 from .dataset_fixtures import FIXTURE_LAYOUTS, write_fixture
 from .datasets import is_cifar10
-from .defenses import DefenseResult, get_defense
+from .defenses import DEFENSES, DefenseResult, get_defense
 from .evaluation import AttackEvaluator, evaluate
 from .pipeline import RunData, data_key, load_data, run_data
 from .numerics import pin_cpu_threads
 from .records import assert_checks
 from .claims import summary, verdicts
 from .paths import cache_dir
-from .report import dataset_label, output_dir, write_frame
+from .report import dataset_label, output_dir, scale_note, write_frame
 from .profiles import (SMALL_RUN_SETTINGS, Profile, apply_overrides, check_data_arguments, check_device,
                        check_dry_run, dry_run_profile, profile_for)
 from .resolve import precision_for, resolve
@@ -96,10 +96,17 @@ class Experiment:
         """The claims table of this run (claims.py): each of ``record``'s claims judged on the tables written,
         written as ``<notebook>_claims`` and summed up in a sentence."""
         table = verdicts(record.claims_for(attacks), output_dir("tables", self.profile.outputs), attacks)
-        write_frame(table, f"{record.notebook}_claims", self.profile.outputs)
+        defense = record.notebook if record.notebook in DEFENSES else None  # T&R's notebook: its own network
+        write_frame(table, f"{record.notebook}_claims", self.profile.outputs, caption=self.scale(defense))
         print(f"{self.profile.outputs} profile ({len(self.train):,} training images, {self.profile.model} family at "
               f"base width {self.profile.width}): {summary(table)}")
         return table
+
+    def scale(self, defense: str | None = None) -> str:
+        """This run's scale in one line (report.scale_note): profile, dataset, training images and the width of
+        ``defense``'s network (the profile's, in a small run narrowed as it runs)."""
+        spec = self.spec(None, defense)
+        return scale_note(self.profile.outputs, dataset_name(self.profile.dataset), len(self.train), spec.width)
 
     def attack(self, key: str, **overrides):
         """The registry attack ``key`` as this profile runs it (its rate, indices; ``overrides`` on top)."""

@@ -42,24 +42,26 @@ def _order(keys, registry) -> list[str]:
 
 
 def heatmaps(frame: pd.DataFrame, metrics=HEATMAP_METRICS, title: str = ""):
-    """One defense x attack panel per metric (seed means), each cell annotated with its value."""
+    """One defense x attack panel per metric (seed means), each cell annotated with its value, each panel with its
+    colour bar."""
     table = seed_mean(frame)
     defenses = _order(table.index.get_level_values("defense"), DEFENSES)
     attacks = _order(table.index.get_level_values("attack"), ATTACKS)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(1.1 * len(attacks) * len(metrics) + 2.5,
-                                                       0.45 * len(defenses) + 1.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=((1.1 * len(attacks) + 2.2) * len(metrics) + 1.0,
+                                                       0.45 * len(defenses) + 2.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         grid = table[metric].unstack("attack").reindex(index=defenses, columns=attacks)
         cmap = "RdYlGn_r" if metric == "ASR" else "RdYlGn"
-        ax.imshow(grid.to_numpy(dtype=float), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        image = ax.imshow(grid.to_numpy(dtype=float), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03, label=f"{metric} (%)")
         ax.set_xticks(range(len(attacks)), attacks, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(defenses)), defenses, fontsize=8)
-        ax.set_title(metric)
+        ax.set(title=metric, xlabel="attack", ylabel="defense")
         for i, j in np.ndindex(grid.shape):
             value = grid.iat[i, j]
-            ax.text(j, i, "--" if np.isnan(value) else f"{value:.0f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, "--" if np.isnan(value) else f"{value:.0f}", ha="center", va="center", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -111,8 +113,25 @@ def cross_paper(defenses, own: pd.DataFrame, common: pd.DataFrame, datasets=("CI
                      "claim": f"{c['paper']}:{c['table']} ({c['defense_name']} on {c['attack_name']}, {c['model']})",
                      "ours, own protocol": own, "ours, common protocol": common,
                      "ours measured as": used or metrics[0]})
-    return pd.DataFrame(rows, columns=["defense", "attack", "metric", "claimed", "ours, own protocol",
-                                       "ours, common protocol", "ours measured as", "claim"])
+    return merge_repeated_claims(pd.DataFrame(rows, columns=["defense", "attack", "metric", "claimed",
+                                                             "ours, own protocol", "ours, common protocol",
+                                                             "ours measured as", "claim"]))
+
+
+def merge_repeated_claims(cross: pd.DataFrame) -> pd.DataFrame:
+    """One row per claimed number: rows equal in everything but ``claim`` (one number quoted by several tables, e.g.
+    FCT's README and its paper, or DBD's numbers re-run by the FCT authors as both papers' files list them) become
+    one row, their sources joined by ``; `` in ``claim``."""
+    keys = [c for c in cross.columns if c != "claim"]
+    merged = cross.groupby(keys, sort=False, dropna=False)["claim"].agg(lambda s: "; ".join(dict.fromkeys(s)))
+    return merged.reset_index()[list(cross.columns)]
+
+
+def without_empty_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``(frame without its all-missing columns, their names)``: e.g. the cross-paper table's common-protocol column
+    on a profile whose grid runs none of the claimed cells."""
+    empty = [c for c in frame.columns if frame[c].isna().all()] if len(frame) else []
+    return frame.drop(columns=empty), empty
 
 
 def measured_as(claim) -> str:
@@ -121,3 +140,19 @@ def measured_as(claim) -> str:
     if claim["metric"] == "ACC" and (claim["paper"] == "fct" or "fct" in claim["table"]):
         return FCT_ACC
     return claim["metric"]
+
+
+def conclusion(cross: pd.DataFrame, ranks: pd.DataFrame, scale: str) -> str:
+    """The grid's tables in a few sentences: how many claimed numbers have a run of ours beside them, in which
+    protocol, and the best defense per attack under the common protocol (rank 1 by DER), at the run's ``scale``."""
+    found = {p: int(cross[f"ours, {p} protocol"].notna().sum()) if f"ours, {p} protocol" in cross else 0
+             for p in ("own", "common")}
+    sentences = [f"On this run ({scale}): the papers claim {len(cross)} per-attack numbers for the registered "
+                 f"defenses; {found['own']} have our run in the claim's own protocol beside them and "
+                 f"{found['common']} our run under the common protocol (the others have not run on this profile)."]
+    best = ranks[ranks["rank"] == 1] if len(ranks) else ranks
+    if len(best):
+        sentences.append("Under the common protocol the best trade-off (highest DER) is " + "; ".join(
+            f"{r.defense} on {r.attack} (DER {r.DER:.1f}, ASR {r.ASR:.1f}, ACC {r.ACC:.1f})"
+            for r in best.itertuples()) + ".")
+    return " ".join(sentences)

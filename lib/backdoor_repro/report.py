@@ -20,6 +20,7 @@ from .cache import atomic_write_text
 from .numerics import cpu_numerics
 from .paths import output_root
 from .reported import COLUMNS
+from .table_text import to_latex, to_markdown
 
 TIDY_COLUMNS = COLUMNS + ["profile", "seed"]
 DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar10-smoke": "CIFAR-10", "cifar100": "CIFAR-100", "gtsrb": "GTSRB"}
@@ -28,6 +29,11 @@ DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar10-smoke": "CIFAR-10", "cifar100"
 def dataset_label(name: str) -> str:
     """The name the papers' tables use for a dataset key (the bundled subset is CIFAR-10)."""
     return DATASET_LABELS.get(name, name)
+
+
+def scale_note(profile: str, dataset: str, train_images: int, width: int) -> str:
+    """The scale a run's numbers come from, in one line for figures and tables beside the papers' numbers."""
+    return f"{profile} profile: {dataset_label(dataset)}, {train_images:,} training images, network width {width}"
 
 
 def output_dir(kind: str, profile: str) -> Path:
@@ -68,14 +74,16 @@ def wide(df: pd.DataFrame, index, columns) -> pd.DataFrame:
     return df.pivot_table(index=index, columns=columns, values="value", aggfunc="first", sort=False)
 
 
-def write_table(df: pd.DataFrame, name: str, profile: str, index, columns) -> dict[str, Path]:
-    """Write ``<name>.csv`` (tidy) and ``<name>.md`` / ``<name>.tex`` (wide) into ``tables/<profile>``."""
+def write_table(df: pd.DataFrame, name: str, profile: str, index, columns,
+                caption: str | None = None) -> dict[str, Path]:
+    """Write ``<name>.csv`` (tidy) and ``<name>.md`` / ``<name>.tex`` (wide, the ``index`` levels as leading
+    columns; ``caption``, e.g. the run's scale, as a line above) into ``tables/<profile>``."""
     out = output_dir("tables", profile)
     paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
     view = wide(df, index, columns)
     atomic_write_text(paths["csv"], df.to_csv(index=False))
-    atomic_write_text(paths["md"], view.to_markdown(floatfmt=".2f") + "\n")
-    atomic_write_text(paths["tex"], view.to_latex(float_format="%.2f", na_rep="--"))
+    atomic_write_text(paths["md"], to_markdown(view, caption=caption))
+    atomic_write_text(paths["tex"], to_latex(view, caption=caption))
     return paths
 
 
@@ -95,13 +103,14 @@ def compare_with_reported(ours: pd.DataFrame, reported: pd.DataFrame,
     return joined[keys + ["ours", "reported", "delta", "source"]]
 
 
-def write_frame(df: pd.DataFrame, name: str, profile: str) -> dict[str, Path]:
-    """Write an already-shaped table (e.g. a comparison) as CSV, Markdown and LaTeX."""
+def write_frame(df: pd.DataFrame, name: str, profile: str, caption: str | None = None) -> dict[str, Path]:
+    """Write an already-shaped table (e.g. a comparison; its index is dropped) as CSV, Markdown and LaTeX, with
+    ``caption`` (e.g. the run's scale) as a line above the Markdown and a comment above the LaTeX table."""
     out = output_dir("tables", profile)
     paths = {"csv": out / f"{name}.csv", "md": out / f"{name}.md", "tex": out / f"{name}.tex"}
     atomic_write_text(paths["csv"], df.to_csv(index=False))
-    atomic_write_text(paths["md"], df.to_markdown(index=False, floatfmt=".2f") + "\n")
-    atomic_write_text(paths["tex"], df.to_latex(index=False, float_format="%.2f", na_rep="--"))
+    atomic_write_text(paths["md"], to_markdown(df, index=False, caption=caption))
+    atomic_write_text(paths["tex"], to_latex(df, index=False, caption=caption))
     return paths
 
 
@@ -148,17 +157,55 @@ def provenance(**extra) -> dict:
     return info
 
 
-def save_figure(fig, name: str, profile: str, **meta) -> dict[str, Path]:
-    """Save ``fig`` as PNG and PDF in ``figures/<profile>`` with a JSON provenance sidecar."""
+NON_INTERACTIVE_BACKENDS = ("agg", "pdf", "svg", "ps", "cairo", "pgf", "template")
+FIGURE_DPI = 150
+
+
+def stamp(fig, text: str) -> None:
+    """``text`` (the profile and scale) in small grey type under ``fig``; a second stamp replaces the first."""
+    old = getattr(fig, "_backdoor_repro_stamp", None)
+    if old is not None:
+        old.remove()
+    fig._backdoor_repro_stamp = fig.text(0.5, -0.01, text, ha="center", va="top", fontsize=7, color="0.35")
+
+
+def show_in_notebook(png: Path) -> bool:
+    """Display ``png`` in the running notebook's output when matplotlib cannot show the figure itself (run_all.sh
+    runs the notebooks under ``MPLBACKEND=Agg``, where ``plt.show()`` draws nothing); False outside a kernel or
+    under an interactive backend (e.g. Jupyter's inline one, which shows the figure at the end of the cell)."""
+    import matplotlib
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False
+    if matplotlib.get_backend().lower() not in NON_INTERACTIVE_BACKENDS:
+        return False
+    from PIL import Image as PILImage
+    with PILImage.open(png) as saved:  # shown at matplotlib's screen size (100 dpi), its pixels kept for zooming
+        width = round(saved.width * 100 / FIGURE_DPI)
+    display(Image(filename=str(png), width=width))
+    return True
+
+
+def save_figure(fig, name: str, profile: str, scale: str | None = None, **meta) -> dict[str, Path]:
+    """Save ``fig`` as PNG and PDF in ``figures/<profile>`` with a JSON provenance sidecar, stamped with ``scale``
+    (:func:`scale_note`; the profile alone without it), and show it in the notebook that made it."""
     out = output_dir("figures", profile)
     paths = {"png": out / f"{name}.png", "pdf": out / f"{name}.pdf", "json": out / f"{name}.json"}
+    stamp(fig, scale or f"{profile} profile")
     for kind in ("png", "pdf"):
         tmp = paths[kind].with_name(f".{paths[kind].name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
-            fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight",
+            fig.savefig(tmp, format=kind, dpi=FIGURE_DPI, bbox_inches="tight",
                         metadata={"Creator": "backdoor_repro"} if kind == "pdf" else None)
             tmp.replace(paths[kind])
         finally:
             tmp.unlink(missing_ok=True)
-    atomic_write_text(paths["json"], json.dumps(provenance(profile=profile, **meta), indent=1, default=str))
+    atomic_write_text(paths["json"], json.dumps(provenance(profile=profile, scale=scale, **meta), indent=1,
+                                                default=str))
+    show_in_notebook(paths["png"])
     return paths
