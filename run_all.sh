@@ -35,7 +35,9 @@ Options:
                                folder ($BACKDOOR_REPRO_OUTPUT if set), never into tables/<profile>
   --list                       list the notebooks and exit
 Executed notebooks go to notebooks/executed/<profile>[-<dataset>]/, figures to figures/<profile>[-<dataset>]/,
-tables to tables/<profile>[-<dataset>]/ (under $BACKDOOR_REPRO_OUTPUT if set). One run at a time per output folder.
+tables to tables/<profile>[-<dataset>]/ (under $BACKDOOR_REPRO_OUTPUT if set), and then the HTML site of all of them
+(results matrix, notebooks, tables, figures) to site/<profile>[-<dataset>]/index.html (not committed). A line per
+stage and per epoch shows the progress, with the time left. One run at a time per output folder.
 TXT
 }
 
@@ -166,6 +168,20 @@ complete_publish() {  # <staging folder with a manifest>
   rm -rf "$1"
 }
 alive() { [[ "$1" != $$ ]] && { kill -0 "$1" 2>/dev/null || [[ -e "/proc/$1" ]]; }; }
+# Progress lines (lib/backdoor_repro/progress.py: a line per stage and per epoch, with the time left): the kernel
+# appends them to a file in the notebook's staging folder, and tail shows them as they come. tail follows until its
+# watcher ends: at stop_following, or within a second of this script's end, however it ends.
+follow_progress() {  # <file>
+  ( while kill -0 $$ 2>/dev/null; do sleep 1; done ) >/dev/null 2>&1 &
+  watcher=$!
+  tail -n +1 -s 0.5 -F --pid="$watcher" "$1" 2>/dev/null &
+  follower=$!
+}
+stop_following() {  # the lines written so far are shown before it returns
+  kill "$watcher" 2>/dev/null || true
+  wait "$follower" 2>/dev/null || true
+  wait "$watcher" 2>/dev/null || true
+}
 # what killed runs left (kill -9 leaves it: nothing can clean up after it). Staging folders: the lock says their run
 # is gone; a publish with its manifest is completed, the rest dropped. Running notebooks: by their pid, as a live run
 # on another output folder shares notebooks/executed/.
@@ -184,6 +200,7 @@ for stale in "$out"/.*.p*-*.running.ipynb; do  # .<notebook>.p<pid>-<random>.run
   [[ "$pid" =~ ^[0-9]+$ ]] && ! alive "$pid" && rm -f "$stale"
 done
 
+run_started=$(date +%s)
 for n in "${notebooks[@]}"; do
   if [[ -n "${BACKDOOR_REPRO_DEADLINE:-}" && $(date +%s) -ge $BACKDOOR_REPRO_DEADLINE ]]; then
     stopped_at_budget "before notebook '$n'"
@@ -193,11 +210,15 @@ for n in "${notebooks[@]}"; do
   running=".$n.p$$-$RANDOM.running.ipynb"  # this run's own (a run on another output folder may run the same notebook)
   tmp="$out/$running"
   staging="$(mktemp -d "$final_root/.staging-$n-p$$-XXXXXX")"
-  if BACKDOOR_REPRO_OUTPUT="$staging" "$PYTHON" -m papermill "notebooks/$n.ipynb" "$tmp" "${params[@]}" --cwd notebooks \
-       -k python3 --log-level WARNING; then
+  progress="$staging/.progress.log"; : >"$progress"
+  follow_progress "$progress"
+  if BACKDOOR_REPRO_OUTPUT="$staging" BACKDOOR_REPRO_PROGRESS="$progress" "$PYTHON" -m papermill "notebooks/$n.ipynb" \
+       "$tmp" "${params[@]}" --cwd notebooks -k python3 --log-level WARNING; then
+    stop_following
     publish "$staging" "$out_abs/$running" "$out_abs/$n.ipynb"
     echo "   done in $((SECONDS - start)) s -> $out/$n.ipynb"
   else
+    stop_following
     rm -rf "$staging"
     if grep -q '"ename": "TimeBudgetExhausted"' "$tmp" 2>/dev/null; then
       rm -f "$tmp"
@@ -209,4 +230,24 @@ for n in "${notebooks[@]}"; do
     exit 1
   fi
 done
+
+# the site (python -m backdoor_repro.orchestration.site): the results matrix and every executed notebook, table and
+# figure of this run name as HTML, built from what is now published; a dry run (code paths only, on a budget in a
+# GPU session) and a machine without nbconvert skip it, saying so
+site=(); site_args=(--profile "$run_name" --root "$final_root" --notebooks "$out_abs")
+if [[ "$dry_run" == True ]]; then
+  echo "dry run: no HTML site (python -m backdoor_repro.orchestration.site ${site_args[*]} builds one)"
+elif "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('nbconvert') is None)"; then
+  "$PYTHON" -m backdoor_repro.orchestration.site "${site_args[@]}" || {
+    echo "error: the HTML site of $run_name was not built (the notebooks' outputs are published); rebuild it with" \
+         "python -m backdoor_repro.orchestration.site ${site_args[*]}" >&2
+    exit 1
+  }
+  site=(--site "$final_root/site/$run_name/index.html")
+else
+  echo "note: no HTML site: nbconvert is not installed here (pip install nbconvert, then" \
+       "python -m backdoor_repro.orchestration.site ${site_args[*]})" >&2
+fi
+package_module orchestration.summary --run "$run_name" --root "$final_root" --executed "$out_abs" \
+  --notebooks "$(IFS=,; echo "${notebooks[*]}")" --since "$run_started" ${site[@]+"${site[@]}"}
 echo "All done: ${notebooks[*]} ($profile$([[ "$dry_run" == True ]] && echo ", dry run: $final_root"))."

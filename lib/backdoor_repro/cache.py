@@ -23,6 +23,7 @@ import torch
 
 from .deadline import check_time_budget
 from .paths import cache_dir
+from .progress import stage as progress_stage, stage_label
 
 try:
     import fcntl
@@ -213,7 +214,8 @@ class ArtifactCache:
         check_time_budget(f"the start of {stage.name}")  # a sliced run never starts an artifact after its deadline
         remove_dead_temp_files(path.parent, path.stem)  # this artifact's, left by a kill mid-write (under its lock)
         partial = path.with_suffix(".partial.pt")
-        result = build(partial)
+        with progress_stage(stage_label(stage)):  # a line when it starts and ends (progress.py)
+            result = build(partial)
         save_artifact(result, path, stage.key)
         atomic_write_text(path.with_suffix(".json"), json.dumps(_jsonable(stage.describe()), indent=1, sort_keys=True))
         self._remove_partial(path)

@@ -21,6 +21,7 @@ from .cache import artifact_key, atomic_save, verified_load
 from .deadline import check_time_budget, deadline_passed
 from .fast_step import load_optimizer_state
 from .numerics import cpu_numerics
+from .progress import EpochProgress, current_stage
 
 HASH_CHUNK = 1 << 26  # elements per piece hashed (64 MiB of uint8 images): a GPU set is copied to the host in pieces
 
@@ -57,7 +58,8 @@ class EpochCheckpoint:
     the loop runs under and ``data`` (``(images, labels)``) what it trains on, computed once here: a checkpoint written
     under another config, other data or other machine numerics (:func:`checkpoint_key`) is ignored with a warning.
     The global CPU (and CUDA) RNG states travel with it (dropout and ``torch.randperm`` without a generator draw from
-    them); so does the training time of earlier attempts (``elapsed``)."""
+    them); so does the training time of earlier attempts (``elapsed``). Every epoch is reported to the run's progress
+    lines (:mod:`.progress`), with the time left at this attempt's pace."""
 
     def __init__(self, path: str | Path | None, config_key: str, every: int, epochs: int, device: torch.device,
                  data: tuple[torch.Tensor, ...] | None = None):
@@ -66,6 +68,7 @@ class EpochCheckpoint:
         self.config_key = checkpoint_key(config_key, data, device) if self.path else config_key
         self.earlier = 0.0  # training seconds of the attempts before this one
         self.started = time.perf_counter()
+        self.progress = EpochProgress(epochs)
 
     def resume(self, model, optimizer, generator) -> dict | None:
         """Restore ``model``, ``optimizer``, ``generator`` and the global RNGs from the saved state and return it (the
@@ -91,6 +94,7 @@ class EpochCheckpoint:
         if self.device.type == "cuda" and "cuda_rng" in saved:
             torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), self.device)
         self.earlier = float(saved.get("elapsed", 0.0))
+        self.progress.resumed_at(int(saved.get("epoch", 0)))
         return saved
 
     @property
@@ -102,6 +106,8 @@ class EpochCheckpoint:
         """Call after finishing ``epoch`` (1-based) with the loop's model, optimizer, generator and its own entries
         (``history``, ...). Writes them when due, or at once when the deadline has passed, and then stops here with
         :class:`TimeBudgetExhausted` if it has (never after the last epoch: the stage's artifact follows)."""
+        fallback = self.path.parent.name if self.path else "training"  # a loop run outside the artifact cache
+        self.progress.after_epoch(epoch, self.seconds, current_stage(fallback))
         if self.path is None or epoch >= self.epochs or (epoch % self.every and not deadline_passed()):
             return
         full = dict(extras, model=model.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
