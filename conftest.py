@@ -14,7 +14,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 # the smoke numbers this machine produced, printed at the end of the run with the CPU that made them: smoke numbers
-# move by a few points between CPU types (README, reproducibility), and CI's log is where a second CPU's numbers are
+# move by a few points between CPU types (ARCHITECTURE.md, reproducibility), and CI's log is where a second CPU's numbers are
 # read off (the executed notebooks write them under the session's temporary output folder, nowhere else)
 HEADLINE_TABLES = ("no_defense", "dbd_table1", "tr_main", "fct_t1", "fmp_t1")
 

@@ -212,7 +212,7 @@ for n in "${notebooks[@]}"; do
   staging="$(mktemp -d "$final_root/.staging-$n-p$$-XXXXXX")"
   progress="$staging/.progress.log"; : >"$progress"
   follow_progress "$progress"
-  if BACKDOOR_REPRO_OUTPUT="$staging" BACKDOOR_REPRO_PROGRESS="$progress" "$PYTHON" -m papermill "notebooks/$n.ipynb" \
+  if BACKDOOR_REPRO_OUTPUT="$staging" BACKDOOR_REPRO_PUBLISHED="$final_root" BACKDOOR_REPRO_PROGRESS="$progress" "$PYTHON" -m papermill "notebooks/$n.ipynb" \
        "$tmp" "${params[@]}" --cwd notebooks -k python3 --log-level WARNING; then
     stop_following
     publish "$staging" "$out_abs/$running" "$out_abs/$n.ipynb"

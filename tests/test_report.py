@@ -1,4 +1,7 @@
 """Tidy results schema, the reported-number name mapping and the reproduced-vs-reported join."""
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -63,3 +66,28 @@ def test_the_scale_line_names_profile_dataset_training_images_and_width():
     assert report.scale_note("cpu", "cifar10", 50000, 8) == "cpu profile: CIFAR-10, 50,000 training images, network width 8"
     ex = setup("smoke", device="cpu", quiet=True)
     assert ex.scale("trap_and_replace") == "smoke profile: CIFAR-10, 5,000 training images, network width 8"
+
+
+def test_a_warm_rerun_keeps_the_measured_run_time(tmp_path, monkeypatch):
+    """The run record says how many stages the run trained and took from the cache; its ``timed_run`` is the last
+    run that trained something, so a rerun that only read the cache never replaces a measured wall time. Under
+    run_all.sh the previous record is the published one, not the (empty) staging folder's."""
+    from backdoor_repro import cache
+    published, staging = tmp_path / "published", tmp_path / "staging"
+    monkeypatch.setenv("BACKDOOR_REPRO_PUBLISHED", str(published))
+
+    def run(built: int, from_cache: int, seconds: float, into: Path) -> dict:
+        monkeypatch.setenv("BACKDOOR_REPRO_OUTPUT", str(into))
+        monkeypatch.setattr(cache, "STAGE_COUNTS", {"built": built, "from_cache": from_cache})
+        path = report.write_run_record("nb", "smoke", seconds)
+        return json.loads(path.read_text())
+
+    measured = run(3, 1, 250.0, published)
+    assert measured["stages"] == {"built": 3, "from_cache": 1}
+    assert measured["timed_run"]["wall_seconds"] == 250.0 and measured["timed_run"]["stages"]["built"] == 3
+    warm = run(0, 4, 6.5, staging)
+    assert warm["wall_seconds"] == 6.5 and warm["timed_run"] == measured["timed_run"]
+    assert run(0, 4, 6.0, tmp_path / "elsewhere-without-a-record")["timed_run"] == measured["timed_run"]
+    monkeypatch.delenv("BACKDOOR_REPRO_PUBLISHED")
+    assert run(0, 4, 6.0, tmp_path / "fresh")["timed_run"] is None  # never measured: said, not invented
+    assert run(1, 3, 80.0, tmp_path / "fresh")["timed_run"]["wall_seconds"] == 80.0

@@ -155,3 +155,10 @@ def test_bad_arguments_are_refused_before_anything_is_written(tmp_path, capsys, 
     assert main([*args, "--root", str(root)]) == 2
     assert message in capsys.readouterr().err
     assert not (root / "site").exists()
+
+
+def test_the_readme_matrix_is_the_one_the_committed_outputs_give():
+    """The README's first screen shows the matrix of the committed tables and figures, regenerated, never edited by
+    hand: after a run publishes, `python -m backdoor_repro.orchestration.matrix` prints the block to paste."""
+    readme = (REPO / "README.md").read_text()
+    assert m.readme_block(REPO) in readme

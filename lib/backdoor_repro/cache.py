@@ -179,6 +179,9 @@ class NotCached(LookupError):
     """Raised by a read-only cache (``build=False``) for an artifact it does not hold."""
 
 
+STAGE_COUNTS = {"built": 0, "from_cache": 0}  # this process's stages, for the run record (report.write_run_record)
+
+
 class ArtifactCache:
     """``build=False``: a read-only view that returns what is stored and raises :class:`NotCached` instead of
     building (the grid notebook reads the paper notebooks' runs this way, never training)."""
@@ -201,13 +204,16 @@ class ArtifactCache:
         found = load_artifact(path, stage.key, map_location)
         if found is not None:
             self._remove_partial(path)  # left by a kill between storing the artifact and cleaning up
+            STAGE_COUNTS["from_cache"] += 1
             return found
         if not self.build:
             raise NotCached(f"{stage.name} artifact {path.stem} is not in the cache (read-only: nothing is trained)")
         with _build_lock(path):  # two jobs sharing the cache never build the same artifact at once
             found = load_artifact(path, stage.key, map_location)  # built by another job while this one waited
             if found is not None:
+                STAGE_COUNTS["from_cache"] += 1
                 return found
+            STAGE_COUNTS["built"] += 1
             return self._build(stage, build, path)
 
     def _build(self, stage, build, path):
