@@ -62,17 +62,21 @@ def test_no_checkpoint_after_the_last_epoch_and_none_without_a_path(tmp_path, mo
     assert not (tmp_path / "c.pt").exists()
 
 
-def test_supervised_loop_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
-    images, labels = data
+def supervised_run(images, labels, checkpoint_every: int):
+    """A 3-epoch supervised run from seed 0 that checkpoints to the path it is given: (weights, history)."""
     cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, schedule="cosine", augmentation="crop_flip",
-                      checkpoint_every=1)
+                      checkpoint_every=checkpoint_every)
 
     def run(path):
         torch.manual_seed(0)
         model = build_model("resnet18", 10, WIDTH)
         result = train_model(model, images, labels, cfg, checkpoint=path, progress=False)
         return model.state_dict(), result.history
+    return run
 
+
+def test_supervised_loop_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    run = supervised_run(*data, checkpoint_every=1)
     weights, history = run(None)
     resumed_weights, resumed_history = interrupted_then_resumed(run, tmp_path / "sup.pt", monkeypatch)
     assert same_weights(weights, resumed_weights)
@@ -154,16 +158,7 @@ def test_a_passed_deadline_writes_the_checkpoint_at_that_epoch_and_stops(tmp_pat
 def test_a_run_stopped_between_its_checkpoints_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
     """checkpoint_every=5 on a 3-epoch run: no checkpoint is due before the end, yet a passed deadline stops it after
     epoch 1 with one, and the rerun ends where an uninterrupted run does."""
-    images, labels = data
-    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, schedule="cosine", augmentation="crop_flip",
-                      checkpoint_every=5)
-
-    def run(path):
-        torch.manual_seed(0)
-        model = build_model("resnet18", 10, WIDTH)
-        result = train_model(model, images, labels, cfg, checkpoint=path, progress=False)
-        return model.state_dict(), result.history
-
+    run = supervised_run(*data, checkpoint_every=5)
     weights, history = run(None)
     resumed_weights, resumed_history = interrupted_then_resumed(run, tmp_path / "sup.pt", monkeypatch)
     assert same_weights(weights, resumed_weights) and history == resumed_history
