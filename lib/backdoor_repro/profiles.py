@@ -72,8 +72,8 @@ PROFILES = {
     "cpu": Profile(
         name="cpu",
         description="CPU, 2 cores: full CIFAR-10 (50,000 / 10,000), each paper's network family narrowed to base "
-                    "width 8, schedules shortened to fit about 8 hours for every notebook; the scale where the papers' "
-                    "claims can hold or fail",
+                    "width 8, schedules shortened towards 8 hours for the six notebooks (measured: ARCHITECTURE.md); "
+                    "the scale where the papers' claims can hold or fail",
         dataset="cifar10", train_per_class=None, test_per_class=None, model="resnet18", width=CPU_WIDTH,
         requires_gpu=False,
         no_defense_schedule=PAPER_NO_DEFENSE.with_(epochs=CPU_NO_DEFENSE_EPOCHS, schedule="cosine"),
