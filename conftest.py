@@ -27,13 +27,12 @@ def pytest_terminal_summary(terminalreporter):
         return
     import pandas as pd
     from backdoor_repro.numerics import cpu_numerics
-    from backdoor_repro.report import cpu_model
+    from backdoor_repro.report import cpu_model, wide
     terminalreporter.section("smoke numbers of this run")
     terminalreporter.write_line(f"cpu: {cpu_model()}, numerics {cpu_numerics()}")
     for path in found:
         df = pd.read_csv(path)
         df = df[df["metric"].isin(["ACC", "ASR"]) & (df.get("seed", 0) == 0)]
-        cells = (df.pivot_table(index=["attack", "defense"], columns="metric", values="value", aggfunc="first")
-                 .reset_index())
+        cells = wide(df, ["attack", "defense"], "metric").reset_index()
         terminalreporter.write_line(path.stem + ": " + "; ".join(
             f"{r.attack}/{r.defense} {r.ACC:g}/{r.ASR:g}" for r in cells.itertuples()))
