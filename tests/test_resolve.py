@@ -42,3 +42,17 @@ def test_small_runs_cut_the_schedule_and_the_width(smoke_train):
     with pytest.raises(ValueError, match="unknown small run"):
         resolve(fast, smoke_train, "grid3", small_run="tiny")
     assert dry.no_defense_stage() != dry.with_(small_run=None).no_defense_stage()  # never mixed with real runs
+
+
+def test_a_profile_can_train_one_attacks_no_defense_model_longer(smoke_train):
+    cpu = get_profile("cpu")
+    longer = resolve(cpu, smoke_train, "blend_kitty_dbd")
+    usual = resolve(cpu, smoke_train, "badnets_dbd_2x2")
+    assert longer.no_defense_schedule.epochs == cpu.no_defense_epochs_for["blend_kitty_dbd"] > 30
+    assert usual.no_defense_schedule == cpu.no_defense_schedule and usual.no_defense_schedule.epochs == 30
+    assert longer.no_defense_schedule.with_(epochs=30) == usual.no_defense_schedule  # nothing else changes
+    assert any("blend_kitty_dbd 40 epochs" in d for d in cpu.model_deviations)
+    # a defense with its own No-Defense schedule keeps it; other profiles train every attack alike
+    assert resolve(cpu, smoke_train, "blend_kitty_dbd", "fmp").no_defense_schedule.epochs == 30
+    smoke = get_profile("smoke")
+    assert resolve(smoke, smoke_train, "blend_kitty_dbd").no_defense_schedule == smoke.no_defense_schedule

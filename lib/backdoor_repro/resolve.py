@@ -101,7 +101,7 @@ def resolve(profile: Profile, train: ImageSet, attack: str | None, defense: str 
         holdout = protocol_holdout(profile, defense, protocol)
     device_type = train.images.device.type
     spec = RunSpec(profile.dataset, profile.train_per_class, profile.model, profile.width, train.num_classes, attack,
-                   overrides, data_seed, seed, profile.no_defense_schedule, holdout, fingerprint(train), device_type,
+                   overrides, data_seed, seed, profile.no_defense_schedule_for(attack), holdout, fingerprint(train), device_type,
                    numerics=machine_numerics(device_type), precision=precision_for(profile, device_type, small_run),
                    small_run=small_run)
     changes = protocol_changes(profile, defense, protocol)
