@@ -153,3 +153,14 @@ def test_refresh_replaces_a_record_of_older_code_and_withdraws_one_that_cannot_b
     report = run_grid(cells, settings(tmp_path), tmp_path / "g", "inline", log=lambda *_: None, refresh=True)
     assert report.ran == ["common__none__grid3__default__seed0"] and list(report.failed) == ["common__ft__grid3__default__seed0"]
     assert store.read(cells[0])["metrics"] == {"ASR": 1.0} and not store.done(cells[1])
+
+
+def test_the_cpu_profiles_grids_say_which_defenses_they_leave_out_and_train_inline():
+    for profile in ("smoke", "cpu"):
+        line = grid.left_out_line(profile, grid.GRID_DEFENSES[profile])
+        for defense in ("dbd", "trap_and_replace", "fct_dst", "fct_dbr"):
+            assert defense in line
+        assert profile in grid.INLINE_PROFILES
+    assert grid.left_out_line("fast", grid.GRID_DEFENSES["fast"]) is None  # every defense
+    assert grid.left_out_line("cpu", ("none", "ft")) is None  # a slice the user chose: nothing to explain
+    assert set(grid.GRID_DEFENSES["cpu"]) < set(grid.ALL_DEFENSES)

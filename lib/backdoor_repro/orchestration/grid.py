@@ -41,10 +41,12 @@ ALL_DEFENSES = tuple(DEFENSES)  # the registry, in registration order
 # label-consistent)
 PAPER_GRID_ATTACKS = ("badnets_dbd_2x2", "grid3", "white3_bb", "blend_kitty_dbd", "blend_strip_fct", "trojan3_fct",
                       "sig_fct", "lf_bb", "wanet", "lc_dbd")
-# smoke: the CPU budget (5 minutes on 2 cores) allows the defenses that start from the No-Defense model; DBD, FCT and
-# T&R train for minutes each on 2 cores and run on fast / paper
-GRID_DEFENSES = {"smoke": ("none", "ft", "fp", "fmp", "anp"), "cpu": ALL_DEFENSES, "fast": ALL_DEFENSES,
-                 "paper": ALL_DEFENSES}
+# on the CPU profiles the budget allows the defenses that start from the No-Defense model; DBD, FCT and T&R train
+# their own networks (smoke: minutes per cell; cpu: about 2 h per attack together, projected from measured epochs,
+# ARCHITECTURE.md) and run on fast / paper; each paper notebook runs its own defense on the CPU profiles
+CPU_GRID_DEFENSES = ("none", "ft", "fp", "fmp", "anp")
+GRID_DEFENSES = {"smoke": CPU_GRID_DEFENSES, "cpu": CPU_GRID_DEFENSES, "fast": ALL_DEFENSES, "paper": ALL_DEFENSES}
+INLINE_PROFILES = ("smoke", "cpu")  # the grid notebook trains its missing cells itself (fast / paper: the CLI)
 # smoke: two attacks whose own settings are the common protocol's (target 0, 10 %), so that their No-Defense models
 # are the attacks notebook's (no extra training); a third of the grid's smoke time was blend_kitty_dbd at target 0
 GRID_ATTACKS = {"smoke": ("grid3", "blend_kitty_fct"), "cpu": ("grid3", "blend_kitty_fct"), "fast": PAPER_GRID_ATTACKS,
@@ -89,6 +91,16 @@ def _grid_record():
                                 min_best_drop)),
                 "cpu": (Check("every attack: ACC, no defense (min over attacks)", ">=", 80, min_no_defense("ACC")),
                         Check("every attack: ASR, no defense (min over attacks)", ">=", 90, min_no_defense("ASR")))})
+
+
+def left_out_line(profile: str, defenses) -> str | None:
+    """Which registered defenses the profile's grid leaves out, and why; None when it runs every one."""
+    left = [d for d in ALL_DEFENSES if d not in defenses]
+    if not left or tuple(defenses) != GRID_DEFENSES.get(profile):
+        return None
+    return (f"left out of the {profile} grid: {', '.join(left)}: they train their own networks, for longer than "
+            "the CPU budget allows (cpu: about 2 h per attack together on 2 cores, projected from measured epochs); they run in the fast / paper "
+            "grids, and each paper notebook runs its own defense on this profile under its paper's protocol")
 
 
 GRID_RECORD = _grid_record()  # the smoke checks of the default grid (every defense of GRID_DEFENSES, GRID_ATTACKS)
