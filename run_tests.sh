@@ -6,6 +6,6 @@ set -euo pipefail
 caller_dir="$PWD"  # relative BACKDOOR_REPRO_OUTPUT / _CACHE are taken from here (scripts/ensure_env.sh)
 cd "$(dirname "$0")"
 source scripts/ensure_env.sh
-scripts/ensure_browser.sh  # the headless Chromium of tests/test_site.py, installed where it can be (root, apt-get)
+scripts/ensure_test_tools.sh  # Chromium (tests/test_site.py), pdflatex + booktabs (tests/test_table_files.py): installed where it can (root, apt)
 export MPLBACKEND=Agg
 exec "$PYTHON" -m pytest "$@"
