@@ -122,6 +122,8 @@ COUNTS = {
 
 @pytest.mark.parametrize("key", sorted(ATTACKS))
 def test_poison_count_per_key(key):
+    if get_attack(key).training_controlled:
+        pytest.skip(f"{key} poisons inside its training loop: no fixed indices (tests/test_inloop_wanet.py)")
     assert key in COUNTS, f"add {key}'s CIFAR-10 poison count to COUNTS"
     count = len(get_attack(key).poison_indices(labelled(LABELS), data_seed=0))
     expected = COUNTS[key]

@@ -116,7 +116,8 @@ def test_unknown_attack_and_parameter_are_rejected():
         get_attack("grid3", label_mode="clean_label")
 
 
-@pytest.mark.parametrize("key", keys_for_size(32))  # the other sizes: test_triggers_sizes.py
+@pytest.mark.parametrize("key", [k for k in keys_for_size(32)  # the other sizes: test_triggers_sizes.py
+                                 if not get_attack(k).training_controlled])  # in-loop: test_inloop_wanet.py
 def test_every_registered_attack_poisons_the_smoke_set(key, smoke_train):
     fake_pgd = lambda imgs, labels: imgs  # noqa: E731
     attack = get_attack(key)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .attack_training import train_attacker, unpoisoned_set
 from .attacks import PoisonedSet, pgd_adversary
 from .cache import ArtifactCache
 from .data import ImageSet, class_balanced_subset, fingerprint, load_dataset
@@ -55,6 +56,8 @@ def poisoned_training_set(spec: RunSpec, train: ImageSet, cache: ArtifactCache |
     check_training_set(spec, train)
     split, _ = defender_split(spec, train)
     attack = spec.make_attack()
+    if attack.training_controlled:
+        return unpoisoned_set(split, attack)
     adversary = None
     if attack.needs_adversary:
         cache = cache or ArtifactCache()
@@ -140,8 +143,11 @@ def no_defense_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache
             images, labels, count = train.images, train.labels, 0
         torch.manual_seed(spec.seed)
         model = spec.new_model()
-        result = train_model(model, images, labels, spec.no_defense_schedule, checkpoint=partial, progress=progress,
-                                  desc=spec.attack or "clean")
+        if spec.training_controlled:
+            result = train_attacker(spec, model, images, labels, partial, progress)
+        else:
+            result = train_model(model, images, labels, spec.no_defense_schedule, checkpoint=partial, progress=progress,
+                                      desc=spec.attack or "clean")
         return StageOutput(model, result.history, {"poison_count": count, "images_per_second": result.images_per_second})
 
     return cached_stage(cache, spec.no_defense_stage(), build, spec.new_model, device)

@@ -29,6 +29,7 @@ from .train import TrainConfig, enable_cpu_autocast, set_gpu_bf16
 
 NO_DEFENSE_VERSION = 4  # the code versions of the root stages (graph.Stage): bump one when its stage changes
 LC_IMAGES_VERSION = 5
+ATTACK_TRAINING_VERSION = 1  # the attacker's own training loop (attack_training.py)
 PRECISIONS = ("fp32", "bf16")
 SMALL_RUNS = ("dry_run", "plumbing")  # profiles.SMALL_RUN_SETTINGS: every stage cut to a couple of steps
 
@@ -183,8 +184,25 @@ class RunSpec:
                                        "seed": self.seed, "precision": self.precision, "numerics": self.numerics,
                                        "small_run": self.small_run}, 1)
 
+    @property
+    def training_controlled(self) -> bool:
+        """True where the attack poisons inside its own training loop (``attack_training.py``)."""
+        return self.attack is not None and self.make_attack().training_controlled
+
+    def attacker_schedule(self) -> TrainConfig:
+        """What the attacker's model trains with: the No-Defense schedule, as a training-controlled attack sets it."""
+        if not self.training_controlled:
+            return self.no_defense_schedule
+        return self.make_attack().training.schedule(self.no_defense_schedule)
+
     def no_defense_stage(self) -> Stage:
-        """The attacker's model: the poisoned set (plus a split-off holdout) under the No-Defense schedule."""
+        """The attacker's model: the poisoned set (plus a split-off holdout) under the No-Defense schedule; for a
+        training-controlled attack, its own loop on the clean set (keyed by the loop's full config)."""
+        if self.training_controlled:
+            attack = self.make_attack()
+            config = {"schedule": self.attacker_schedule(), "loop": attack.training, "target": attack.target,
+                      "rate": attack.rate, "label_mode": attack.label_mode}
+            return Stage("attack_training", config, ATTACK_TRAINING_VERSION, (self.data_stage(), self.context_stage()))
         return Stage("no_defense", {"schedule": self.no_defense_schedule}, NO_DEFENSE_VERSION,
                      (self.data_stage(), self.context_stage()))
 

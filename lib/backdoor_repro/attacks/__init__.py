@@ -2,7 +2,7 @@
 from .base import Attack, PoisonedSet, Trigger
 from .label_consistent import pgd_adversary
 from .registry import ATTACKS, POISONING_VERSION, canonical_overrides, get_attack, register
-from . import catalog, catalog_imagenet  # noqa: E402,F401  (registration)
+from . import catalog, catalog_imagenet, catalog_inloop  # noqa: E402,F401  (registration)
 from .selection import SELECTIONS, select_poison
 from .sizes import SizedTrigger, check_attack_size, keys_for_size
 

@@ -70,6 +70,7 @@ class Attack:
     indices: str = "ours"  # "official": the official code's random stream (see selection.py), where it has one
     official_stream: str | None = None  # which paper's code this attack's indices come from
     source: str = ""
+    training: object = None  # training-controlled: its loop's config (attack_training.py); None: data poisoning
 
     def __post_init__(self):
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not (0 < self.rate <= 1):
@@ -91,6 +92,16 @@ class Attack:
     @property
     def needs_adversary(self) -> bool:
         return self.pgd is not None
+
+    @property
+    def training_controlled(self) -> bool:
+        """True where the attack poisons inside its own training loop (no fixed poisoned set, no fixed indices)."""
+        return self.training is not None
+
+    def _refuse_fixed_poisoning(self) -> None:
+        if self.training_controlled:
+            raise ValueError(f"{self.key} poisons inside its own training loop: it has no fixed poisoned set or "
+                             "indices (pipeline.no_defense_model trains it)")
 
     @property
     def sizes(self) -> tuple[int, ...] | None:
@@ -128,6 +139,7 @@ class Attack:
     def poison_indices(self, data: ImageSet, data_seed: int, reference_size: int | None = None) -> np.ndarray:
         """Sorted indices of the samples of ``data`` this attack poisons (``reference_size``: the size of the
         whole training set when ``data`` is a split of it)."""
+        self._refuse_fixed_poisoning()
         return self._select(data, data_seed, reference_size)[1]
 
     def _select(self, data: ImageSet, data_seed: int, reference_size: int | None):
@@ -146,6 +158,7 @@ class Attack:
                reference_size: int | None = None) -> PoisonedSet:
         """Poison ``data`` (trigger applied once to the stored uint8 images, before any augmentation).
         ``reference_size``: the size of the whole training set when ``data`` is a split of it."""
+        self._refuse_fixed_poisoning()
         self.check_size(data.images.shape)
         if self.target >= data.num_classes:
             raise ValueError(f"{self.key}: target {self.target} is not a class of {data.name}")

@@ -69,6 +69,7 @@ class Defense:
     deviations: Mapping[str, tuple[str, ...]] = {}
     small_run: Mapping[str, Any] = {}  # config overrides for a small run: a couple of steps per stage
     record: ProtocolRecord | None = None  # what its paper's notebook runs and checks (records.py)
+    reads_poisoned_set: bool = True  # trains or scores on the poisoned training set (False: starts from the model)
 
     def holdout_for(self, profile: str, dataset: str | None = None) -> Holdout | None:
         """The holdout rule for ``profile`` (and ``dataset``, where a defense's code treats datasets differently)."""
@@ -113,6 +114,10 @@ class Defense:
         if spec.attack is None:
             raise ValueError(f"{self.key}: the spec has no attack; a defense runs on a poisoned training set")
         check_run_data(spec, data)
+        if self.reads_poisoned_set and spec.training_controlled:
+            raise ValueError(f"{self.key} works on the poisoned training set, but {spec.attack} poisons inside its "
+                             "own training loop and leaves none: run a defense that starts from the backdoored model "
+                             "(none, ft, fp, anp, fmp) or a data-poisoning variant of the attack")
         if "clean_holdout" in self.needs and data.clean_holdout is None:
             raise ValueError(f"{self.key} needs a clean holdout: build the spec with holdout={self.holdout!r} "
                              "(Experiment.spec(attack, defense=...) does)")

@@ -41,6 +41,7 @@ class NoDefense(Defense):
     configs = {p: NoDefenseConfig() for p in PROFILE_NAMES}
     deviations = {p: () for p in PROFILE_NAMES}  # the profile's own deviations cover its schedule
     record = NO_DEFENSE_RECORD
+    reads_poisoned_set = False
 
     def defend(self, spec, data, cfg, cache, progress) -> DefenseResult:
         model, record = no_defense_model(spec, None, cache, progress, data=data)
