@@ -20,6 +20,8 @@ SHA256 = {
     "backdoorbench/hello_kitty.jpeg": "10f470812922a1b22d34755f491b23f2cabc6e32f236a26e48d2dddd396ae2b3",
     "backdoorbench/lf_cifar10_preactresnet18.npy": "743f28f41ff088544b8f26663f6fb2663c033184166b917c8934f7df73e47142",
     "backdoorbench/lf_cifar100_preactresnet18.npy": "40dfe0435ebb7d070674eb11b225c882fbce32887f6d8c50156e8a5e6103e628",
+    "backdoorbench/lf_gtsrb_preactresnet18.npy": "e45e28d23f16eecb5fd1067b9ab3dd386ec029d1b84af875a4f222cf11ffc317",
+    "backdoorbench/trojannn_apple4.png": "b7c79658481e9e0a0dc479e0d70066fca2e8573a93f421998c5e1bcb5fe78984",
     "trap_and_replace/trojan_3x3.png": "9c4001742dfaa9e0033767fbc434b58da422cf1961a934e7a5cb2d1323aa011f",
     "trap_and_replace/sig.png": "5d361fa383646200cd8c7851249f4a971c19fbf09c6137d7ca5b54078c2b1ce5",
     "trap_and_replace/trojan_8x8.png": "b47420e27b0a78a828787526930d77651a8ce7124f59b89ac495de787eb25b66",

@@ -8,6 +8,7 @@ from functools import partial
 from . import additive, blend, patch, wanet
 from .assets import array_asset, fct_trojan_pattern, image_asset, wrapped_stripes
 from .base import assemble
+from .lc_files import with_file_images
 from .registry import register
 
 
@@ -190,8 +191,8 @@ def _sig_tr(data_seed=0, alpha=0.2, **common):
 @register("lf_bb", "LF", "FMP", "BackdoorBench's shipped low-frequency universal perturbation for PreAct-ResNet-18 "
           "(0-51), added and clipped, dirty label")
 def _lf_bb(data_seed=0, variant="cifar10", **common):
-    if variant not in ("cifar10", "cifar100"):
-        raise ValueError(f"lf_bb: variant must be 'cifar10' or 'cifar100', got {variant!r}")
+    if variant not in ("cifar10", "cifar100", "gtsrb"):
+        raise ValueError(f"lf_bb: variant must be 'cifar10', 'cifar100' or 'gtsrb', got {variant!r}")
     pattern = array_asset(f"backdoorbench/lf_{variant}_preactresnet18.npy").permute(2, 0, 1).double()
     return assemble("lf_bb", additive.AdditiveTrigger(pattern), common, target=0, selection="random_all", rate=0.1,
                  official_stream="backdoorbench",
@@ -227,11 +228,13 @@ def _lc_dbd(data_seed=0, eps=16 / 255, step=2 / 255, steps=20, **common):
 
 
 @register("cl_tr", "Label-consistent", "T&R", "target-class images made hard by PGD (our substitute for MadryLab's "
-          "inf_16 images), then grid3 at all four corners; test: the corners only (T&R cl)")
-def _cl_tr(data_seed=0, eps=16 / 255, step=2 / 255, steps=20, **common):
-    return assemble("cl_tr", patch.four_corner_grid3(), common, target=0, label_mode="clean_label",
-                 selection="first_n_target", rate=0.1, pgd={"eps": eps, "step": step, "steps": steps},
-                 source="T&R datasets/cifar.py (adversarial images: PGD substitute, see attacks.md §5)")
+          "inf_16 images), then grid3 at all four corners; test: the corners only (T&R cl); "
+          "adv_images=lc_files.adversarial_images(path): the official inf_16.npy instead of our PGD")
+def _cl_tr(data_seed=0, eps=16 / 255, step=2 / 255, steps=20, adv_images=None, **common):
+    attack = assemble("cl_tr", patch.four_corner_grid3(), common, target=0, label_mode="clean_label",
+                      selection="first_n_target", rate=0.1, pgd={"eps": eps, "step": step, "steps": steps},
+                      source="T&R datasets/cifar.py (adversarial images: PGD substitute, see attacks.md §5)")
+    return with_file_images(attack, adv_images)
 
 
 @register("cl_fct", "Label-consistent", "FCT", "PGD 8/255 x 4 steps on the unnormalised input of a clean model, no clamp, "
@@ -246,11 +249,13 @@ def _cl_fct(data_seed=0, eps=8 / 255, step=2 / 255, steps=4, **common):
 @register("lc_bb", "Label-consistent", "FMP", "PGD l_inf 8/255, step 1.5/255, 100 steps, no random start, on a "
           "clean model, then the grid3 patch at rows/cols 29-31 at full amplitude (FMT lc.py 'bottom-right': +-255, "
           "clip); round(0.1 N) target-class images (all of them on CIFAR-10); test: clean images + the patch "
-          "(BackdoorBench tests on adversarial images)")
-def _lc_bb(data_seed=0, eps=8 / 255, step=1.5 / 255, steps=100, **common):
-    return assemble("lc_bb", patch.grid3(), common, target=0, label_mode="clean_label", selection="random_target_of_all",
-                 rate=0.1, pgd={"eps": eps, "step": step, "steps": steps, "random_start": False, "rounding": "clip_floor"},
-                 official_stream="backdoorbench",
-                 source="FMT resource/label-consistent/craft_adv_dataset.py, utils/bd_img_transform/lc.py "
-                        "(adversarial images: our PGD on a standard clean model)")
+          "(BackdoorBench tests on adversarial images); adv_images=lc_files.adversarial_images(path): a "
+          "craft_adv_dataset.py <dataset>_train.npy instead of our PGD")
+def _lc_bb(data_seed=0, eps=8 / 255, step=1.5 / 255, steps=100, adv_images=None, **common):
+    attack = assemble("lc_bb", patch.grid3(), common, target=0, label_mode="clean_label",
+                      selection="random_target_of_all", rate=0.1, official_stream="backdoorbench",
+                      pgd={"eps": eps, "step": step, "steps": steps, "random_start": False, "rounding": "clip_floor"},
+                      source="FMT resource/label-consistent/craft_adv_dataset.py, utils/bd_img_transform/lc.py "
+                             "(adversarial images: our PGD on a standard clean model)")
+    return with_file_images(attack, adv_images)
 

@@ -1,5 +1,7 @@
 """Label-consistent poisoning (``attacks.md`` §3.5): target-class images are first made hard to
-classify with a PGD perturbation against a clean model, then the trigger is stamped on them."""
+classify with a PGD perturbation against a clean model, then the trigger is stamped on them. Where the official
+perturbed images exist as a file (T&R's MadryLab inf_16.npy, BackdoorBench's craft_adv_dataset.py output),
+:mod:`.lc_files` takes them instead (``adv_images=``); this PGD stays the default."""
 from __future__ import annotations
 
 import torch

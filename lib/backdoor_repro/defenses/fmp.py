@@ -236,19 +236,25 @@ FMP_DEVIATIONS = {
 
 
 # BackdoorBench's triggers (attacks.md): BadNets (3x3 white patch, and the grid), Blended, SIG, LF, WaNet (as
-# fixed-index data poisoning) and label-consistent; BackdoorBench ships LF for CIFAR-10/100 only here
+# fixed-index data poisoning) and label-consistent; LF is one shipped file per dataset (lf_variant)
 BB_ATTACKS = ("white3_bb", "grid_bb", "blend_kitty_bb", "sig_bb", "lf_bb", "wanet_bb", "lc_bb")
 CLEAN_LABEL_BB = ("sig_bb", "lc_bb")
 # the clean-label attacks poison pratio 0.1 of the whole set, all from the target class: off CIFAR-10 the class holds
 # fewer images than that (CIFAR-100: 500 for 5,000), and BackdoorBench's own selection stops there too
 CLEAN_LABEL_FITS = ("cifar10", "cifar10-smoke")
 FMP_SHORT_TABLES = {"smoke": ("white3_bb",), "cpu": ("white3_bb", "blend_kitty_bb")}
-LF_DATASETS = ("cifar10", "cifar10-smoke", "cifar100")
+# BackdoorBench resource/lowFrequency/<dataset>_preactresnet18_0_255.npy: lf_bb's variant per dataset of the tables
+LF_VARIANTS = {"cifar10": "cifar10", "cifar10-smoke": "cifar10", "cifar100": "cifar100", "gtsrb": "gtsrb"}
+
+
+def lf_variant(dataset: str) -> str | None:
+    """The LF file BackdoorBench ships for ``dataset`` (None: none)."""
+    return "cifar100" if dataset.startswith("cifar100") else LF_VARIANTS.get(dataset)
 
 
 def bb_attacks(profile: str, dataset: str) -> tuple[str, ...]:
     """The BackdoorBench triggers that exist on ``dataset`` (the trigger figure)."""
-    return tuple(a for a in BB_ATTACKS if a != "lf_bb" or dataset in LF_DATASETS)
+    return tuple(a for a in BB_ATTACKS if a != "lf_bb" or lf_variant(dataset) is not None)
 
 
 def fmp_attacks(profile: str, dataset: str) -> tuple[str, ...]:
@@ -314,6 +320,7 @@ class FMPProtocolDefense(Defense):
     paper = "fmp"
     record = FMP_RECORD
     needs = frozenset({"clean_holdout", "backdoored_model"})
+    reads_poisoned_set = False  # the backdoored model and the clean subset only
     holdout = FMP_HOLDOUT
     spec_changes = FMP_SPECS
 
@@ -351,8 +358,10 @@ class FMPProtocolDefense(Defense):
         return cfg
 
     def attack_overrides(self, attack: str, dataset: str) -> dict:
-        """BackdoorBench ships the LF perturbation per dataset (CIFAR-10 and CIFAR-100)."""
-        return {"variant": "cifar100"} if attack == "lf_bb" and dataset.startswith("cifar100") else {}
+        """BackdoorBench ships the LF perturbation per dataset (CIFAR-10, CIFAR-100, GTSRB): lf_bb takes the
+        dataset's file (CIFAR-10's is the attack's default)."""
+        variant = lf_variant(dataset) if attack == "lf_bb" else None
+        return {"variant": variant} if variant not in (None, "cifar10") else {}
 
     @staticmethod
     def no_defense_record(spec: RunSpec, data: RunData, cache: ArtifactCache, progress: bool):

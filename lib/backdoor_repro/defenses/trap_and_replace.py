@@ -118,9 +118,11 @@ _COMMON = (
     "generator on the device (official: numpy's global RNG)",
     "stage 2 reports its last epoch (the official best_*.pth is selected on the test set); stage 1 hands on its "
     "last epoch, as the official code does (latest.pth)",
-    "cl: the official adversarial images (MadryLab CIFAR10-CLBA inf_16.npy) are not available; our PGD "
-    "(l_inf 16/255, step 2/255, 20 steps, random start) against our own clean, standard-trained WRN-16 (the "
-    "No-Defense schedule) replaces them (attacks.md: a clean ResNet-18, preferably adversarially trained)",
+    "cl: unless the official adversarial images (MadryLab CIFAR10-CLBA inf_16.npy, an external download) are "
+    "given, our PGD (l_inf 16/255, step 2/255, 20 steps, random start) against our own clean, standard-trained "
+    "WRN-16 (the No-Defense schedule) replaces them (attacks.md: a clean ResNet-18, preferably adversarially "
+    "trained); given the file (adv_images=lc_files.adversarial_images(path)), its rows are used as T&R uses them "
+    "and its sha256, in the run's attack overrides, keys the poisoned set",
     "not reproduced: the ImageNet-12 table (TR-T3: ResNet-34, SGD 0.1, 90 epochs, holdout in stage 1) - this "
     "defense runs the WRN-16 protocol only; the baselines' columns of TR-T1/T2 (quoted, not rerun); of the "
     "ablations, only the stem split, lambda_rec = lambda_tv = 0 and no-trap rows (no lambda_tv-only, holdout-"
