@@ -204,8 +204,9 @@ PROTOCOL_DEVIATIONS = {  # shared by FMP and the baselines of its table (same at
               *_CLEAN_SUBSET, *gtsrb_ratio_deviation(FMP_PROFILES["paper"]),  # GTSRB runs on fast and paper
               "sig_bb and lc_bb off CIFAR-10 are skipped: at pratio 0.1 of the whole set they ask for more "
               "target-class images than the class holds (BackdoorBench stops there too)",
-              "wanet_bb trains with the common cosine schedule (BackdoorBench's WaNet config: a MultiStepLR that "
-              "keeps lr 0.01)"),
+              "WaNet is BackdoorBench's in-loop attack (wanet_bb_inloop) with its MultiStepLR at 100/200/300/400 "
+              "over this profile's epochs; its warp field comes from our seeded stream (BackdoorBench: torch's global "
+              "one)"),
     "fast": ("attacked models trained 30 epochs (BackdoorBench: 100), cosine over the shortened run (GTSRB: 30 "
              "of a 60-epoch cosine, as BackdoorBench's 50 of 100)",
              "bf16 autocast and channels_last on CUDA (official: fp32)"),
@@ -235,9 +236,10 @@ FMP_DEVIATIONS = {
 }
 
 
-# BackdoorBench's triggers (attacks.md): BadNets (3x3 white patch, and the grid), Blended, SIG, LF, WaNet (as
-# fixed-index data poisoning) and label-consistent; LF is one shipped file per dataset (lf_variant)
-BB_ATTACKS = ("white3_bb", "grid_bb", "blend_kitty_bb", "sig_bb", "lf_bb", "wanet_bb", "lc_bb")
+# BackdoorBench's triggers (attacks.md): BadNets (3x3 white patch, and the grid), Blended, SIG, LF, WaNet (trained
+# in its own loop as BackdoorBench does; wanet_bb is the fixed-index variant) and label-consistent; LF is one shipped
+# file per dataset (lf_variant)
+BB_ATTACKS = ("white3_bb", "grid_bb", "blend_kitty_bb", "sig_bb", "lf_bb", "wanet_bb_inloop", "lc_bb")
 CLEAN_LABEL_BB = ("sig_bb", "lc_bb")
 # the clean-label attacks poison pratio 0.1 of the whole set, all from the target class: off CIFAR-10 the class holds
 # fewer images than that (CIFAR-100: 500 for 5,000), and BackdoorBench's own selection stops there too
