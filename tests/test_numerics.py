@@ -1,5 +1,7 @@
 """CPU numerics: the thread count is pinned for every CPU run, and thread count and kernel family key every trained
 artifact, so that a cache shared between machines never mixes results they compute differently."""
+import os
+import re
 import subprocess
 import sys
 
@@ -46,7 +48,8 @@ def test_the_kernel_caps_are_exported_on_avx2_machines_and_a_user_value_wins(mon
     for name in ("MKL_CBWR", "ATEN_CPU_CAPABILITY"):
         monkeypatch.delenv(name, raising=False)
     capped = numerics.export_lines()
-    assert capped[:3] == ["export MKL_CBWR=AVX2", "export ONEDNN_MAX_CPU_ISA=SSE41", "export ATEN_CPU_CAPABILITY=avx2"]
+    assert capped[:3] == ["export MKL_CBWR=COMPATIBLE", "export ONEDNN_MAX_CPU_ISA=SSE41",
+                          "export ATEN_CPU_CAPABILITY=avx2"]
     monkeypatch.setattr(numerics, "has_avx2", lambda: False)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     native = numerics.export_lines()
@@ -56,5 +59,26 @@ def test_the_kernel_caps_are_exported_on_avx2_machines_and_a_user_value_wins(mon
     assert capped[3] != native[0] and "ONEDNN_MAX_CPU_ISA_SSE41" in capped[3] and native[0].endswith("-native")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
     assert numerics.export_lines() == ["export TORCHINDUCTOR_CACHE_DIR=/somewhere/mine"]  # the user's folder wins
-    monkeypatch.setenv("MKL_CBWR", "AVX2")
-    assert numerics.cpu_numerics().endswith("-mklAVX2")
+    monkeypatch.setattr(numerics, "mkl_branch", lambda: "COMPATIBLE")
+    assert numerics.cpu_numerics().endswith("-mklCOMPATIBLE")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("requested", ["COMPATIBLE", "AVX2", ""])
+def test_the_key_names_the_mkl_branch_mkl_runs_not_the_one_requested(requested):
+    """MKL reads MKL_CBWR when it loads: a fresh process per setting. Its own verbose log names the branch of each
+    call (``CNR:<branch>``); the key must name the same one (on AMD, AVX2 runs as AUTO)."""
+    code = ("import torch; torch.set_num_threads(2); from backdoor_repro.numerics import mkl_branch, cpu_numerics; "
+            "torch.nn.Linear(64, 10)(torch.randn(8, 64)); print('BRANCH', mkl_branch(), cpu_numerics())")
+    env = {**os.environ, "MKL_CBWR": requested, "MKL_VERBOSE": "1"}
+    if not requested:
+        del env["MKL_CBWR"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stderr
+    branch, key = out.stdout.split("BRANCH ")[1].split()[:2]
+    reported = set(re.findall(r"CNR:(\w+)", out.stdout + out.stderr))
+    if reported:  # MKL's log names the branch it ran (OFF: MKL prints no CNR field, or OFF)
+        assert reported == {branch} or (branch == "OFF" and reported <= {"OFF"})
+    if requested == "COMPATIBLE":
+        assert branch == "COMPATIBLE" and key.endswith("-mklCOMPATIBLE")
+    assert key.endswith(f"-mkl{branch}")

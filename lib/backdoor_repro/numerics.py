@@ -3,16 +3,19 @@
 On CPU, torch's results depend on the number of intra-op threads (how reductions are split) and on the kernels the
 CPU selects. Measured on one smoke training (ResNet-18 at width 8, 2 epochs on 500 images, AMD EPYC with AVX2):
 1, 2 and 4 threads gave three different sets of weights; so did ATen's scalar kernels against its AVX2 ones, and
-MKL's default dispatch against its AVX2 reproducibility branch (``MKL_CBWR=AVX2``), which means an Intel and an AMD
-machine with the same instruction set can differ; repeats at fixed settings were bit-identical. So:
+MKL without a reproducibility branch against one; repeats at fixed settings were bit-identical. MKL's branches other
+than AUTO and COMPATIBLE exist on Intel processors only: on an AMD CPU ``MKL_CBWR=AVX2`` runs the AUTO branch (Intel's
+CNR documentation; MKL's own report, :func:`mkl_branch`, says AUTO here), so an Intel and an AMD machine ran different
+sgemm code under it. COMPATIBLE is MKL's one branch meant to give the same results on Intel and compatible
+processors (an SSE2 path). So:
 
 * CPU runs pin the thread count (:data:`CPU_THREADS`, the CI machines' two cores; ``BACKDOOR_REPRO_THREADS``
   overrides it);
-* ``run_all.sh`` and ``run_tests.sh`` cap the kernels at AVX2 on machines that have it (:data:`KERNEL_CAPS`:
-  MKL's AVX2 branch, oneDNN and ATen at most AVX2; a value already set in the environment wins), so that machines of
-  either vendor, with or without AVX-512, pick the same kernels (not yet verified on a second machine);
-* the kernel family, the caps and the thread count join the key of every trained CPU artifact
-  (:func:`cpu_numerics`), so that a cache shared between machines never mixes results computed differently;
+* ``run_all.sh`` and ``run_tests.sh`` cap the kernels on machines with AVX2 (:data:`KERNEL_CAPS`: MKL's COMPATIBLE
+  branch, oneDNN and ATen at most AVX2; a value already set in the environment wins), so that machines of either
+  vendor, with or without AVX-512, pick the same kernels (verified between two AMD machines; not yet on an Intel one);
+* the kernel family, the MKL branch MKL reports running and the thread count join the key of every trained CPU
+  artifact (:func:`cpu_numerics`), so that a cache shared between machines never mixes results computed differently;
 * OpenMP threads that wait sleep instead of spinning (:data:`WAIT_POLICY`, ``OMP_WAIT_POLICY=PASSIVE``; a value
   already set wins). It changes no result; on a loaded 2-core machine spin-waiting threads starved the run (no
   checkpoint written in 110 min, where PASSIVE finished in 65). The OpenMP runtime reads it when it loads (with
@@ -28,7 +31,10 @@ import os
 import shlex
 
 CPU_THREADS = 2
-KERNEL_CAPS = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+KERNEL_CAPS = {"MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+# MKL_CBWR branch constants (mkl_cbwr.h) as MKL reports them
+MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
+                10: "AVX2", 12: "AVX512"}
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
@@ -59,11 +65,27 @@ def has_avx2() -> bool:
         return False
 
 
-def cpu_numerics() -> str:
-    """``<ATen kernels>-<threads>t[-mkl<branch>]``, e.g. ``AVX2-2t-mklAVX2``: what a CPU artifact's numbers depend
-    on besides its config and the torch version."""
+def mkl_branch() -> str | None:
+    """The reproducibility branch MKL runs (it may differ from ``MKL_CBWR``: on AMD, AVX2 runs as AUTO), read from
+    the MKL linked into torch (``mkl_serv_cbwr_get``, which torch's CPU library exports); where it cannot be read,
+    ``MKL_CBWR`` as set (None when unset)."""
+    import ctypes
     import torch
-    mkl = os.environ.get("MKL_CBWR")
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        get = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return os.environ.get("MKL_CBWR") or None
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    value = get(1)  # MKL_CBWR_BRANCH
+    return MKL_BRANCHES.get(value, f"branch{value}")
+
+
+def cpu_numerics() -> str:
+    """``<ATen kernels>-<threads>t[-mkl<branch>]``, e.g. ``AVX2-2t-mklCOMPATIBLE``: what a CPU artifact's numbers
+    depend on besides its config and the torch version (the branch as MKL reports it; ``OFF``: none)."""
+    import torch
+    mkl = mkl_branch()
     return f"{torch.backends.cpu.get_cpu_capability()}-{torch.get_num_threads()}t" + (f"-mkl{mkl}" if mkl else "")
 
 
