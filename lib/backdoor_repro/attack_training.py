@@ -2,9 +2,13 @@
 No-Defense model is this loop's product (the ``attack_training`` stage, ``RunSpec.no_defense_stage``) and there is no
 fixed poisoned training set.
 
-Each attack's loop is an :class:`~backdoor_repro.train.Objective` of the shared supervised loop (resumable, the
-spec's optimizer, the attack's schedule from ``RunSpec.attacker_schedule``): it receives the clean, un-augmented
-batch and builds the attacker's batch itself. ``LOOPS`` maps a loop's name (``attack.training.loop``) to it.
+``LOOPS`` maps a loop's name (``attack.training.loop``) to its trainer, ``(spec, attack, model, images, labels,
+checkpoint, progress) -> (TrainResult, extras)``; the extras join the stage's artifact (Input-aware's trained
+generators, from which ``evaluation.evaluated_attack`` rebuilds its test trigger). WaNet's loop is an
+:class:`~backdoor_repro.train.Objective` of the shared supervised loop (resumable, the spec's optimizer, the attack's
+schedule from ``RunSpec.attacker_schedule``): it receives the clean, un-augmented batch and builds the attacker's
+batch itself. Input-aware's (:mod:`.attack_inputaware`) runs its mask stage on the shared loop and its joint stage
+(two optimizers) on the shared resume machinery.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .attack_inputaware import train_inputaware
 from .attacks import Attack, PoisonedSet
 from .attacks.post_tensor import post_tensor_transform
 from .attacks.wanet import warp_grid
@@ -49,21 +54,26 @@ def wanet_objective(spec, attack: Attack, images: torch.Tensor) -> WanetObjectiv
     return WanetObjective(attack, grid, spec.num_classes, is_cifar10(spec.dataset), spec.normalization_stats()[0])
 
 
-LOOPS = {"wanet_bb": wanet_objective}
+def train_wanet(spec, attack: Attack, model, images, labels, checkpoint=None, progress: bool = True):
+    objective = wanet_objective(spec, attack, images)
+    return train_model(model, images, labels, spec.attacker_schedule(), checkpoint=checkpoint, progress=progress,
+                       desc=attack.key, objective=objective), {}
+
+
+LOOPS = {"wanet_bb": train_wanet, "inputaware_bb": train_inputaware}
 
 
 def train_attacker(spec, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   checkpoint: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Train ``model`` on the clean ``images`` with ``spec``'s training-controlled attack poisoning every batch."""
+                   checkpoint: str | Path | None = None, progress: bool = True) -> tuple[TrainResult, dict]:
+    """Train ``model`` on the clean ``images`` with ``spec``'s training-controlled attack poisoning every batch;
+    returns the loop's result and its extras for the stage's artifact (empty for WaNet)."""
     attack = spec.make_attack()
     if not attack.training_controlled:
         raise ValueError(f"{attack.key} is a data-poisoning attack: train its poisoned set with train_model")
     attack.check_size(images.shape)
     if attack.target >= spec.num_classes:
         raise ValueError(f"{attack.key}: target {attack.target} is not a class of {spec.dataset}")
-    objective = LOOPS[attack.training.loop](spec, attack, images)
-    return train_model(model, images, labels, spec.attacker_schedule(), checkpoint=checkpoint, progress=progress,
-                       desc=attack.key, objective=objective)
+    return LOOPS[attack.training.loop](spec, attack, model, images, labels, checkpoint, progress)
 
 
 def unpoisoned_set(split: ImageSet, attack: Attack) -> PoisonedSet:

@@ -1,20 +1,44 @@
 """Evaluate a model against an attack: ACC, ACC without the target class, ASR, RA and CTR."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from . import metrics
 from .attacks import Attack
+from .cache import load_artifact
 from .data import ImageSet
 from .train import predict
 
 
-def evaluate(model: torch.nn.Module, spec, test: ImageSet) -> dict:
-    """ACC / ASR / RA / ACC_no_target / CTR of ``model`` against ``spec``'s attack (ACC only for a clean spec)."""
+def evaluated_attack(spec, cache=None) -> Attack:
+    """The attack whose trigger builds ``spec``'s test population: ``spec.make_attack()``, except where the attack's
+    trigger is learned by its own training (its loop config has ``trigger_from_training``: Input-aware), whose
+    trigger is rebuilt from the extras of the ``attack_training`` stage stored in ``cache`` (an ArtifactCache).
+    Every evaluation of a spec (No-Defense and every defense) builds its test population from this."""
+    attack = spec.make_attack()
+    rebuild = getattr(attack.training, "trigger_from_training", None)
+    if rebuild is None:
+        return attack
+    if cache is None:
+        raise ValueError(f"{attack.key}'s test trigger is learned by its training: pass the cache that holds its "
+                         "attack_training stage")
+    stage = spec.no_defense_stage()
+    stored = load_artifact(cache.path(stage), stage.key)
+    if stored is None:
+        raise ValueError(f"{attack.key}'s test trigger comes from its trained generators, and the attack_training "
+                         f"stage {stage.key} is not in the cache: train it first (pipeline.no_defense_model)")
+    return dataclasses.replace(attack, trigger=rebuild(stored["extras"]))
+
+
+def evaluate(model: torch.nn.Module, spec, test: ImageSet, cache=None) -> dict:
+    """ACC / ASR / RA / ACC_no_target / CTR of ``model`` against ``spec``'s attack (ACC only for a clean spec);
+    ``cache``: where a learned trigger's networks are stored (:func:`evaluated_attack`)."""
     if spec.attack is None:
         device = next(model.parameters()).device
         return {"ACC": metrics.accuracy(predict(model, test.images), test.labels.to(device))}
-    return AttackEvaluator(spec.make_attack(), test)(model)
+    return AttackEvaluator(evaluated_attack(spec, cache), test)(model)
 
 
 class AttackEvaluator:

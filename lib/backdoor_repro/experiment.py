@@ -21,7 +21,7 @@ from .data import ImageSet, check_dataset_available, class_balanced_subset, layo
 from .dataset_fixtures import FIXTURE_LAYOUTS, write_fixture
 from .datasets import is_cifar10
 from .defenses import DEFENSES, DefenseResult, get_defense
-from .evaluation import AttackEvaluator, evaluate
+from .evaluation import AttackEvaluator, evaluate, evaluated_attack
 from .pipeline import RunData, data_key, load_data, run_data
 from .numerics import pin_cpu_threads
 from .records import assert_checks
@@ -117,8 +117,10 @@ class Experiment:
         if spec.attack is None:
             return evaluate(model, spec, self.test)
         key = (spec.attack, repr(sorted(spec.attack_overrides.items())), spec.data_seed)
+        if spec.training_controlled:  # a learned trigger belongs to one attack_training stage
+            key += (spec.no_defense_stage().key,)
         if key not in self._evaluators:
-            self._evaluators[key] = AttackEvaluator(spec.make_attack(), self.test)
+            self._evaluators[key] = AttackEvaluator(evaluated_attack(spec, self.cache), self.test)
         return self._evaluators[key](model)
 
     def attacks_for(self, defaults) -> tuple[str, ...]:

@@ -143,11 +143,13 @@ def no_defense_model(spec: RunSpec, train: ImageSet | None, cache: ArtifactCache
             images, labels, count = train.images, train.labels, 0
         torch.manual_seed(spec.seed)
         model = spec.new_model()
-        if spec.training_controlled:
-            result = train_attacker(spec, model, images, labels, partial, progress)
+        extras = {}
+        if spec.training_controlled:  # the loop's extras (Input-aware's generators) join the artifact
+            result, extras = train_attacker(spec, model, images, labels, partial, progress)
         else:
             result = train_model(model, images, labels, spec.no_defense_schedule, checkpoint=partial, progress=progress,
                                       desc=spec.attack or "clean")
-        return StageOutput(model, result.history, {"poison_count": count, "images_per_second": result.images_per_second})
+        return StageOutput(model, result.history, {"poison_count": count, "images_per_second": result.images_per_second,
+                                                   **extras})
 
     return cached_stage(cache, spec.no_defense_stage(), build, spec.new_model, device)

@@ -1,6 +1,7 @@
 """Input-aware dynamic backdoor as BackdoorBench builds it (``attack/inputaware.py``): the networks and the losses.
-Its training loop (mask pre-training, then the classifier and the pattern generator trained together) is not
-registered yet; these are the pieces it will use, each tested on fixed tiny inputs.
+Its training loop (mask pre-training, then the classifier and the pattern generator trained together; registered
+as ``inputaware_bb``) is ``attacks/inputaware_loop.py`` (the batch, the config, the quirks, the test trigger) and
+``attack_inputaware.py`` (the two stages); these are its pieces, each tested on fixed tiny inputs.
 
 * :class:`PatternGenerator` — the encoder-decoder both generators share (non-MNIST: 3 steps from 32 channels):
   per step two 3×3 conv blocks (conv with bias, BatchNorm eps 1e-5 momentum 0.05, ReLU) and a 2×2 max-pool;

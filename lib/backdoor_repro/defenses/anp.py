@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .. import metrics
 from ..augment import augment, to_float
 from ..cache import artifact_key
-from ..evaluation import AttackEvaluator
+from ..evaluation import AttackEvaluator, evaluated_attack
 from ..graph import Stage
 from ..pipeline import RunData, no_defense_model
 from ..resume import EpochCheckpoint
@@ -270,7 +270,7 @@ class ANP(FMPProtocolDefense):
             gen = torch.Generator(device=device).manual_seed(spec.seed)
             holdout = data.clean_holdout
             masks = optimize_masks(model, holdout.images, holdout.labels.to(device), cfg, gen, partial)
-            evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
+            evaluate = AttackEvaluator(evaluated_attack(spec, cache), data.test) if data.test is not None else None
             sweep = threshold_sweep(model, masks, cfg, holdout, evaluate)
             threshold = cfg.threshold if cfg.threshold is not None else holdout_threshold(sweep, cfg.acc_ratio)
             pruned = 0 if threshold is None else prune_by_threshold(model, masks, threshold)

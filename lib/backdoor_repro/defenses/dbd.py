@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..cache import ArtifactCache
-from ..evaluation import AttackEvaluator
+from ..evaluation import AttackEvaluator, evaluated_attack
 from ..fast_step import adam, load_optimizer_state
 from ..graph import Stage
 from ..pipeline import RunData, check_run_data, no_defense_model
@@ -190,7 +190,7 @@ def finetune_stage(spec: RunSpec, data: RunData, cfg: DBDConfig, cache: Artifact
         model, head = head_stage(spec, data, cfg, cache)
         opt = adam(model.parameters(), cfg.head.lr, data.train.images.device)
         load_optimizer_state(opt, head.extras["optimizer"])
-        evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
+        evaluate = AttackEvaluator(evaluated_attack(spec, cache), data.test) if data.test is not None else None
         p = data.train
         history, losses, credible = finetune(model, opt, p.images, p.labels, p.poison_mask, cfg.head, cfg.finetune,
                                              spec.seed, warmup_epochs=cfg.head.epochs, evaluate=evaluate,

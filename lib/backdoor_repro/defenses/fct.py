@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..augment import augment, to_float
 from ..cache import ArtifactCache
 from ..datasets import is_cifar10
-from ..evaluation import AttackEvaluator
+from ..evaluation import AttackEvaluator, evaluated_attack
 from ..fast_step import sgd
 from ..losses import FLAG_CLEAN, FLAG_POISONED, SUPCON_MASKS, mixed_cross_entropy, supcon_loss, supcon_positive_mask
 from ..models import ContrastiveEncoder, build_model, normalization_stats
@@ -191,7 +191,7 @@ def classifier_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: Artifa
     def build(partial):
         _, flags = _sd_flags(spec, data, cfg, cache, progress)
         encoder, _ = encoder_stage(spec, data, cfg, cache, progress)
-        evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
+        evaluate = AttackEvaluator(evaluated_attack(spec, cache), data.test) if data.test is not None else None
         model = make()
         model.backbone.load_state_dict(encoder.backbone.state_dict())
         torch.manual_seed(spec.seed)
@@ -258,7 +258,7 @@ def br_stage(spec: RunSpec, data: RunData, cfg: FCTConfig, cache: ArtifactCache,
         gen = torch.Generator(device=device).manual_seed(spec.seed)
         images, labels = data.train.images, data.train.labels
         poisoned, clean = (torch.nonzero(flags == f).flatten() for f in (FLAG_POISONED, FLAG_CLEAN))
-        evaluate = AttackEvaluator(spec.make_attack(), data.test) if data.test is not None else None
+        evaluate = AttackEvaluator(evaluated_attack(spec, cache), data.test) if data.test is not None else None
         ckpt = EpochCheckpoint(partial, stage.key, BR_CHECKPOINT_EVERY, br.epochs, device, data=(images, labels))
         saved = ckpt.resume(model, opt, gen)
         start, history = (saved["epoch"], list(saved["history"])) if saved is not None else \
