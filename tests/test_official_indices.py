@@ -114,7 +114,7 @@ COUNTS = {
     "trojan3_tr": 5000, "sig_fct": 500, "sig_bb": 5000, "sig_tr_wrapped": 5000, "lc_dbd": 1250,
     "grid3_tr": 5000, "trojan8_tr": 5000, "trojan_wm_tr": 5000, "l0_inv": 5000, "l2_inv": 5000, "smooth_tr": 5000,
     "blend_kitty_tr": 5000, "cl_tr": 5000, "cl_fct": 500,
-    "grid_bb": 5000, "lf_bb": 5000, "wanet_bb": 5000, "lc_bb": 5000,
+    "grid_bb": 5000, "lf_bb": 5000, "wanet_bb": 5000, "lc_bb": 5000, "trojannn_bb": 5000,
     "grid_tr_imagenet": 5000, "blend_kitty_tr_imagenet": 5000, "trojan_wm_tr_imagenet": 5000, "sig_tr_imagenet": 5000,
     "white22_fct_imagenet": 4500, "blend_strip_fct_imagenet": 4500,
 }

@@ -117,7 +117,8 @@ def test_unknown_attack_and_parameter_are_rejected():
 
 
 @pytest.mark.parametrize("key", [k for k in keys_for_size(32)  # the other sizes: test_triggers_sizes.py
-                                 if not get_attack(k).training_controlled])  # in-loop: test_inloop_wanet.py
+                                 if not get_attack(k).training_controlled  # in-loop: test_inloop_wanet.py
+                                 and not get_attack(k).trigger_from_clean_model])  # test_trojannn_stage.py
 def test_every_registered_attack_poisons_the_smoke_set(key, smoke_train):
     fake_pgd = lambda imgs, labels: imgs  # noqa: E731
     attack = get_attack(key)

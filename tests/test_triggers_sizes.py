@@ -10,8 +10,10 @@ from backdoor_repro.attacks import check_attack_size, get_attack, keys_for_size
 from backdoor_repro.attacks.assets import asset_path
 from backdoor_repro.data import ImageSet
 
-# the attacks with a fixed poisoned set (a training-controlled one poisons in its loop: test_inloop_wanet.py)
-POISONING_224 = [k for k in keys_for_size(224) if not get_attack(k).training_controlled]
+# the attacks with a fixed poisoned set (a training-controlled one poisons in its loop: test_inloop_wanet.py) and a
+# trigger that exists before training (one optimised on the clean model: test_trojannn_stage.py)
+POISONING_224 = [k for k in keys_for_size(224)
+                 if not get_attack(k).training_controlled and not get_attack(k).trigger_from_clean_model]
 TR_KEYS = ("grid_tr_imagenet", "blend_kitty_tr_imagenet", "trojan_wm_tr_imagenet", "sig_tr_imagenet")
 PAPER_224 = TR_KEYS + ("white22_fct_imagenet", "blend_strip_fct_imagenet", "blend_kitty_dbd")
 

@@ -13,23 +13,34 @@ from .train import predict
 
 
 def evaluated_attack(spec, cache=None) -> Attack:
-    """The attack whose trigger builds ``spec``'s test population: ``spec.make_attack()``, except where the attack's
-    trigger is learned by its own training (its loop config has ``trigger_from_training``: Input-aware), whose
-    trigger is rebuilt from the extras of the ``attack_training`` stage stored in ``cache`` (an ArtifactCache).
-    Every evaluation of a spec (No-Defense and every defense) builds its test population from this."""
+    """The attack whose trigger builds ``spec``'s test population: ``spec.make_attack()``, except where the trigger
+    is learned by the attack's training (its loop config has ``trigger_from_training``: Input-aware), rebuilt from
+    the extras of the ``attack_training`` stage, or optimised on the clean model (``Attack.trigger_search``:
+    TrojanNN), read from ``spec.trigger_stage()``; both stored in ``cache`` (an ArtifactCache). Every evaluation of a
+    spec (No-Defense and every defense) builds its test population from this."""
     attack = spec.make_attack()
+    if attack.trigger_from_clean_model:
+        stored = _stored(attack, spec.trigger_stage(), cache, "is optimised on the clean model",
+                         "build the poisoned set first (pipeline.run_data)")
+        return dataclasses.replace(attack, trigger=attack.trigger_search.trigger(stored))
     rebuild = getattr(attack.training, "trigger_from_training", None)
     if rebuild is None:
         return attack
+    stored = _stored(attack, spec.no_defense_stage(), cache, "comes from its trained generators",
+                     "train it first (pipeline.no_defense_model)")
+    return dataclasses.replace(attack, trigger=rebuild(stored["extras"]))
+
+
+def _stored(attack: Attack, stage, cache, origin: str, remedy: str) -> dict:
+    """The artifact of ``stage`` in ``cache``, or a ``ValueError`` that says where the attack's test trigger comes
+    from and how to build it."""
     if cache is None:
-        raise ValueError(f"{attack.key}'s test trigger is learned by its training: pass the cache that holds its "
-                         "attack_training stage")
-    stage = spec.no_defense_stage()
+        raise ValueError(f"{attack.key}'s test trigger {origin}: pass the cache that holds its {stage.name} stage")
     stored = load_artifact(cache.path(stage), stage.key)
     if stored is None:
-        raise ValueError(f"{attack.key}'s test trigger comes from its trained generators, and the attack_training "
-                         f"stage {stage.key} is not in the cache: train it first (pipeline.no_defense_model)")
-    return dataclasses.replace(attack, trigger=rebuild(stored["extras"]))
+        raise ValueError(f"{attack.key}'s test trigger {origin}, and the {stage.name} stage {stage.key} is not in "
+                         f"the cache: {remedy}")
+    return stored
 
 
 def evaluate(model: torch.nn.Module, spec, test: ImageSet, cache=None) -> dict:

@@ -119,6 +119,8 @@ class Experiment:
         key = (spec.attack, repr(sorted(spec.attack_overrides.items())), spec.data_seed)
         if spec.training_controlled:  # a learned trigger belongs to one attack_training stage
             key += (spec.no_defense_stage().key,)
+        elif spec.make_attack().trigger_from_clean_model:  # an optimised one to one clean model's trigger stage
+            key += (spec.trigger_stage().key,)
         if key not in self._evaluators:
             self._evaluators[key] = AttackEvaluator(evaluated_attack(spec, self.cache), self.test)
         return self._evaluators[key](model)

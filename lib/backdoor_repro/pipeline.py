@@ -2,18 +2,18 @@
 
 * :func:`load_data` — the profile's train/test sets on the device;
 * :func:`poisoned_training_set` — the defender's training split, poisoned (label-consistent PGD images cached:
-  the ``lc_images`` stage);
+  the ``lc_images`` stage; a trigger optimised on the clean model: :func:`optimised_attack`);
 * :func:`run_data` — what a defense is granted: the poisoned set, the test set, the clean holdout (``run_data``);
 * :func:`no_defense_model` — a clean or backdoored model trained once and reused by every defense (``no_defense``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .attack_training import train_attacker, unpoisoned_set
-from .attacks import PoisonedSet, pgd_adversary
+from .attacks import Attack, PoisonedSet, pgd_adversary
 from .cache import ArtifactCache
 from .data import ImageSet, class_balanced_subset, fingerprint, load_dataset
 from .holdout import clean_subset, split_holdout
@@ -58,6 +58,8 @@ def poisoned_training_set(spec: RunSpec, train: ImageSet, cache: ArtifactCache |
     attack = spec.make_attack()
     if attack.training_controlled:
         return unpoisoned_set(split, attack)
+    if attack.trigger_from_clean_model:
+        attack = optimised_attack(spec, train, cache or ArtifactCache(), progress)
     adversary = None
     if attack.needs_adversary:
         cache = cache or ArtifactCache()
@@ -78,6 +80,18 @@ def poisoned_training_set(spec: RunSpec, train: ImageSet, cache: ArtifactCache |
             return perturbed
 
     return attack.poison(split, spec.data_seed, adversary=adversary, reference_size=len(train))
+
+
+def optimised_attack(spec: RunSpec, train: ImageSet, cache: ArtifactCache, progress: bool = True) -> Attack:
+    """``spec``'s attack with its trigger optimised on the clean model (``spec.trigger_stage()``: built once on
+    :meth:`~backdoor_repro.spec.RunSpec.clean_model_for_poisoning`, then read from ``cache``)."""
+    attack, stage = spec.make_attack(), spec.trigger_stage()  # a wrong architecture fails here, before any compute
+
+    def build(_partial):
+        model, _ = no_defense_model(spec.clean_model_for_poisoning(), train, cache, progress)
+        return stage.config["search"].optimise(model, stage.config["image_size"], spec.data_seed)
+
+    return replace(attack, trigger=attack.trigger_search.trigger(cache.get_or_build(stage, build)))
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,11 @@ root stages of the stage graph that every defense builds on (:mod:`backdoor_repr
 A spec is made by :func:`backdoor_repro.resolve.resolve`, the one place that decides a run's rate, schedule,
 protocol and precision. Its root stages::
 
-    lc_images ──► poisoned_data ──► run_data (+ the holdout a defense is granted: for the stages that read it)
-    (clean no_defense)   │
-                         ├──► no_defense (+ model_context: architecture, seed, precision, machine numerics)
-    model_context ───────┘
+    lc_images ──────────┬──► poisoned_data ──► run_data (+ the holdout a defense is granted: for its readers)
+    (clean no_defense)  │          │
+    trojannn_trigger ───┘          ├──► no_defense (+ model_context: architecture, seed, precision, numerics)
+    (clean no_defense)             │
+    model_context ─────────────────┘
 
 Every key is derived from the stages' configs and their parents' keys; none is written by hand.
 """
@@ -21,6 +22,7 @@ import torch
 from .attacks import POISONING_VERSION, Attack, canonical_overrides, get_attack
 from .attacks.selection import DETERMINISTIC
 from .data import ImageSet, fingerprint
+from .datasets import dataset_info
 from .graph import Stage
 from .models import NORMALIZATIONS, build_model, normalization_stats
 from .fast_step import enable_gpu_step_paths
@@ -166,11 +168,28 @@ class RunSpec:
         return Stage("lc_images", {"poisoning": self.poisoning_config(), "pgd": self.make_attack().pgd},
                      LC_IMAGES_VERSION, parents)
 
+    def trigger_stage(self) -> Stage:
+        """A trigger optimised on the clean model (TrojanNN): keyed by the search this run makes (a small run's is
+        cut), the image size and the data seed (which seeds the search's own draws), on the clean model's No-Defense
+        stage."""
+        attack = self.make_attack()
+        if attack.trigger_search is None:
+            raise ValueError(f"{attack.key}'s trigger does not depend on a model: it has no trigger stage")
+        attack.trigger_search.check_model(self.model, self.width)
+        search = attack.trigger_search.for_run(self.small_run is not None)
+        config = {"search": search, "image_size": dataset_info(self.dataset).image_size, "data_seed": self.data_seed}
+        return Stage(search.stage, config, search.version, (self.clean_model_for_poisoning().no_defense_stage(),))
+
     def data_stage(self) -> Stage:
-        """The poisoned training set (computed, not stored; the label-consistent images it uses are)."""
-        needs_adversary = self.attack is not None and self.make_attack().needs_adversary
-        return Stage("poisoned_data", self.poisoning_config(), POISONING_VERSION,
-                     (self.lc_stage(),) if needs_adversary else ())
+        """The poisoned training set (computed, not stored; the label-consistent images and the optimised trigger it
+        uses are)."""
+        attack = self.make_attack() if self.attack is not None else None
+        parents = ()
+        if attack is not None and attack.needs_adversary:
+            parents += (self.lc_stage(),)
+        if attack is not None and attack.trigger_from_clean_model:
+            parents += (self.trigger_stage(),)
+        return Stage("poisoned_data", self.poisoning_config(), POISONING_VERSION, parents)
 
     def granted_stage(self) -> Stage:
         """What the defender is granted (:class:`~backdoor_repro.pipeline.RunData`): the poisoned set and the holdout."""

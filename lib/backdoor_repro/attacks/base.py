@@ -71,6 +71,7 @@ class Attack:
     official_stream: str | None = None  # which paper's code this attack's indices come from
     source: str = ""
     training: object = None  # training-controlled: its loop's config (attack_training.py); None: data poisoning
+    trigger_search: object = None  # a trigger optimised on the clean model: its search (trojannn.TrojanSearch)
 
     def __post_init__(self):
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not (0 < self.rate <= 1):
@@ -97,6 +98,12 @@ class Attack:
     def training_controlled(self) -> bool:
         """True where the attack poisons inside its own training loop (no fixed poisoned set, no fixed indices)."""
         return self.training is not None
+
+    @property
+    def trigger_from_clean_model(self) -> bool:
+        """True where the trigger is optimised on the clean model (``spec.trigger_stage()``): until the pipeline binds
+        it (``dataclasses.replace(attack, trigger=...)``), the registry's trigger refuses to apply."""
+        return self.trigger_search is not None
 
     def _refuse_fixed_poisoning(self) -> None:
         if self.training_controlled:

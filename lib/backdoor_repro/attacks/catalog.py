@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from . import additive, blend, patch, wanet
+from . import additive, blend, patch, trojannn, wanet
 from .assets import array_asset, fct_trojan_pattern, image_asset, wrapped_stripes
 from .base import assemble
 from .lc_files import with_file_images
@@ -136,6 +136,16 @@ def _trojan_wm_tr(data_seed=0, **common):
     trigger = additive.AdditiveTrigger(image_asset("trap_and_replace/trojan_wm.png").float())
     return assemble("trojan_wm_tr", trigger, common, target=0, selection="first_n_nontarget", rate=0.1,
                  source="T&R triggers/trojan_wm.png")
+
+
+@register("trojannn_bb", "TrojanNN", "FMP", "BackdoorBench's TrojanNN: a pattern optimised on the clean model (2 "
+          "neurons of an untrained 1000-way head driven to 100 by 1,000 sign steps inside the apple mask), added with "
+          "uint8 wrap-around to a random round(0.1 N) of all classes, relabelled to 0; the pattern is the spec's "
+          "trigger_stage")
+def _trojannn_bb(data_seed=0, num_neurons=2, target_value=100.0, steps=1000, step=0.1, eps=0.3, tolerance=1e-3,
+                 **common):
+    search = trojannn.TrojanSearch(num_neurons, target_value, steps, step, eps, tolerance)
+    return trojannn.unoptimised_attack(search, **common)
 
 
 # ---------------------------------------------------------------- l0 / l2 invisible, smooth (§3.7, §3.8; T&R only)

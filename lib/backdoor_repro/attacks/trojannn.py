@@ -15,10 +15,16 @@ images (all classes), relabelled to the target 0. The official recipe (BackdoorB
   after the update of the first step whose cost was below 1e-3;
 * the result × 255 truncated to uint8 is the pattern; it is added to an image and the float sum cast to uint8
   before the clip, so sums above 255 wrap (``cast_wrap``).
+
+The registered ``trojannn_bb`` holds :class:`TrojanSearch` (``Attack.trigger_search``) and a placeholder trigger
+until its pattern exists: ``spec.trigger_stage()`` keys the pattern, ``pipeline.poisoned_training_set`` builds it on
+the clean model and binds it, ``evaluation.evaluated_attack`` reads it back.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from numbers import Integral, Real
+from typing import Callable, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
@@ -33,6 +39,7 @@ MASK = "backdoorbench/trojannn_apple4.png"
 # config/attack/trojannn/preactresnet18.yaml and pgd_with_mask_to_selected_neuron's defaults
 TROJANNN_BB = {"num_neurons": 2, "target_value": 100.0, "steps": 1000, "step": 0.1, "eps": 0.3, "tolerance": 1e-3}
 OFFICIAL_HEAD_CLASSES = 1000  # generate_cls_model(num_classes=1000) for the optimisation
+SMALL_RUN_STEPS = 2  # the search's steps in a small run (spec.small_run), as every other stage's couple of steps
 
 
 def most_connected_neurons(weight: torch.Tensor, k: int) -> torch.Tensor:
@@ -117,7 +124,72 @@ def trojan_trigger(pattern: torch.Tensor) -> additive.AdditiveTrigger:
 
 
 def trojannn_bb_attack(pattern: torch.Tensor, data_seed: int = 0, **common) -> Attack:
-    """``trojannn_bb`` with its optimised ``pattern``: round(0.1 N) drawn from all classes, relabelled to 0."""
-    return assemble("trojannn_bb", trojan_trigger(pattern), common, target=0, selection="random_all", rate=0.1,
-                    official_stream="backdoorbench",
-                    source="BackdoorBench attack/trojannn.py, config/attack/trojannn/preactresnet18.yaml")
+    """``trojannn_bb`` with its optimised ``pattern`` bound: round(0.1 N) drawn from all classes, relabelled to 0."""
+    return replace(unoptimised_attack(TrojanSearch(), **common), trigger=trojan_trigger(pattern))
+
+
+@dataclass(frozen=True)
+class TrojanSearch:
+    """TrojanNN's trigger optimisation on the clean model (:data:`TROJANNN_BB` by default): the settings key the
+    ``trojannn_trigger`` stage; :meth:`optimise` makes its artifact and :meth:`trigger` turns it into the trigger."""
+
+    num_neurons: int = TROJANNN_BB["num_neurons"]
+    target_value: float = TROJANNN_BB["target_value"]
+    steps: int = TROJANNN_BB["steps"]
+    step: float = TROJANNN_BB["step"]
+    eps: float = TROJANNN_BB["eps"]
+    tolerance: float = TROJANNN_BB["tolerance"]
+    stage: ClassVar[str] = "trojannn_trigger"  # the stage's name (its artifact folder)
+    version: ClassVar[int] = 1  # the stage's code version: bump it when the optimisation changes what it computes
+    architectures: ClassVar[tuple[str, ...]] = ("preact_resnet18",)  # untrained_head_weight draws this network's
+
+    def __post_init__(self):
+        for name in ("num_neurons", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"trojannn_bb: {name} must be a positive integer, got {value!r}")
+        for name in ("target_value", "step", "eps", "tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise ValueError(f"trojannn_bb: {name} must be a number, got {value!r}")
+        if self.step <= 0 or self.eps <= 0 or self.tolerance < 0:
+            raise ValueError(f"trojannn_bb: step and eps must be positive and tolerance non-negative, got step "
+                             f"{self.step}, eps {self.eps}, tolerance {self.tolerance}")
+
+    def check_model(self, model: str, width: int) -> None:
+        """``ValueError`` unless the clean model is one whose untrained head this search reproduces."""
+        if model not in self.architectures:
+            raise ValueError(f"trojannn_bb picks its neurons from the untrained head of BackdoorBench's "
+                             f"{', '.join(self.architectures)}: the spec's model is {model}")
+        if self.num_neurons > 8 * width:
+            raise ValueError(f"trojannn_bb: {self.num_neurons} neurons asked of a {8 * width}-feature network")
+
+    def for_run(self, small_run: bool) -> "TrojanSearch":
+        """The search a run makes: a small run (a dry run, the grid's plumbing) takes :data:`SMALL_RUN_STEPS` at most."""
+        return replace(self, steps=min(self.steps, SMALL_RUN_STEPS)) if small_run else self
+
+    def optimise(self, model: nn.Module, size: int, seed: int) -> dict:
+        """The stage's artifact on the clean ``model``: ``{"pattern", "neurons"}`` (:func:`optimised_pattern`)."""
+        return optimised_pattern(model, seed=seed, size=size, **asdict(self))
+
+    def trigger(self, stored: dict) -> additive.AdditiveTrigger:
+        return trojan_trigger(stored["pattern"])
+
+
+class UnoptimisedTrigger:
+    """What ``get_attack`` holds for an attack whose trigger is optimised on the clean model: it refuses to apply."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
+        raise ValueError(f"{self.key}'s trigger is optimised on the clean model: pipeline.poisoned_training_set binds "
+                         "it (the spec's trigger_stage), evaluation.evaluated_attack(spec, cache) reads it back")
+
+
+def unoptimised_attack(search: TrojanSearch, **common) -> Attack:
+    """The registry's ``trojannn_bb``: :func:`trojannn_bb_attack` with ``search`` and a placeholder trigger."""
+    return assemble("trojannn_bb", UnoptimisedTrigger("trojannn_bb"), common, target=0, selection="random_all",
+                    rate=0.1, official_stream="backdoorbench", trigger_search=search,
+                    source="BackdoorBench attack/trojannn.py, config/attack/trojannn/preactresnet18.yaml "
+                           "(trigger optimised on our clean model)")

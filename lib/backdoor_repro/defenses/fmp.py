@@ -206,7 +206,10 @@ PROTOCOL_DEVIATIONS = {  # shared by FMP and the baselines of its table (same at
               "target-class images than the class holds (BackdoorBench stops there too)",
               "WaNet is BackdoorBench's in-loop attack (wanet_bb_inloop) with its MultiStepLR at 100/200/300/400 "
               "over this profile's epochs; its warp field comes from our seeded stream (BackdoorBench: torch's global "
-              "one)"),
+              "one)",
+              "TrojanNN's pattern is optimised on our clean model (this profile's No-Defense schedule on our data, "
+              "seeded by the data seed; BackdoorBench: its own prototype clean run), its neurons picked from the "
+              "untrained 1000-way head drawn at the data seed"),
     "fast": ("attacked models trained 30 epochs (BackdoorBench: 100), cosine over the shortened run (GTSRB: 30 "
              "of a 60-epoch cosine, as BackdoorBench's 50 of 100)",
              "bf16 autocast and channels_last on CUDA (official: fp32)"),
@@ -237,9 +240,14 @@ FMP_DEVIATIONS = {
 
 
 # BackdoorBench's triggers (attacks.md): BadNets (3x3 white patch, and the grid), Blended, SIG, LF, WaNet (trained
-# in its own loop as BackdoorBench does; wanet_bb is the fixed-index variant) and label-consistent; LF is one shipped
+# in its own loop as BackdoorBench does; wanet_bb is the fixed-index variant), label-consistent, Input-aware (its
+# generator trained with the classifier) and TrojanNN (its pattern optimised on our clean model); LF is one shipped
 # file per dataset (lf_variant)
-BB_ATTACKS = ("white3_bb", "grid_bb", "blend_kitty_bb", "sig_bb", "lf_bb", "wanet_bb_inloop", "lc_bb")
+BB_ATTACKS = ("white3_bb", "grid_bb", "blend_kitty_bb", "sig_bb", "lf_bb", "wanet_bb_inloop", "lc_bb", "inputaware_bb",
+              "trojannn_bb")
+# in the table, not in the trigger figure: their triggers do not exist before a model is trained (Input-aware's is
+# learned by its own training, TrojanNN's optimised on the clean model), so the registry's trigger refuses to apply
+NOT_DRAWN = ("inputaware_bb", "trojannn_bb")
 CLEAN_LABEL_BB = ("sig_bb", "lc_bb")
 # the clean-label attacks poison pratio 0.1 of the whole set, all from the target class: off CIFAR-10 the class holds
 # fewer images than that (CIFAR-100: 500 for 5,000), and BackdoorBench's own selection stops there too
@@ -254,17 +262,22 @@ def lf_variant(dataset: str) -> str | None:
     return "cifar100" if dataset.startswith("cifar100") else LF_VARIANTS.get(dataset)
 
 
-def bb_attacks(profile: str, dataset: str) -> tuple[str, ...]:
-    """The BackdoorBench triggers that exist on ``dataset`` (the trigger figure)."""
+def _existing(dataset: str) -> tuple[str, ...]:
+    """The BackdoorBench attacks that exist on ``dataset`` (LF only where a file is shipped for it)."""
     return tuple(a for a in BB_ATTACKS if a != "lf_bb" or lf_variant(dataset) is not None)
 
 
+def bb_attacks(profile: str, dataset: str) -> tuple[str, ...]:
+    """The BackdoorBench triggers on ``dataset`` that can be drawn before any training (the trigger figure)."""
+    return tuple(a for a in _existing(dataset) if a not in NOT_DRAWN)
+
+
 def fmp_attacks(profile: str, dataset: str) -> tuple[str, ...]:
-    """FMP's table: one attack on smoke, a patch and a blend on cpu; else every BackdoorBench trigger that fits
+    """FMP's table: one attack on smoke, a patch and a blend on cpu; else every BackdoorBench attack that fits
     ``dataset``."""
     if profile in FMP_SHORT_TABLES:
         return FMP_SHORT_TABLES[profile]
-    return tuple(a for a in bb_attacks(profile, dataset) if dataset in CLEAN_LABEL_FITS or a not in CLEAN_LABEL_BB)
+    return tuple(a for a in _existing(dataset) if dataset in CLEAN_LABEL_FITS or a not in CLEAN_LABEL_BB)
 
 
 _W = "white3_bb"
@@ -361,7 +374,10 @@ class FMPProtocolDefense(Defense):
 
     def attack_overrides(self, attack: str, dataset: str) -> dict:
         """BackdoorBench ships the LF perturbation per dataset (CIFAR-10, CIFAR-100, GTSRB): lf_bb takes the
-        dataset's file (CIFAR-10's is the attack's default)."""
+        dataset's file (CIFAR-10's is the attack's default); Input-aware and in-loop WaNet normalise with the
+        dataset's statistics (WaNet's stored test images are warped in normalised space)."""
+        if attack in ("inputaware_bb", "wanet_bb_inloop") and not is_cifar10(dataset):
+            return {"normalization": dataset}
         variant = lf_variant(dataset) if attack == "lf_bb" else None
         return {"variant": variant} if variant not in (None, "cifar10") else {}
 
