@@ -314,8 +314,10 @@ FMP_RECORD = ProtocolRecord(
     attacks=fmp_attacks,
     sections={"triggers": bb_attacks},
     checks={"smoke": (Check(f"{_W}: ASR - CTR, no defense", ">=", 60, effect("fmp_t1", _W, "none"), (_W,)),
-                      # the cut measured over data seeds 0-3 was 51-85 points (tables/reliability/seed_spread.md)
-                      Check(f"{_W}: effect drop, no defense -> FMP", ">=", 35, effect_drop("fmp_t1", _W, "fmp"),
+                      # the cut measured over data seeds 0-3 was 51-85 points under MKL's AUTO branch
+                      # (tables/reliability/seed_spread.md); at seed 0 under COMPATIBLE (2026-12-07) 35.9: the bound
+                      # sits about 10 points under the lowest measurement, as the other checks' do
+                      Check(f"{_W}: effect drop, no defense -> FMP", ">=", 25, effect_drop("fmp_t1", _W, "fmp"),
                             (_W,)),
                       Check(f"{_W}: ACC after FMP", ">=", 3, metric("fmp_t1", _W, "fmp", "ACC"), (_W,),
                             times_chance=True)),
