@@ -155,3 +155,13 @@ def test_missing_cells_stop_the_grid_unless_it_keeps_going_and_are_marked(tmp_pa
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_without_keys_the_cli_runs_the_profiles_grid_as_the_docstring_example_does(tmp_path, capsys):
+    assert grid.main(["--profile", "smoke", "--out", str(tmp_path / "g"), "--list-jobs"]) == 0
+    out = capsys.readouterr().out
+    expected = len(grid.GRID_DEFENSES["smoke"]) * len(grid.GRID_ATTACKS["smoke"])
+    assert out.startswith(f"{expected} cells, 0 done")
+    for defense in grid.GRID_DEFENSES["smoke"]:
+        assert f"common__{defense}__{grid.GRID_ATTACKS['smoke'][0]}__default__seed0" in out
+    assert "--data-root DIR" in grid.__doc__ and "--list-jobs" in grid.__doc__

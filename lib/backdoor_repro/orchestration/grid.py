@@ -6,9 +6,10 @@ processes through submitit (``local``: one or more cells per GPU, or CPU process
 (``slurm``) on a cluster that shares the repository and the cache; ``--list-jobs`` prints the jobs (and the SLURM
 submission script) without running anything::
 
-    python -m backdoor_repro.orchestration.grid --profile fast --defenses none,ft,fmp --attacks white3_bb,blend_kitty_bb \\
-        --executor local --cells-per-gpu 2
-    python -m backdoor_repro.orchestration.grid --profile paper --executor slurm --partition gpu --time-min 240 --list-jobs
+    python -m backdoor_repro.orchestration.grid --profile fast --data-root DIR --defenses none,ft,fmp \\
+        --attacks white3_bb,blend_kitty_bb --executor local --cells-per-gpu 2
+    python -m backdoor_repro.orchestration.grid --profile paper --data-root DIR --executor slurm --partition gpu \\
+        --time-min 240 --list-jobs          # the profile's whole grid (GRID_DEFENSES x GRID_ATTACKS)
     python -m backdoor_repro.orchestration.grid --defenses dbd --attacks badnets_dbd_2x2 --protocols own --reuse-only
 
 A cell runs under the ``common`` protocol (one architecture, rate, target and holdout rule for every cell; see
@@ -528,8 +529,10 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--profile", default="smoke", choices=("smoke", "cpu", "fast", "paper"),
                       help="run profile (default smoke: CPU, bundled data; fast / paper need a GPU unless --executor "
                            "slurm submits to GPU nodes)")
-    what.add_argument("--defenses", required=True, help="comma-separated defense keys (listed below), e.g. none,ft,fmp")
-    what.add_argument("--attacks", required=True, help="comma-separated attack keys (listed below), e.g. grid3,white3_bb")
+    what.add_argument("--defenses", help="comma-separated defense keys (listed below), e.g. none,ft,fmp (default: the "
+                                         "profile's grid, GRID_DEFENSES)")
+    what.add_argument("--attacks", help="comma-separated attack keys (listed below), e.g. grid3,white3_bb (default: "
+                                        "the profile's grid, GRID_ATTACKS)")
     what.add_argument("--datasets", default="default",
                       help="comma-separated datasets: 'default' (the profile's) or, on fast / paper, cifar100, gtsrb "
                            "(default: default)")
@@ -613,8 +616,9 @@ def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     try:
-        cells = make_cells(_split(args.defenses), _split(args.attacks), _split(args.datasets), args.seeds,
-                           _split(args.protocols))
+        defenses = _split(args.defenses) if args.defenses else list(GRID_DEFENSES[args.profile])
+        attacks = _split(args.attacks) if args.attacks else list(GRID_ATTACKS[args.profile])
+        cells = make_cells(defenses, attacks, _split(args.datasets), args.seeds, _split(args.protocols))
     except ValueError as error:
         ap.error(str(error))
     out = Path(args.out) if args.out else default_store(args.profile, args.data_seed, args.plumbing)
