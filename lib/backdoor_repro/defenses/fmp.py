@@ -209,7 +209,9 @@ PROTOCOL_DEVIATIONS = {  # shared by FMP and the baselines of its table (same at
               "one)",
               "TrojanNN's pattern is optimised on our clean model (this profile's No-Defense schedule on our data, "
               "seeded by the data seed; BackdoorBench: its own prototype clean run), its neurons picked from the "
-              "untrained 1000-way head drawn at the data seed"),
+              "untrained 1000-way head drawn at the data seed",
+              "no SSBA row: BackdoorBench's SSBA reads poisoned images made by a StegaStamp encoder that neither "
+              "BackdoorBench nor FMP's code ships; FMP's mean is over its nine attacks, ours over the ones we run"),
     "fast": ("attacked models trained 30 epochs (BackdoorBench: 100), cosine over the shortened run (GTSRB: 30 "
              "of a 60-epoch cosine, as BackdoorBench's 50 of 100)",
              "bf16 autocast and channels_last on CUDA (official: fp32)"),
