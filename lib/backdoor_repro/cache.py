@@ -48,7 +48,8 @@ def artifact_key(stage: str, config: Any, version: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -77,7 +78,7 @@ def atomic_save(obj: Any, path: Path) -> str:
     sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
     try:
         torch.save(obj, tmp)
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         sidecar_tmp.write_text(digest)
         os.replace(tmp, path)
         os.replace(sidecar_tmp, sidecar)
@@ -93,7 +94,7 @@ def verified_load(path: Path, map_location="cpu"):
     sidecar = path.with_name(path.name + ".sha256")
     if not path.exists() or not sidecar.exists():
         return None
-    if _sha256(path) != sidecar.read_text().strip():
+    if file_sha256(path) != sidecar.read_text().strip():
         return None
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -23,6 +23,17 @@ class Trigger(Protocol):
         trigger is defined at come from its pattern or its ``sizes`` (``sizes.trigger_sizes``)."""
 
 
+
+class PlaceholderTrigger:
+    """What ``get_attack`` holds for a trigger that exists only once a model is trained (learned by the attack's own
+    loop, or optimised on the clean model): it refuses to apply, saying where the real one comes from."""
+
+    def __init__(self, key: str, why: str):
+        self.key, self.why = key, why
+
+    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
+        raise ValueError(f"{self.key}'s trigger {self.why}")
+
 @dataclass
 class PoisonedSet:
     """A training set after poisoning. ``labels`` are what training sees; ``true_labels`` the clean ones.

@@ -37,7 +37,7 @@ def _inputaware_bb(data_seed=0, lr_c=0.01, lr_g=0.01, lr_m=0.01, lambda_div=1.0,
         milestones_m=tuple(milestones_m), accumulate_generator_grads=accumulate_generator_grads,
         double_mask_forward=double_mask_forward, augmentation=augmentation, normalization=normalization,
         generator_base=generator_base, generator_steps=generator_steps)
-    attack = assemble("inputaware_bb", inputaware_loop.LearnedTrigger("inputaware_bb"), common, target=0,
+    attack = assemble("inputaware_bb", inputaware_loop.learned_trigger("inputaware_bb"), common, target=0,
                       selection="random_all", rate=0.1, training=loop,
                       source="BackdoorBench attack/inputaware.py, config/attack/inputaware/default.yaml "
                              "(training-controlled; its quirks: InputAwareLoop.notes())")

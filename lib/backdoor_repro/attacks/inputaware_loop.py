@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets import dataset_info
+from .base import PlaceholderTrigger
 from .inputaware import PatternGenerator, apply_pattern, diversity_loss, mask_pretraining_loss, threshold
 
 QUIRKS = ("the generator's gradients are never zeroed (optimizerG.zero_grad() is missing): Adam steps on their sum "
@@ -187,13 +188,8 @@ class GeneratorTrigger:
         return torch.cat(out) if out else images.clone()
 
 
-class LearnedTrigger:
-    """What ``get_attack`` holds for a trigger that only the attack's training produces: it refuses to apply."""
-
-    def __init__(self, key: str):
-        self.key = key
-
-    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
-        raise ValueError(f"{self.key}'s trigger is learned by its training loop: "
-                         "evaluation.evaluated_attack(spec, cache) rebuilds it from the attack_training stage")
+def learned_trigger(key: str) -> PlaceholderTrigger:
+    """What ``get_attack`` holds for a trigger that only the attack's training produces."""
+    return PlaceholderTrigger(key, "is learned by its training loop: evaluation.evaluated_attack(spec, cache) "
+                                   "rebuilds it from the attack_training stage")
 

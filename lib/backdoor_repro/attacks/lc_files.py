@@ -16,26 +16,18 @@ eps of its clean original) when the set is poisoned, the first stage of every ru
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..cache import file_sha256
 from ..data import ImageSet
 from .base import OFFICIAL_DATASETS, Attack, PoisonedSet
 
 FORMAT = ("(N, H, W, 3) channel-last images, one row per training image in the training set's order (MadryLab "
           "inf_16.npy, BackdoorBench craft_adv_dataset.py <dataset>_train.npy)")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _open(path: Path) -> np.ndarray:
@@ -68,7 +60,7 @@ class AdversarialImages:
 
     def read(self, rows: np.ndarray) -> torch.Tensor:
         """uint8 ``(len(rows), 3, H, W)``: the file's ``rows``, floats cast as T&R does (truncating ``astype``)."""
-        if _sha256(self.path) != self.sha256:
+        if file_sha256(self.path) != self.sha256:
             raise ValueError(f"{self.path} changed since it was checked (sha256 {self.sha256[:12]}...): make the "
                              "descriptor (and the run spec) again with adversarial_images(path)")
         picked = np.asarray(_open(self.path)[np.asarray(rows, dtype=np.int64)])
@@ -90,7 +82,7 @@ def adversarial_images(path) -> AdversarialImages:
         raise ValueError(f"{path}: shape {array.shape}; expected {FORMAT}")
     if array.dtype != np.uint8 and array.dtype.kind != "f":
         raise ValueError(f"{path}: dtype {array.dtype}; expected uint8 (or floats in [0, 255], cast like T&R)")
-    images = AdversarialImages(_sha256(path), int(array.shape[0]), tuple(int(s) for s in array.shape[1:]),
+    images = AdversarialImages(file_sha256(path), int(array.shape[0]), tuple(int(s) for s in array.shape[1:]),
                                array.dtype.name)
     object.__setattr__(images, "_path", str(path))
     return images

@@ -32,7 +32,7 @@ from PIL import Image
 
 from . import additive
 from .assets import image_asset
-from .base import Attack, assemble
+from .base import Attack, PlaceholderTrigger, assemble
 from .ops import quantize
 
 MASK = "backdoorbench/trojannn_apple4.png"
@@ -176,20 +176,15 @@ class TrojanSearch:
         return trojan_trigger(stored["pattern"])
 
 
-class UnoptimisedTrigger:
-    """What ``get_attack`` holds for an attack whose trigger is optimised on the clean model: it refuses to apply."""
-
-    def __init__(self, key: str):
-        self.key = key
-
-    def apply(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
-        raise ValueError(f"{self.key}'s trigger is optimised on the clean model: pipeline.poisoned_training_set binds "
-                         "it (the spec's trigger_stage), evaluation.evaluated_attack(spec, cache) reads it back")
+def unoptimised_trigger(key: str) -> PlaceholderTrigger:
+    """What ``get_attack`` holds for an attack whose trigger is optimised on the clean model."""
+    return PlaceholderTrigger(key, "is optimised on the clean model: pipeline.poisoned_training_set binds it (the "
+                                   "spec's trigger_stage), evaluation.evaluated_attack(spec, cache) reads it back")
 
 
 def unoptimised_attack(search: TrojanSearch, **common) -> Attack:
     """The registry's ``trojannn_bb``: :func:`trojannn_bb_attack` with ``search`` and a placeholder trigger."""
-    return assemble("trojannn_bb", UnoptimisedTrigger("trojannn_bb"), common, target=0, selection="random_all",
+    return assemble("trojannn_bb", unoptimised_trigger("trojannn_bb"), common, target=0, selection="random_all",
                     rate=0.1, official_stream="backdoorbench", trigger_search=search,
                     source="BackdoorBench attack/trojannn.py, config/attack/trojannn/preactresnet18.yaml "
                            "(trigger optimised on our clean model)")
