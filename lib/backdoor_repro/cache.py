@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -181,6 +182,30 @@ class NotCached(LookupError):
 
 
 STAGE_COUNTS = {"built": 0, "from_cache": 0}  # this process's stages, for the run record (report.write_run_record)
+# ...and each of them once, by "<name>/<key>": "seconds", its own build time as recorded (summed over the attempts
+# of a resumed build, less the stages built inside it; None where it was built before build times were kept),
+# "built" (in this process) and "here", the seconds of it spent in this process
+STAGE_LOG: dict[str, dict] = {}
+BUILD_SECONDS_FIELD = "build_seconds"  # in an artifact's .json sidecar: its own build time
+_NESTED_SECONDS: list[float] = []  # per build in progress (innermost last): the seconds of the builds inside it
+
+
+def _log_stage(stage, seconds: float | None, here: float | None) -> None:
+    """``here``: the seconds this process spent building it; ``None``: taken from the cache."""
+    STAGE_LOG.setdefault(f"{stage.name}/{stage.key}", {
+        "stage": stage.name, "key": stage.key, "seconds": None if seconds is None else round(float(seconds), 1),
+        "built": here is not None, "here": round(here or 0.0, 1)})
+
+
+def _recorded_seconds(artifact, path: Path) -> float | None:
+    """A cached artifact's own build time: its sidecar's, else the ``seconds`` it stores (cached_stage's)."""
+    try:
+        seconds = json.loads(path.with_suffix(".json").read_text()).get(BUILD_SECONDS_FIELD)
+    except (OSError, ValueError, AttributeError):
+        seconds = None
+    if seconds is None and isinstance(artifact, dict):
+        seconds = artifact.get("seconds")
+    return seconds if isinstance(seconds, (int, float)) else None
 
 
 class ArtifactCache:
@@ -206,6 +231,7 @@ class ArtifactCache:
         if found is not None:
             self._remove_partial(path)  # left by a kill between storing the artifact and cleaning up
             STAGE_COUNTS["from_cache"] += 1
+            _log_stage(stage, _recorded_seconds(found, path), None)
             return found
         if not self.build:
             raise NotCached(f"{stage.name} artifact {path.stem} is not in the cache (read-only: nothing is trained)")
@@ -213,6 +239,7 @@ class ArtifactCache:
             found = load_artifact(path, stage.key, map_location)  # built by another job while this one waited
             if found is not None:
                 STAGE_COUNTS["from_cache"] += 1
+                _log_stage(stage, _recorded_seconds(found, path), None)
                 return found
             STAGE_COUNTS["built"] += 1
             return self._build(stage, build, path)
@@ -221,10 +248,22 @@ class ArtifactCache:
         check_time_budget(f"the start of {stage.name}")  # a sliced run never starts an artifact after its deadline
         remove_dead_temp_files(path.parent, path.stem)  # this artifact's, left by a kill mid-write (under its lock)
         partial = path.with_suffix(".partial.pt")
-        with progress_stage(stage_label(stage)):  # a line when it starts and ends (progress.py)
-            result = build(partial)
+        started = time.perf_counter()
+        _NESTED_SECONDS.append(0.0)
+        try:
+            with progress_stage(stage_label(stage)):  # a line when it starts and ends (progress.py)
+                result = build(partial)
+        finally:
+            nested = _NESTED_SECONDS.pop()
+        here = time.perf_counter() - started
+        if _NESTED_SECONDS:
+            _NESTED_SECONDS[-1] += here
+        recorded = result.get("seconds") if isinstance(result, dict) else None  # cached_stage's: resumes included
+        own = here - nested if recorded is None else max(0.0, recorded - nested)
         save_artifact(result, path, stage.key)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(_jsonable(stage.describe()), indent=1, sort_keys=True))
+        described = {**_jsonable(stage.describe()), BUILD_SECONDS_FIELD: round(own, 1)}
+        atomic_write_text(path.with_suffix(".json"), json.dumps(described, indent=1, sort_keys=True))
+        _log_stage(stage, own, here - nested)
         self._remove_partial(path)
         return result
 

@@ -122,13 +122,27 @@ def timed_run(record: dict, previous: dict | None) -> dict | None:
     return (previous or {}).get("timed_run")
 
 
+def from_empty_cache_seconds(wall_seconds: float, stage_log: dict[str, dict]) -> float | None:
+    """The notebook's wall time from an empty cache, pieced together when its stages were built by earlier runs
+    (slices of a long profile, or another notebook sharing a stage): this run's wall time plus, for every stage it
+    used, the build time recorded for it less the part spent in this run. ``None`` when a stage's build time was
+    never recorded (built before build times were kept)."""
+    if any(entry["seconds"] is None for entry in stage_log.values()):
+        return None
+    return round(wall_seconds + sum(max(0.0, e["seconds"] - e["here"]) for e in stage_log.values()), 1)
+
+
 def write_run_record(notebook: str, profile: str, wall_seconds: float, **details) -> Path:
     """``tables/<profile>/<notebook>_run.json``: machine, device, torch version, wall time, per-stage details, how
-    many stages this run trained and took from the cache, and ``timed_run`` (:func:`timed_run`)."""
-    from .cache import STAGE_COUNTS
+    many stages this run trained and took from the cache, the build time of each (``stage_seconds``), the wall time
+    from an empty cache (:func:`from_empty_cache_seconds`) and ``timed_run`` (:func:`timed_run`)."""
+    from .cache import STAGE_COUNTS, STAGE_LOG
     path = output_dir("tables", profile) / f"{notebook}_run.json"
     record = provenance(notebook=notebook, profile=profile, wall_seconds=round(wall_seconds, 1),
                         stages=dict(STAGE_COUNTS), **details)
+    record["stage_seconds"] = [{"stage": e["stage"], "key": e["key"], "seconds": e["seconds"],
+                                "built_in_this_run": e["built"]} for e in STAGE_LOG.values()]
+    record["from_empty_cache_seconds"] = from_empty_cache_seconds(wall_seconds, STAGE_LOG)
     # run_all.sh writes into a staging folder: the record it replaces is in the published one
     published = os.environ.get("BACKDOOR_REPRO_PUBLISHED")
     before = Path(published) / "tables" / path.parent.name / path.name if published else path
