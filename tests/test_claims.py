@@ -34,13 +34,15 @@ def test_a_claim_on_a_model_that_never_learned_the_tasks_is_not_testable(tmp_pat
 
 
 def test_every_paper_s_main_defense_has_judged_claims_on_both_cpu_attacks():
-    """The cpu profile's claims tables name each paper's main defense's effect on both of its attacks."""
+    """The cpu profile's claims tables name each paper's main defense's effect on both of its attacks, each attack
+    in a row of its own (FMP's means over its attacks too)."""
     expected = {"dbd": ("badnets_dbd_2x2", "blend_kitty_dbd"), "trap_and_replace": ("grid3_tr", "blend_kitty_tr"),
                 "fct_dbr": ("grid3", "blend_kitty_fct"), "fmp": ("white3_bb", "blend_kitty_bb")}
     for key, attacks in expected.items():
         record = DEFENSES[key].record
         judged = [c for c in record.claims_for(record.attacks_for("cpu", "cifar10")) if c.ours is not None]
         assert {a for c in judged for a in c.attacks} >= set(attacks), key
+        assert all(any(c.attacks == (a,) and "ASR" in c.text for c in judged) for a in attacks), key  # each alone
 
 
 def test_the_closing_sentences_say_what_held_what_failed_and_what_could_not_be_tested(tmp_path):
