@@ -248,6 +248,10 @@ else
   echo "note: no HTML site: nbconvert is not installed here (pip install nbconvert, then" \
        "python -m backdoor_repro.orchestration.site ${site_args[*]})" >&2
 fi
+if [[ -d "$final_root/tables/$run_name" ]]; then  # from the run records: a run made in slices is pieced together
+  echo "Wall time per notebook (run records; a stage counts for the first notebook that uses it):"
+  package_module orchestration.run_times --tables "$final_root/tables/$run_name" || true
+fi
 package_module orchestration.summary --run "$run_name" --root "$final_root" --executed "$out_abs" \
   --notebooks "$(IFS=,; echo "${notebooks[*]}")" --since "$run_started" ${site[@]+"${site[@]}"}
 echo "All done: ${notebooks[*]} ($profile$([[ "$dry_run" == True ]] && echo ", dry run: $final_root"))."

@@ -81,6 +81,7 @@ def test_the_run_record_lists_each_stage_and_the_time_from_an_empty_cache(tmp_pa
     store.get_or_build(first, _sleeping(0))
     store.get_or_build(second, _sleeping(0, {"value": 2, "seconds": 7.0}))  # resumed: 7 s in a killed attempt
     record = json.loads(report.write_run_record("nb", "smoke", 20.0).read_text())
-    assert [(s["stage"], s["seconds"], s["built_in_this_run"]) for s in record["stage_seconds"]] == [
+    assert [(s["stage"], s["seconds"], s["built_in_this_run"]) for s in record["stage_builds"]] == [
         ("a", 50.0, False), ("b", 7.0, True)]
+    assert record["stage_builds"][0]["seconds_in_this_run"] == 0
     assert record["from_empty_cache_seconds"] == pytest.approx(20.0 + 50.0 + 7.0, abs=0.1)

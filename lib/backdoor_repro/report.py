@@ -134,14 +134,18 @@ def from_empty_cache_seconds(wall_seconds: float, stage_log: dict[str, dict]) ->
 
 def write_run_record(notebook: str, profile: str, wall_seconds: float, **details) -> Path:
     """``tables/<profile>/<notebook>_run.json``: machine, device, torch version, wall time, per-stage details, how
-    many stages this run trained and took from the cache, the build time of each (``stage_seconds``), the wall time
+    many stages this run trained and took from the cache, the build time of each (``stage_builds``), the wall time
     from an empty cache (:func:`from_empty_cache_seconds`) and ``timed_run`` (:func:`timed_run`)."""
     from .cache import STAGE_COUNTS, STAGE_LOG
+    reserved = {"stage_builds", "from_empty_cache_seconds", "timed_run", "stages"} & set(details)
+    if reserved:
+        raise ValueError(f"the run record writes {sorted(reserved)} itself: name the detail otherwise")
     path = output_dir("tables", profile) / f"{notebook}_run.json"
     record = provenance(notebook=notebook, profile=profile, wall_seconds=round(wall_seconds, 1),
                         stages=dict(STAGE_COUNTS), **details)
-    record["stage_seconds"] = [{"stage": e["stage"], "key": e["key"], "seconds": e["seconds"],
-                                "built_in_this_run": e["built"]} for e in STAGE_LOG.values()]
+    record["stage_builds"] = [{"stage": e["stage"], "key": e["key"], "seconds": e["seconds"],
+                                "built_in_this_run": e["built"], "seconds_in_this_run": e["here"]}
+                               for e in STAGE_LOG.values()]
     record["from_empty_cache_seconds"] = from_empty_cache_seconds(wall_seconds, STAGE_LOG)
     # run_all.sh writes into a staging folder: the record it replaces is in the published one
     published = os.environ.get("BACKDOOR_REPRO_PUBLISHED")
