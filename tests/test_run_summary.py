@@ -86,7 +86,8 @@ with progress.stage("no_defense [grid3]"):
 print("holds: grid3: ASR >= 60")
 import pandas as pd
 from backdoor_repro import report
-report.write_frame(pd.DataFrame({"value": [1]}), "no_defense", profile)"""
+report.write_frame(pd.DataFrame({"value": [1]}), "no_defense", profile)
+report.write_run_record("attacks", profile, 1.0)"""
 
 
 @pytest.mark.slow
@@ -112,6 +113,8 @@ def test_run_all_shows_the_progress_lines_builds_the_site_and_ends_with_the_summ
     assert [s.split(",")[0] for s in shown[1:-1]] == [f"no_defense [grid3]: epoch {e}/3" for e in (1, 2, 3)]
     assert lines.index("== attacks (smoke)") < lines.index(next(s for s in lines if s.endswith("started")))
     assert (out / "site" / "smoke" / "index.html").is_file() and (out / "site" / "smoke" / "attacks.html").is_file()
-    assert "checks: attacks 1 held" in run.stdout and "table files 3 in tables/smoke/" in run.stdout
+    assert "checks: attacks 1 held" in run.stdout and "table files 6 in tables/smoke/" in run.stdout  # 3 + record + times
+    assert "Wall time per notebook" in run.stdout and "| attacks | 0 h 00 min | 0 |" in run.stdout
+    assert (out / "tables" / "smoke" / "run_times.md").is_file()
     assert lines[-1] == "All done: attacks (smoke)."
     assert not list(out.glob(".staging-*")) and not list((out / "site").glob(".*"))

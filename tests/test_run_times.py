@@ -53,3 +53,8 @@ def test_write_leaves_the_csv_and_markdown_and_nothing_else(tmp_path):
 def test_the_order_is_run_all_s():
     script = (Path(__file__).resolve().parents[1] / "run_all.sh").read_text()
     assert tuple(re.search(r"^ORDER=\(([^)]*)\)", script, re.M).group(1).split()) == run_times.ORDER
+
+
+def test_without_run_records_nothing_is_written(tmp_path, capsys):
+    assert run_times.main(["--tables", str(tmp_path), "--write"]) == 0
+    assert "no run records" in capsys.readouterr().out and not list(tmp_path.iterdir())

@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     if not args.tables.is_dir():
         parser.error(f"{args.tables} is not a folder")
     rows = notebook_times(args.tables)
+    if not rows:
+        print(f"no run records in {args.tables}")
+        return 0
     print(markdown(rows), end="")
     if args.write:
         write(rows, args.tables)
