@@ -74,6 +74,17 @@ def test_the_matrix_reads_each_profiles_outputs_and_claims(tmp_path):
     assert cells[("dbd", "DBD-F1")]["fast"].status == "not"  # its figure is not there
 
 
+def test_a_paper_with_no_output_on_a_profile_reads_not_run_yet(tmp_path):
+    """A profile under way (cpu, in slices) has published some notebooks: the others are not run yet, not failed."""
+    for profile in ("smoke", "cpu"):
+        (tmp_path / "tables" / profile).mkdir(parents=True)
+        (tmp_path / "tables" / profile / "no_defense.csv").write_text("a\n1\n")
+    (tmp_path / "tables" / "smoke" / "dbd_table1.csv").write_text("a\n1\n")
+    rows = {line.split(" | ")[0]: line for line in m.markdown_summary(tmp_path, ["smoke", "cpu"]).splitlines()}
+    assert rows["| dbd"].endswith("| not run yet |") and "not run yet" not in rows["| dbd"].split(" | ")[1]
+    assert "not run yet" not in rows["| attacks"]
+
+
 def test_profiles_on_disk_are_run_folders_in_profile_order(tmp_path):
     for name in ("reported", "benchmarks", "paper", "fast-gtsrb", "smoke", "fast", "cpu-dry-run"):
         (tmp_path / "tables" / name).mkdir(parents=True)
