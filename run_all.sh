@@ -250,8 +250,8 @@ else
 fi
 if [[ -d "$final_root/tables/$run_name" ]]; then  # from the run records: a run made in slices is pieced together
   echo "Wall time per notebook (run records; a stage counts for the first notebook that uses it):"
-  times=(--tables "$final_root/tables/$run_name"); [[ "$dry_run" == True ]] || times+=(--write)  # run_times.{csv,md}
-  package_module orchestration.run_times "${times[@]}" || echo "error: the wall-time table was not written" >&2
+  package_module orchestration.run_times --tables "$final_root/tables/$run_name" --write \
+    || echo "error: the wall-time table (run_times.{csv,md}) was not written" >&2
 fi
 package_module orchestration.summary --run "$run_name" --root "$final_root" --executed "$out_abs" \
   --notebooks "$(IFS=,; echo "${notebooks[*]}")" --since "$run_started" ${site[@]+"${site[@]}"}

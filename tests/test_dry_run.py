@@ -80,6 +80,7 @@ def test_dry_run_of_a_full_data_profile_writes_every_output(profile, dry_runs):
     written_figures = {p.name for p in figures.glob("*.png")}
     assert not (SMOKE_TABLES | (GPU_ONLY_TABLES if profile != "cpu" else set())) - written_tables
     assert not SMOKE_FIGURES - written_figures
+    assert "run_times.csv" in written_tables  # each notebook's wall time, from the run records (run_all.sh's end)
     for notebook in NOTEBOOKS:
         assert (out / "notebooks" / "executed" / name / f"{notebook}.ipynb").exists(), notebook
         if notebook != "grid":
