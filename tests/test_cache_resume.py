@@ -146,14 +146,24 @@ def test_no_temp_file_outlives_an_error_and_a_leftover_partial_is_cleaned(tmp_pa
 
 
 def test_a_resumed_stage_records_its_training_time_across_attempts(tmp_path):
-    from backdoor_repro.cache import ArtifactCache, atomic_save
+    """The training time of a killed attempt counts when the loop resumes its checkpoint (``resumed_from``, called by
+    EpochCheckpoint and FMP's ranking when they accept one), not when the build starts afresh beside it."""
+    from backdoor_repro.cache import ArtifactCache, atomic_save, resumed_from
     from backdoor_repro.stages import StageOutput, cached_stage
 
-    cache = ArtifactCache(tmp_path)
-    atomic_save({"elapsed": 189.0, "epoch": 3}, cache.path(Stage("stage", {"k": 1}, 1)).with_suffix(".partial.pt"))
     make = lambda: torch.nn.Linear(2, 2)  # noqa: E731
-    _, record = cached_stage(cache, Stage("stage", {"k": 1}, 1), lambda _p: StageOutput(make()), make, "cpu")
-    assert 189.0 <= record.seconds < 189.0 + 60
+    for resumes in (True, False):
+        cache = ArtifactCache(tmp_path / str(resumes))
+        partial = cache.path(Stage("stage", {"k": 1}, 1)).with_suffix(".partial.pt")
+        atomic_save({"elapsed": 189.0, "epoch": 3}, partial)
+
+        def build(p):
+            if resumes:
+                resumed_from(p, 189.0)
+            return StageOutput(make())
+
+        _, record = cached_stage(cache, Stage("stage", {"k": 1}, 1), build, make, "cpu")
+        assert (189.0 <= record.seconds < 189.0 + 60) if resumes else record.seconds < 60
 
 
 def test_temp_files_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):

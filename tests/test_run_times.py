@@ -19,6 +19,8 @@ def _record(tables: Path, name: str, wall: float, *stages: tuple[str, float | No
 
 
 def test_a_stage_counts_for_the_first_notebook_that_uses_it(tmp_path):
+    tmp_path = tmp_path / "cpu"  # the profile whose budget it is
+    tmp_path.mkdir()
     # attacks: built "nd" over two slices (1000 s earlier, 500 s in this execution of 600 s), took "nd2" from the cache
     _record(tmp_path, "attacks", 600.0, ("nd", 1500.0, 500.0), ("nd2", 3000.0, 0.0))
     # dbd: reuses "nd", builds "dbd" (7000 s, all in this execution of 7100 s)
@@ -33,6 +35,8 @@ def test_a_stage_counts_for_the_first_notebook_that_uses_it(tmp_path):
 
 
 def test_over_budget_and_unknown_times_are_said(tmp_path):
+    tmp_path = tmp_path / "cpu"
+    tmp_path.mkdir()
     _record(tmp_path, "attacks", 100.0, ("nd", 8000.0, 0.0))
     _record(tmp_path, "fct", 50.0, ("old", None, 0.0))  # built before build times were kept
     (tmp_path / "fmp_run.json").write_text(json.dumps({"wall_seconds": 9.0, "commit": "x"}))  # an older record
@@ -58,3 +62,13 @@ def test_the_order_is_run_all_s():
 def test_without_run_records_nothing_is_written(tmp_path, capsys):
     assert run_times.main(["--tables", str(tmp_path), "--write"]) == 0
     assert "no run records" in capsys.readouterr().out and not list(tmp_path.iterdir())
+
+
+def test_malformed_records_mixed_commits_and_other_profiles_are_said_not_guessed(tmp_path):
+    _record(tmp_path, "attacks", 10.0, ("nd", 9000.0, 0.0))  # over 2 h, but smoke has no such budget
+    (tmp_path / "dbd_run.json").write_text(json.dumps({"wall_seconds": None, "commit": "def", "stage_builds": "?"}))
+    (tmp_path / "fct_run.json").write_text("not json")
+    rows = {r["notebook"]: r for r in run_times.notebook_times(tmp_path)}
+    assert rows["attacks"]["notebook_seconds"] == 9010.0 and rows["attacks"]["within_budget"] == ""
+    assert rows["dbd"]["notebook_seconds"] is None and rows["fct"]["execution_seconds"] is None
+    assert "The records come from 3 commits" in run_times.markdown(list(rows.values()))

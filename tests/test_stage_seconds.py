@@ -85,3 +85,102 @@ def test_the_run_record_lists_each_stage_and_the_time_from_an_empty_cache(tmp_pa
         ("a", 50.0, False), ("b", 7.0, True)]
     assert record["stage_builds"][0]["seconds_in_this_run"] == 0
     assert record["from_empty_cache_seconds"] == pytest.approx(20.0 + 50.0 + 7.0, abs=0.1)
+
+
+def test_a_stage_from_the_cache_brings_the_stages_its_build_resolved(tmp_path, fresh_log):
+    """A label-consistent set or an optimised trigger trains the clean model inside its build: when the outer stage
+    comes from the cache, that model is not resolved, yet a run from an empty cache would train it."""
+    store, inner, outer = ArtifactCache(tmp_path), Stage("clean", {}, 1), Stage("lc", {}, 1)
+
+    def build_outer(_partial):
+        store.get_or_build(inner, _sleeping(0.3))
+        time.sleep(0.1)
+        return {"value": 2}
+
+    store.get_or_build(outer, build_outer)
+    first = {e["stage"]: e["seconds"] for e in cache.STAGE_LOG.values()}
+    assert 0.1 <= first["lc"] < 0.3 <= first["clean"]  # the outer's own time, without the inner's
+    fresh_log()
+    store.get_or_build(outer, build_outer)
+    later = {e["stage"]: (e["seconds"], e["built"]) for e in cache.STAGE_LOG.values()}
+    assert later == {"lc": (first["lc"], False), "clean": (first["clean"], False)}
+    assert report.from_empty_cache_seconds(1.0, cache.STAGE_LOG) == pytest.approx(1.0 + first["lc"] + first["clean"])
+
+
+def test_only_a_resumed_checkpoint_brings_its_earlier_attempts(tmp_path, fresh_log):
+    """Epochs of 0.2 s; an attempt killed after epoch 2's checkpoint. Resumed under the same config, its time (at
+    least the 0.4 s of two epochs) joins the stage's; under another config the checkpoint is ignored, and so is its
+    time."""
+    import torch
+    from backdoor_repro.resume import EpochCheckpoint
+    from backdoor_repro.stages import StageOutput, cached_stage
+
+    class Killed(Exception):
+        pass
+
+    def builder(config, kill_after=None):
+        def build(partial):
+            ckpt = EpochCheckpoint(partial, config, 1, 3, torch.device("cpu"))
+            model, gen = torch.nn.Linear(1, 1), torch.Generator()
+            opt = torch.optim.SGD(model.parameters(), 0.1)
+            saved = ckpt.resume(model, opt, gen)
+            for epoch in range((saved or {}).get("epoch", 0) + 1, 4):
+                time.sleep(0.2)
+                ckpt.after_epoch(epoch, model, opt, gen)
+                if epoch == kill_after:
+                    raise Killed
+            return StageOutput(model)
+        return build
+
+    def run(root, stage, config, kill_after=None):
+        return cached_stage(ArtifactCache(root), stage, builder(config, kill_after), lambda: torch.nn.Linear(1, 1),
+                            "cpu")
+
+    for root, second_config in ((tmp_path / "same", "a"), (tmp_path / "other", "b")):
+        stage = Stage("loop", {}, 1)
+        with pytest.raises(Killed):
+            run(root, stage, "a", kill_after=2)
+        with pytest.warns(UserWarning, match="ignoring the checkpoint") if second_config != "a" else _no_warning():
+            _, record = run(root, stage, second_config)
+        logged = cache.STAGE_LOG[f"loop/{stage.key}"]
+        assert logged["seconds"] == pytest.approx(record.seconds, abs=0.05) and logged["here"] >= 0.2
+        earlier = logged["seconds"] - logged["here"]  # what the record adds to this attempt's time
+        assert earlier >= 0.4 if second_config == "a" else earlier <= 0.05, (second_config, logged)
+        fresh_log()
+
+
+class _no_warning:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_older_artifacts_odd_results_and_stopped_builds(tmp_path, fresh_log):
+    from backdoor_repro.deadline import TimeBudgetExhausted
+    store = ArtifactCache(tmp_path)
+    old, tensor, stopped, inner = Stage("old", {}, 1), Stage("tensor", {}, 1), Stage("stopped", {}, 1), Stage("i", {}, 1)
+    store.get_or_build(old, _sleeping(0, {"value": 1, "seconds": 42.0}))
+    store.path(old).with_suffix(".json").write_text("{}")  # built before the sidecar kept build times
+    import torch
+    store.get_or_build(tensor, lambda _p: torch.zeros(2))  # an artifact that is not a dict
+    assert cache.STAGE_LOG[f"tensor/{tensor.key}"]["seconds"] is not None
+
+    def stops(_partial):
+        store.get_or_build(inner, lambda _p: (_ for _ in ()).throw(TimeBudgetExhausted("deadline")))
+
+    with pytest.raises(TimeBudgetExhausted):
+        store.get_or_build(stopped, stops)
+    assert cache._BUILDS == [] and f"stopped/{stopped.key}" not in cache.STAGE_LOG
+    assert not store.path(stopped).exists()
+    fresh_log()
+    store.get_or_build(old, _sleeping(5))
+    assert cache.STAGE_LOG[f"old/{old.key}"]["seconds"] == 42.0  # the artifact's own record of it
+
+
+def test_a_detail_may_not_overwrite_the_records_own_fields(tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKDOOR_REPRO_OUTPUT", str(tmp_path))
+    with pytest.raises(ValueError, match="stage_builds"):
+        report.write_run_record("nb", "smoke", 1.0, stage_builds=[])
+    assert not list(tmp_path.rglob("*.json"))

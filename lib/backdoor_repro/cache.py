@@ -184,28 +184,58 @@ class NotCached(LookupError):
 STAGE_COUNTS = {"built": 0, "from_cache": 0}  # this process's stages, for the run record (report.write_run_record)
 # ...and each of them once, by "<name>/<key>": "seconds", its own build time as recorded (summed over the attempts
 # of a resumed build, less the stages built inside it; None where it was built before build times were kept),
-# "built" (in this process) and "here", the seconds of it spent in this process
+# "built" (in this process) and "here", the seconds of it spent in this process. A stage taken from the cache brings
+# the stages its build resolved (``INNER_STAGES_FIELD``): a run that needs it from an empty cache needs them too.
 STAGE_LOG: dict[str, dict] = {}
 BUILD_SECONDS_FIELD = "build_seconds"  # in an artifact's .json sidecar: its own build time
-_NESTED_SECONDS: list[float] = []  # per build in progress (innermost last): the seconds of the builds inside it
+INNER_STAGES_FIELD = "inner_stages"  # ...and the stages resolved inside its build, with their build times
+_BUILDS: list[dict] = []  # the builds in progress (innermost last): the seconds and the stages resolved inside each
+_RESUMED_SECONDS: dict[str, float] = {}  # by checkpoint path: training seconds of the attempts a build resumed
 
 
-def _log_stage(stage, seconds: float | None, here: float | None) -> None:
-    """``here``: the seconds this process spent building it; ``None``: taken from the cache."""
-    STAGE_LOG.setdefault(f"{stage.name}/{stage.key}", {
-        "stage": stage.name, "key": stage.key, "seconds": None if seconds is None else round(float(seconds), 1),
+def resumed_from(checkpoint, seconds: float) -> None:
+    """A loop resumed the checkpoint at ``checkpoint`` (one it accepted: same config and inputs), whose earlier
+    attempts trained ``seconds``; the build that owns the checkpoint adds them to its time (:func:`earlier_attempts`)."""
+    _RESUMED_SECONDS[str(Path(checkpoint).resolve())] = float(seconds)
+
+
+def earlier_attempts(checkpoint) -> float:
+    """The seconds of the earlier attempts that the build writing ``checkpoint`` resumed (0: it started afresh, or
+    ignored a checkpoint of another config), taken once."""
+    return _RESUMED_SECONDS.pop(str(Path(checkpoint).resolve()), 0.0) if checkpoint is not None else 0.0
+
+
+def _log_stage(name: str, key: str, seconds, here: float | None) -> None:
+    """``here``: the seconds this process spent building it; ``None``: taken from the cache. A build in progress
+    learns of every stage resolved inside it (for its sidecar)."""
+    seconds = float(seconds) if isinstance(seconds, (int, float)) else None
+    entry = STAGE_LOG.setdefault(f"{name}/{key}", {
+        "stage": name, "key": key, "seconds": None if seconds is None else round(seconds, 1),
         "built": here is not None, "here": round(here or 0.0, 1)})
+    for build in _BUILDS:
+        build["inner"].setdefault(f"{name}/{key}", {"stage": name, "key": key, "seconds": entry["seconds"]})
 
 
-def _recorded_seconds(artifact, path: Path) -> float | None:
-    """A cached artifact's own build time: its sidecar's, else the ``seconds`` it stores (cached_stage's)."""
+def _sidecar(path: Path) -> dict:
     try:
-        seconds = json.loads(path.with_suffix(".json").read_text()).get(BUILD_SECONDS_FIELD)
-    except (OSError, ValueError, AttributeError):
-        seconds = None
+        found = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _log_cached(stage, artifact, path: Path) -> None:
+    """A stage taken from the cache, with its own build time (its sidecar's, else the ``seconds`` an older artifact
+    stores, which includes the stages built inside it) and the stages its build resolved."""
+    sidecar = _sidecar(path)
+    seconds = sidecar.get(BUILD_SECONDS_FIELD)
     if seconds is None and isinstance(artifact, dict):
         seconds = artifact.get("seconds")
-    return seconds if isinstance(seconds, (int, float)) else None
+    _log_stage(stage.name, stage.key, seconds, None)
+    inner = sidecar.get(INNER_STAGES_FIELD)
+    for e in inner if isinstance(inner, list) else ():
+        if isinstance(e, dict) and {"stage", "key"} <= set(e):
+            _log_stage(e["stage"], e["key"], e.get("seconds"), None)
 
 
 class ArtifactCache:
@@ -231,7 +261,7 @@ class ArtifactCache:
         if found is not None:
             self._remove_partial(path)  # left by a kill between storing the artifact and cleaning up
             STAGE_COUNTS["from_cache"] += 1
-            _log_stage(stage, _recorded_seconds(found, path), None)
+            _log_cached(stage, found, path)
             return found
         if not self.build:
             raise NotCached(f"{stage.name} artifact {path.stem} is not in the cache (read-only: nothing is trained)")
@@ -239,7 +269,7 @@ class ArtifactCache:
             found = load_artifact(path, stage.key, map_location)  # built by another job while this one waited
             if found is not None:
                 STAGE_COUNTS["from_cache"] += 1
-                _log_stage(stage, _recorded_seconds(found, path), None)
+                _log_cached(stage, found, path)
                 return found
             STAGE_COUNTS["built"] += 1
             return self._build(stage, build, path)
@@ -249,21 +279,27 @@ class ArtifactCache:
         remove_dead_temp_files(path.parent, path.stem)  # this artifact's, left by a kill mid-write (under its lock)
         partial = path.with_suffix(".partial.pt")
         started = time.perf_counter()
-        _NESTED_SECONDS.append(0.0)
+        frame = {"nested": 0.0, "inner": {}}
+        _BUILDS.append(frame)
         try:
             with progress_stage(stage_label(stage)):  # a line when it starts and ends (progress.py)
                 result = build(partial)
         finally:
-            nested = _NESTED_SECONDS.pop()
+            _BUILDS.pop()
         here = time.perf_counter() - started
-        if _NESTED_SECONDS:
-            _NESTED_SECONDS[-1] += here
+        save_artifact(result, path, stage.key)  # first: nothing below may lose a finished build
+        if _BUILDS:
+            _BUILDS[-1]["nested"] += here
+        nested = frame["nested"]
         recorded = result.get("seconds") if isinstance(result, dict) else None  # cached_stage's: resumes included
-        own = here - nested if recorded is None else max(0.0, recorded - nested)
-        save_artifact(result, path, stage.key)
-        described = {**_jsonable(stage.describe()), BUILD_SECONDS_FIELD: round(own, 1)}
+        if isinstance(recorded, (int, float)):
+            own = max(0.0, recorded - nested)
+        else:
+            own = here - nested + earlier_attempts(partial)
+        described = {**_jsonable(stage.describe()), BUILD_SECONDS_FIELD: round(own, 1),
+                     INNER_STAGES_FIELD: list(frame["inner"].values())}
         atomic_write_text(path.with_suffix(".json"), json.dumps(described, indent=1, sort_keys=True))
-        _log_stage(stage, own, here - nested)
+        _log_stage(stage.name, stage.key, own, here - nested)
         self._remove_partial(path)
         return result
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .cache import artifact_key, atomic_save, verified_load
+from .cache import artifact_key, atomic_save, resumed_from, verified_load
 from .deadline import check_time_budget, deadline_passed
 from .fast_step import load_optimizer_state
 from .numerics import cpu_numerics
@@ -94,6 +94,7 @@ class EpochCheckpoint:
         if self.device.type == "cuda" and "cuda_rng" in saved:
             torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), self.device)
         self.earlier = float(saved.get("elapsed", 0.0))
+        resumed_from(self.path, self.earlier)  # the build that owns this checkpoint counts that time (cache.py)
         self.progress.resumed_at(int(saved.get("epoch", 0)))
         return saved
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from .cache import ArtifactCache, verified_load
+from .cache import ArtifactCache, earlier_attempts
 from .data import ImageSet, fingerprint
 from .graph import Stage
 
@@ -47,12 +47,11 @@ def cached_stage(cache: ArtifactCache, stage: Stage, build: Callable[[Path], Sta
         stage = stage.evaluated_on(fingerprint(evaluated_on))
 
     def timed_build(partial: Path) -> dict:
-        resumed = verified_load(partial) if partial.exists() else None  # a killed attempt's training time counts
-        earlier = float(resumed.get("elapsed", 0.0)) if isinstance(resumed, dict) else 0.0
         started = time.perf_counter()
         out = build(partial)
+        # a killed attempt's training time counts, if its checkpoint was resumed (not one of another config)
         return {"model": out.model.state_dict(), "history": out.history, "extras": out.extras,
-                "seconds": earlier + time.perf_counter() - started}
+                "seconds": earlier_attempts(partial) + time.perf_counter() - started}
 
     stored = cache.get_or_build(stage, timed_build)
     model = make_model()

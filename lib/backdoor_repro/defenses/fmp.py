@@ -21,7 +21,7 @@ import time
 import torch
 
 from ..augment import augment, to_float
-from ..cache import ArtifactCache
+from ..cache import ArtifactCache, earlier_attempts
 from ..datasets import is_cifar10
 from ..graph import Stage
 from ..pipeline import RunData, check_run_data, no_defense_model
@@ -117,7 +117,7 @@ def rank_stage(spec: RunSpec, data: RunData, cfg: FMPConfig, cache: ArtifactCach
         gen = torch.Generator(device=x.device).manual_seed(spec.seed + 1)
         scores = rank_feature_maps(model, x, y, cfg.alpha, cfg.epsilon, gen, cfg.double_norm, cfg.chunk, partial,
                                    cfg.conv2_map)
-        return {"scores": scores, "seconds": time.perf_counter() - started}
+        return {"scores": scores, "seconds": earlier_attempts(partial) + time.perf_counter() - started}  # resumes too
 
     return cache.get_or_build(rank_graph(spec, cfg), build)
 

@@ -15,13 +15,14 @@ where the official hook reads them, after the in-place residual add, unless ``co
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ..cache import atomic_save, verified_load
+from ..cache import atomic_save, resumed_from, verified_load
 from ..feature_maps import ConvLayer, capture_output, conv_layers, execution_order, feature_map_site, forward_to
 from ..deadline import check_time_budget
 from ..train import model_input
@@ -116,21 +117,25 @@ def _ranking_inputs_key(x0: torch.Tensor, y: torch.Tensor, epsilon: float) -> st
     return f"{digest.hexdigest()}-{epsilon!r}"
 
 
-def _ranked_so_far(checkpoint, inputs_key: str) -> dict[str, torch.Tensor]:
+def _ranked_so_far(checkpoint, inputs_key: str) -> tuple[dict[str, torch.Tensor], float]:
+    """The scores a killed attempt saved and the seconds it ranked for (none: another input's ranking)."""
     saved = verified_load(Path(checkpoint)) if checkpoint is not None else None
     if saved is None:
-        return {}
+        return {}, 0.0
     if saved.get("inputs") != inputs_key:
         warnings.warn(f"ignoring the partial ranking {Path(checkpoint).name}: it was computed from other inputs")
-        return {}
-    return dict(saved["scores"])
+        return {}, 0.0
+    earlier = float(saved.get("elapsed", 0.0))
+    resumed_from(checkpoint, earlier)  # the ranking's build counts that time (cache.py)
+    return dict(saved["scores"]), earlier
 
 
 def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint=None,
           conv2_map="residual_sum") -> dict[str, torch.Tensor]:
     z, x0 = _clean_and_start(model, x, alpha, gen, double_norm)
     inputs_key = _ranking_inputs_key(x0, y, epsilon) if checkpoint is not None else ""
-    done = _ranked_so_far(checkpoint, inputs_key)
+    started = time.perf_counter()
+    done, earlier = _ranked_so_far(checkpoint, inputs_key)
     scores = {}
     for layer in conv_layers(model, tuple(x.shape[1:])):
         if layer.name in done:
@@ -143,7 +148,8 @@ def _rank(model, x, y, alpha, epsilon, gen, double_norm, chunk, checkpoint=None,
                               epsilon) for s in range(0, layer.channels, chunk)]
         scores[layer.name] = torch.cat(parts).cpu()
         if checkpoint is not None:
-            atomic_save({"scores": scores, "inputs": inputs_key}, Path(checkpoint))
+            atomic_save({"scores": scores, "inputs": inputs_key, "elapsed": earlier + time.perf_counter() - started},
+                        Path(checkpoint))
             check_time_budget(f"the feature maps of {layer.name} ({Path(checkpoint).name})")
     return scores
 

@@ -24,29 +24,47 @@ COLUMNS = ("notebook", "execution_seconds", "stages_counted", "notebook_seconds"
            "within_budget", "commit")
 
 
+def _stage_entries(stages) -> list[dict] | None:
+    """A record's ``stage_builds`` as entries with a key, or None when it is missing or malformed."""
+    if not isinstance(stages, list) or not all(isinstance(e, dict) and "key" in e for e in stages):
+        return None
+    return stages
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def notebook_times(tables: Path, order=ORDER) -> list[dict]:
     """A row per notebook with a run record in ``tables`` (``<notebook>_run.json``), in ``order``. A record without
-    stage build times (written before they were kept) gives its execution time alone and no notebook time."""
+    stage build times (written before they were kept, or malformed) gives its execution time alone and no notebook
+    time. ``within_budget`` is said on the cpu profile only, whose budget it is."""
     rows, counted = [], set()
+    budgeted = tables.name.split("-")[0] == "cpu"
     for name in order:
         path = tables / f"{name}_run.json"
         if not path.is_file():
             continue
-        record = json.loads(path.read_text())
-        stages = record.get("stage_builds")
-        row = {"notebook": name, "execution_seconds": record.get("wall_seconds"), "stages_counted": None,
-               "notebook_seconds": None, "from_empty_cache_seconds": record.get("from_empty_cache_seconds"),
-               "within_budget": "", "commit": record.get("commit", "")}
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            record = None
+        record = record if isinstance(record, dict) else {}
+        wall, stages = _number(record.get("wall_seconds")), _stage_entries(record.get("stage_builds"))
+        row = {"notebook": name, "execution_seconds": wall, "stages_counted": None, "notebook_seconds": None,
+               "from_empty_cache_seconds": _number(record.get("from_empty_cache_seconds")), "within_budget": "",
+               "commit": str(record.get("commit", ""))}
         if stages is not None:
             own = [s for s in stages if s["key"] not in counted]
             counted.update(s["key"] for s in stages)
-            building = sum(s.get("seconds_in_this_run", 0.0) for s in stages)
-            known = all(s["seconds"] is not None for s in own)
             row["stages_counted"] = len(own)
-            if known:
-                seconds = record["wall_seconds"] - building + sum(s["seconds"] for s in own)
-                row["notebook_seconds"] = round(seconds, 1)
-                row["within_budget"] = "yes" if seconds <= NOTEBOOK_BUDGET_SECONDS else "no"
+            seconds = [_number(s.get("seconds")) for s in own]
+            building = sum(_number(s.get("seconds_in_this_run")) or 0.0 for s in stages)
+            if wall is not None and None not in seconds:
+                total = wall - building + sum(seconds)
+                row["notebook_seconds"] = round(total, 1)
+                if budgeted:
+                    row["within_budget"] = "yes" if total <= NOTEBOOK_BUDGET_SECONDS else "no"
         rows.append(row)
     return rows
 
@@ -65,6 +83,9 @@ def markdown(rows: list[dict]) -> str:
                      f"{_hours(r['from_empty_cache_seconds'])} | {r['within_budget'] or '-'} | {r['commit']} |")
     if rows and all(t is not None for t in total):
         lines.append(f"| all | | | {_hours(sum(total))} | | | |")
+    commits = sorted({r["commit"] for r in rows})
+    if len(commits) > 1:  # a stage key that changed between them would be counted under both
+        lines.append(f"\nThe records come from {len(commits)} commits ({', '.join(commits)}).")
     return "\n".join(lines) + "\n"
 
 
