@@ -2,12 +2,14 @@
 claims table with the paper's number, ours and the verdict, "not run yet" for a notebook that has not published,
 regenerated from the committed tables and never edited by hand."""
 import csv
+from pathlib import Path
 
 import pytest
 
 from backdoor_repro.orchestration import verdicts
+from backdoor_repro.orchestration.readme_block import replace_block
 
-from test_site_matrix import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.timeout(60)
 FIELDS = ["claim", "paper", "source", "rule", "ours", "verdict", "why"]
@@ -26,7 +28,9 @@ def test_each_claim_is_a_row_and_a_notebook_without_its_table_reads_not_run_yet(
     _claims(tmp_path, "cpu", "dbd", [
         {"claim": "DBD removes the badnets backdoor (ASR %)", "paper": "0.88", "ours": "3.430", "verdict": "holds"},
         {"claim": "DBD keeps | accuracy", "paper": "2.63", "ours": "30.56", "verdict": "fails"},
-        {"claim": "DBD removes the blend backdoor (ASR %)", "paper": "0.31", "ours": "", "verdict": "not run"}])
+        {"claim": "DBD removes the blend backdoor (ASR %)", "paper": "0.31", "ours": "", "verdict": "not run"},
+        {"claim": "DBD costs nothing", "paper": "100.00", "ours": "nan", "verdict": "not testable at this scale"}])
+    _claims(tmp_path, "cpu", "fmp", [])  # a claims table without a row
     _claims(tmp_path, "cpu", "trap_and_replace", [
         {"claim": "T&R removes it", "paper": "a few %", "ours": "1.5", "verdict": "holds"}])
     lines = verdicts.markdown_table(tmp_path, "cpu").splitlines()
@@ -35,9 +39,10 @@ def test_each_claim_is_a_row_and_a_notebook_without_its_table_reads_not_run_yet(
         "| dbd | DBD removes the badnets backdoor (ASR %) | 0.88 | 3.43 | holds |",
         "| dbd | DBD keeps \\| accuracy | 2.63 | 30.56 | fails |",
         "| dbd | DBD removes the blend backdoor (ASR %) | 0.31 | – | not run |",
+        "| dbd | DBD costs nothing | 100 | – | not testable at this scale |",
         "| trap_and_replace | T&R removes it | a few % | 1.5 | holds |",
         "| fct | not run yet | | | |",
-        "| fmp | not run yet | | | |"]  # attacks and grid have no claims table: no row
+        "| fmp | no claim judged | | | |"]  # attacks and grid have no claims table: no row
 
 
 def test_bad_input_is_refused(tmp_path):
@@ -46,7 +51,7 @@ def test_bad_input_is_refused(tmp_path):
     _claims(tmp_path, "cpu", "fct", [{"claim": "x", "verdict": "probably"}])
     with pytest.raises(ValueError, match="unknown verdicts"):
         verdicts.markdown_table(tmp_path, "cpu")
-    with pytest.raises(ValueError, match="no claim-verdicts block for cpu"):
+    with pytest.raises(ValueError, match="claim-verdicts cpu.*exactly once"):
         verdicts.replace_in("# README without the block\n", "block\n", "cpu")
 
 
@@ -54,6 +59,16 @@ def test_replace_in_swaps_only_the_block():
     start, end = verdicts.markers("cpu")
     text = f"before\n{start}\nold\n{end}\nafter\n"
     assert verdicts.replace_in(text, f"{start}\nnew\n{end}\n", "cpu") == f"before\n{start}\nnew\n{end}\nafter\n"
+
+
+def test_a_block_is_replaced_whole_and_a_damaged_readme_is_refused():
+    block = "<a>\nnew\n</a>\n"
+    assert replace_block("x\r\n<a>\r\nold\r\n</a>\r\ny\r\n", "<a>", "</a>", block) == "x\r\n" + block + "y\r\n"
+    assert replace_block("<a>\nold\n</a> tail", "<a>", "</a>", block) == block + " tail"  # nothing but a newline eaten
+    for damaged, message in (("</a>\n<a>\n", "comes before"), ("<a>\n</a>\n<a>\n</a>\n", "exactly once"),
+                             ("<a>\nold\n", "exactly once")):
+        with pytest.raises(ValueError, match=message):
+            replace_block(damaged, "<a>", "</a>", block)
 
 
 def test_the_readme_shows_the_cpu_verdicts_the_committed_tables_give():

@@ -226,10 +226,21 @@ def readme_block(root: Path) -> str:
     return f"{README_MARKERS[0]}\n{markdown_summary(root, profiles)}{README_MARKERS[1]}\n"
 
 
-def main() -> None:
-    """Print the README's results-matrix block for the checkout's committed outputs."""
+def main(argv=None) -> None:
+    """Print (or, with --write, put into README.md) the results-matrix block of the checkout's committed outputs."""
+    import argparse
     from ..paths import project_root
-    print(readme_block(project_root()), end="")
+    from .readme_block import replace_block
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--write", action="store_true", help="replace the block in README.md")
+    args = parser.parse_args(argv)
+    root = project_root()
+    block = readme_block(root)
+    if args.write:
+        readme = root / "README.md"
+        readme.write_text(replace_block(readme.read_text(), *README_MARKERS, block))
+    else:
+        print(block, end="")
 
 
 if __name__ == "__main__":

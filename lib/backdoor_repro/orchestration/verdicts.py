@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from .matrix import PAPERS, PROFILE_NAMES, read_claims
+from .readme_block import replace_block
 
 COLUMNS = ("paper", "claim", "the paper's", "ours", "verdict")
 
@@ -25,14 +26,17 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _number(text: str) -> str:
-    """A claims table's number as written there, without a float's trailing zeros; empty or NaN: a dash."""
-    if text in ("", "nan", "None"):
+def _number(text: str | None) -> str:
+    """A claims table's number as written there (trailing zeros of a float dropped); empty or NaN: a dash; a value
+    in words ("a few %") as it is."""
+    text = (text or "").strip()
+    if text.lower() in ("", "nan", "none"):
         return "–"
     try:
-        return f"{float(text):g}"
+        float(text)
     except ValueError:
-        return text  # a quoted value in words ("a few %")
+        return text
+    return text.rstrip("0").rstrip(".") if "." in text and "e" not in text.lower() else text
 
 
 def markdown_table(root: Path, profile: str) -> str:
@@ -41,10 +45,15 @@ def markdown_table(root: Path, profile: str) -> str:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILE_NAMES)}")
     lines = ["| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
     for paper in (p for p in PAPERS if any(item.claims for item in p.items)):  # the notebooks with a claims table
-        rows = read_claims(root / "tables" / profile / f"{paper.notebook}_claims.csv")
+        path = root / "tables" / profile / f"{paper.notebook}_claims.csv"
+        rows = read_claims(path)
         if rows is None:
             lines.append(f"| {paper.notebook} | not run yet | | | |")
             continue
+        if rows and not {"paper", "ours"} <= set(rows[0]):
+            raise ValueError(f"{path}: no column paper or ours")
+        if not rows:
+            lines.append(f"| {paper.notebook} | no claim judged | | | |")
         for row in rows:
             lines.append("| " + " | ".join(_cell(v) for v in (paper.notebook, row["claim"], _number(row["paper"]),
                                                              _number(row["ours"]), row["verdict"])) + " |")
@@ -58,12 +67,9 @@ def readme_block(root: Path, profile: str) -> str:
 
 
 def replace_in(text: str, block: str, profile: str) -> str:
-    """``text`` with its claim-verdicts block of ``profile`` replaced by ``block`` (refused where it has none)."""
-    start, end = markers(profile)
-    if start not in text or end not in text:
-        raise ValueError(f"no claim-verdicts block for {profile} (between {start} and {end})")
-    a, b = text.index(start), text.index(end) + len(end) + 1
-    return text[:a] + block + text[b:]
+    """``text`` with its claim-verdicts block of ``profile`` replaced by ``block`` (refused where it has none, or
+    more than one)."""
+    return replace_block(text, *markers(profile), block)
 
 
 def main(argv=None) -> None:
