@@ -64,7 +64,7 @@ PAPERS = (
         Item("DBD-T1", "Table 1: No Defense vs DBD per attack (the baselines NC, NAD, DPSGD, ShrinkPad are not run)",
              ("dbd_table1",)),
         Item("DBD-T2", "ablation: without SS, SS + CE head, SS + SCE head, supervised tuning, DBD",
-             ("dbd_table2_ablation",)),
+             ("dbd_table2_ablation", "dbd_table2_ablation_curves")),
         Item("DBD-F1", "t-SNE of the features, supervised vs SimCLR, poisoned samples marked",
              figures=("dbd_figure1_tsne",)),
         Item("DBD-alpha", "filtering-rate sweep, adaptive attack, other poisoning rates"),
