@@ -230,17 +230,11 @@ def main(argv=None) -> None:
     """Print (or, with --write, put into README.md) the results-matrix block of the checkout's committed outputs."""
     import argparse
     from ..paths import project_root
-    from .readme_block import replace_block
+    from .readme_block import print_or_write
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--write", action="store_true", help="replace the block in README.md")
     args = parser.parse_args(argv)
-    root = project_root()
-    block = readme_block(root)
-    if args.write:
-        readme = root / "README.md"
-        readme.write_text(replace_block(readme.read_text(), *README_MARKERS, block))
-    else:
-        print(block, end="")
+    print_or_write(readme_block(project_root()), *README_MARKERS, args.write)
 
 
 if __name__ == "__main__":

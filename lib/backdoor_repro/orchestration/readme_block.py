@@ -21,3 +21,13 @@ def replace_block(text: str, start: str, end: str, block: str) -> str:
     elif text.startswith("\n", b):
         b += 1
     return text[:a] + block + text[b:]
+
+
+def print_or_write(block: str, start: str, end: str, write: bool) -> None:
+    """The command line of a generated block: print it, or (``write``) put it into the checkout's README.md."""
+    if not write:
+        print(block, end="")
+        return
+    from ..paths import project_root
+    readme = project_root() / "README.md"
+    readme.write_text(replace_block(readme.read_text(), start, end, block))

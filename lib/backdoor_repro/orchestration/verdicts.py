@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from .matrix import PAPERS, PROFILE_NAMES, read_claims
-from .readme_block import replace_block
+from .readme_block import print_or_write, replace_block
 
 COLUMNS = ("paper", "claim", "the paper's", "ours", "verdict")
 
@@ -73,19 +73,13 @@ def replace_in(text: str, block: str, profile: str) -> str:
 
 
 def main(argv=None) -> None:
-    """Print (or, with --write, put into the README) the claim-verdicts block of a profile's committed tables."""
+    """Print (or, with --write, put into README.md) the claim-verdicts block of a profile's committed tables."""
     from ..paths import project_root
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("profile", choices=PROFILE_NAMES)
     parser.add_argument("--write", action="store_true", help="replace the block in README.md")
     args = parser.parse_args(argv)
-    root = project_root()
-    block = readme_block(root, args.profile)
-    if args.write:
-        readme = root / "README.md"
-        readme.write_text(replace_in(readme.read_text(), block, args.profile))
-    else:
-        print(block, end="")
+    print_or_write(readme_block(project_root(), args.profile), *markers(args.profile), args.write)
 
 
 if __name__ == "__main__":
